@@ -1,0 +1,306 @@
+"""One message model for every framework memguard sits in.
+
+Agents hand memguard OpenAI-style dicts or LangChain ``BaseMessage`` objects. The guard works on
+`Message`; `to_messages` converts in, `restore_messages` converts back to the caller's own type,
+returning the caller's original objects untouched wherever a message was not changed, so nothing
+(ids, metadata, response metadata) is lost on the way through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+__all__ = [
+    "Message",
+    "MessageFormat",
+    "detect_format",
+    "to_messages",
+    "restore_messages",
+    "as_protocol_dict",
+    "is_langchain_message",
+]
+
+
+class MessageFormat(str, Enum):
+    """The caller's message type, so results go back in the same type they came in."""
+
+    OPENAI = "openai"
+    LANGCHAIN = "langchain"
+    MEMGUARD = "memguard"
+
+
+class Message(BaseModel):
+    """An OpenAI-style chat message.
+
+    `content` stays loosely typed on purpose: the MemRM protocol defines a rendering for any
+    content (string, list of parts, None, anything else), and agents do send all of those.
+    Unknown OpenAI fields are kept (``extra="allow"``) so a round trip loses nothing.
+    """
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    role: Any = "user"
+    content: Any = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    # The object this message was converted from (a dict or a LangChain message). It lets
+    # `restore_messages` hand back the very same object when the message is unchanged.
+    _source: Any = PrivateAttr(default=None)
+    _fields_at_source: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Any:
+        return self._source
+
+    def to_openai(self) -> dict[str, Any]:
+        """A plain OpenAI-style dict, without None-valued optional fields."""
+        data = self.model_dump(exclude_none=True)
+        data.setdefault("role", self.role)
+        if "content" not in data:
+            data["content"] = None
+        return data
+
+    def text(self) -> str:
+        """Best-effort plain text of the content (for sizes, rails and strategies, not the RM)."""
+        content = self.content
+        if content is None:
+            return ""
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            parts = []
+            for item in content:
+                if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+                    parts.append(item["text"])
+                elif isinstance(item, str):
+                    parts.append(item)
+            return "\n".join(parts)
+        return str(content)
+
+    def tool_call_ids(self) -> list[str]:
+        """Ids of this message's tool calls (assistant turns only), in order."""
+        ids = []
+        for call in self.tool_calls or []:
+            if isinstance(call, Mapping) and call.get("id"):
+                ids.append(str(call["id"]))
+        return ids
+
+    def _mark_source(self, source: Any) -> Message:
+        self._source = source
+        self._fields_at_source = self.model_dump()
+        return self
+
+    def unchanged_since_source(self) -> bool:
+        return self._source is not None and self._fields_at_source == self.model_dump()
+
+
+def is_langchain_message(obj: Any) -> bool:
+    """True for a LangChain ``BaseMessage`` without importing LangChain when it is absent."""
+    for klass in type(obj).__mro__:
+        if klass.__name__ == "BaseMessage" and klass.__module__.startswith("langchain_core"):
+            return True
+    return False
+
+
+def detect_format(messages: Sequence[Any]) -> MessageFormat:
+    """The format of a message list, judged by its elements (an empty list counts as OpenAI)."""
+    for item in messages:
+        if isinstance(item, Message):
+            return MessageFormat.MEMGUARD
+        if is_langchain_message(item):
+            return MessageFormat.LANGCHAIN
+        if isinstance(item, Mapping):
+            return MessageFormat.OPENAI
+    return MessageFormat.OPENAI
+
+
+def _check_sequence(messages: Any) -> Sequence[Any]:
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise ValueError(
+            f"expected a list of messages, got {type(messages).__name__}; "
+            "pass the agent's conversation as a list of dicts or LangChain messages"
+        )
+    return list(messages)
+
+
+def to_messages(messages: Any) -> list[Message]:
+    """Coerce a conversation to `Message` objects; a clear `ValueError` names a bad element."""
+    result: list[Message] = []
+    for index, item in enumerate(_check_sequence(messages)):
+        result.append(to_message(item, index=index))
+    return result
+
+
+def to_message(item: Any, *, index: int | None = None) -> Message:
+    """Coerce one message. `index` only makes the error message more useful."""
+    where = f"message {index}" if index is not None else "message"
+    if isinstance(item, Message):
+        return item
+    if is_langchain_message(item):
+        return _from_langchain(item)._mark_source(item)
+    if isinstance(item, Mapping):
+        data = dict(item)
+        tool_calls = data.get("tool_calls")
+        if tool_calls is not None and not isinstance(tool_calls, list):
+            if isinstance(tool_calls, (tuple,)):
+                data["tool_calls"] = list(tool_calls)
+            else:
+                raise ValueError(
+                    f"{where}: tool_calls must be a list, got {type(tool_calls).__name__}"
+                )
+        for key in ("tool_call_id", "name"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                data[key] = str(data[key])
+        if "role" not in data:
+            data["role"] = "user"
+        try:
+            return Message.model_validate(data)._mark_source(item)
+        except Exception as exc:  # pydantic's error would echo the content; keep it short
+            raise ValueError(f"{where}: not a valid chat message ({type(exc).__name__})") from None
+    raise ValueError(
+        f"{where}: expected a dict with 'role' and 'content' or a LangChain message, "
+        f"got {type(item).__name__}"
+    )
+
+
+_LC_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+
+
+def _from_langchain(msg: Any) -> Message:
+    msg_type = getattr(msg, "type", None)
+    role = _LC_ROLE.get(msg_type)
+    if role is None:
+        role = getattr(msg, "role", None) or msg_type or "user"
+    fields: dict[str, Any] = {"role": role, "content": msg.content}
+    if role == "assistant":
+        calls = []
+        for call in getattr(msg, "tool_calls", None) or []:
+            calls.append(
+                {
+                    "id": call.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": call.get("name"),
+                        "arguments": json.dumps(call.get("args") or {}),
+                    },
+                }
+            )
+        for call in getattr(msg, "invalid_tool_calls", None) or []:
+            calls.append(
+                {
+                    "id": call.get("id"),
+                    "type": "function",
+                    "function": {"name": call.get("name"), "arguments": call.get("args") or ""},
+                }
+            )
+        if calls:
+            fields["tool_calls"] = calls
+    if role == "tool":
+        fields["tool_call_id"] = getattr(msg, "tool_call_id", None)
+    if getattr(msg, "name", None):
+        fields["name"] = msg.name
+    if getattr(msg, "id", None):
+        fields["id"] = msg.id
+    return Message.model_validate(fields)
+
+
+def _to_langchain(message: Message) -> Any:
+    from langchain_core.messages import (
+        AIMessage,
+        ChatMessage,
+        HumanMessage,
+        SystemMessage,
+        ToolMessage,
+    )
+
+    content = message.content if message.content is not None else ""
+    extra: dict[str, Any] = {}
+    msg_id = (message.model_extra or {}).get("id")
+    if msg_id is not None:
+        extra["id"] = msg_id
+    if message.name:
+        extra["name"] = message.name
+    role = message.role
+    if role == "user":
+        return HumanMessage(content=content, **extra)
+    if role == "system":
+        return SystemMessage(content=content, **extra)
+    if role == "tool":
+        return ToolMessage(content=content, tool_call_id=message.tool_call_id or "", **extra)
+    if role == "assistant":
+        calls = []
+        for call in message.tool_calls or []:
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if not isinstance(function, Mapping):
+                continue
+            arguments = function.get("arguments")
+            try:
+                args = json.loads(arguments) if isinstance(arguments, str) else arguments
+            except json.JSONDecodeError:
+                args = {"__raw__": arguments}
+            if not isinstance(args, dict):
+                args = {"__value__": args}
+            calls.append(
+                {"name": function.get("name") or "tool", "args": args, "id": call.get("id")}
+            )
+        return AIMessage(content=content, tool_calls=calls, **extra)
+    return ChatMessage(content=content, role=str(role), **extra)
+
+
+def restore_messages(
+    messages: Sequence[Message], fmt: MessageFormat | str
+) -> list[Any]:
+    """Convert back to the caller's type; unchanged messages come back as the caller's objects."""
+    fmt = MessageFormat(fmt)
+    if fmt is MessageFormat.MEMGUARD:
+        return list(messages)
+    out: list[Any] = []
+    for message in messages:
+        if message.unchanged_since_source():
+            source = message.source
+            if fmt is MessageFormat.LANGCHAIN and is_langchain_message(source):
+                out.append(source)
+                continue
+            if fmt is MessageFormat.OPENAI and isinstance(source, Mapping):
+                out.append(source)
+                continue
+        if fmt is MessageFormat.LANGCHAIN:
+            out.append(_to_langchain(message))
+        else:
+            out.append(message.to_openai())
+    return out
+
+
+def as_protocol_dict(message: Any) -> Mapping[str, Any]:
+    """The mapping the protocol renderer reads.
+
+    Plain dicts pass through untouched, so rendering them is exactly the training renderer's
+    behaviour (a missing role, odd content types and all). Everything else goes via `Message`.
+    """
+    if isinstance(message, Mapping):
+        return message
+    if isinstance(message, Message):
+        return message.to_openai()
+    return to_message(message).to_openai()
+
+
+class Conversation(BaseModel):
+    """A message list together with the format it arrived in."""
+
+    messages: list[Message] = Field(default_factory=list)
+    fmt: MessageFormat = MessageFormat.OPENAI
+
+    @classmethod
+    def coerce(cls, messages: Any) -> Conversation:
+        seq = _check_sequence(messages)
+        return cls(messages=to_messages(seq), fmt=detect_format(seq))
+
+    def restore(self, messages: Sequence[Message] | None = None) -> list[Any]:
+        return restore_messages(self.messages if messages is None else messages, self.fmt)
