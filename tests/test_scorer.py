@@ -93,10 +93,14 @@ def test_merged_matches_reference(qwen_rm, prompts, reference):
     assert len({round(s.p_harmful, 4) for s in scores}) > 1  # weights make scores vary
 
 
-def test_unmerged_matches_reference(qwen_rm_dir, prompts, reference):
-    rm = MemRM.from_pretrained(**rm_paths(qwen_rm_dir), merge=False)
-    assert type(rm.model).__name__ == "PeftModelForCausalLM"
-    delta = max_delta(rm.score(prompts), reference)
+@pytest.fixture(scope="module")
+def unmerged_rm(qwen_rm_dir):
+    return MemRM.from_pretrained(**rm_paths(qwen_rm_dir), merge=False)
+
+
+def test_unmerged_matches_reference(unmerged_rm, prompts, reference):
+    assert type(unmerged_rm.model).__name__ == "PeftModelForCausalLM"
+    delta = max_delta(unmerged_rm.score(prompts), reference)
     print(f"\nfidelity unmerged fp32: max|dp| = {delta:.3e}")
     assert delta < 1e-5
 
@@ -113,12 +117,15 @@ def test_batched_equals_sequential(qwen_rm, prompts):
     assert max(abs(a - b) for a, b in zip(one, batched)) < 1e-5
 
 
-def test_only_last_position_logits(qwen_rm, prompts):
+@pytest.mark.parametrize("which", ["merged", "unmerged"])
+def test_only_last_position_logits(which, request, prompts):
+    """logits_to_keep=1 must reach the LM head through PeftModel too (no full-sequence logits)."""
+    rm = request.getfixturevalue("qwen_rm" if which == "merged" else "unmerged_rm")
     shapes = []
-    head = qwen_rm.model.get_output_embeddings()
+    head = rm.model.get_output_embeddings()
     handle = head.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
     try:
-        qwen_rm.score(prompts[:1])
+        rm.score(prompts[:1])
     finally:
         handle.remove()
     assert shapes == [(1, 1, head.weight.shape[0])]
