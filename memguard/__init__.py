@@ -4,6 +4,8 @@ Every proposed compaction is scored by MemRM for P(HARMFUL) and committed, repla
 strategy, or vetoed (nothing lost). See `Guard`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
 from memguard.guard import Guard, Policy, band_of, guarded
@@ -18,6 +20,9 @@ from memguard.strategies import (
     default_fallbacks,
 )
 
+if TYPE_CHECKING:
+    from memguard.scoring.local import MemRM
+
 __all__ = [
     "AuditWorker",
     "CandidateReport",
@@ -29,6 +34,7 @@ __all__ = [
     "LABEL_HARMFUL",
     "LABEL_SAFE",
     "LoggingSink",
+    "MemRM",
     "Message",
     "MessageFormat",
     "ObservationMasking",
@@ -51,3 +57,12 @@ __all__ = [
     "to_messages",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # MemRM pulls in torch (~2 s); users of a remote scorer should not pay for it.
+    if name == "MemRM":
+        from memguard.scoring.local import MemRM
+
+        return MemRM
+    raise AttributeError(f"module 'memguard' has no attribute {name!r}")
