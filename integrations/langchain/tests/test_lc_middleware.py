@@ -175,3 +175,31 @@ def test_bad_configuration_is_refused():
         MemGuardMiddleware(NotACompaction(), Guard(PrefixScorer()))
     with pytest.raises(TypeError, match="memguard.Guard"):
         MemGuardMiddleware(summarization(), object())
+
+
+@pytest.mark.parametrize("mode", ["stream", "astream"])
+def test_probes_run_under_the_agent_run_config(mode):
+    """Both probes are traced and streamed like ordinary model calls (callbacks carried to threads)."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class AgentCalls(BaseCallbackHandler):
+        def __init__(self):
+            self.count = 0
+
+        def on_chat_model_start(self, serialized, messages, *, metadata=None, **kwargs):
+            if (metadata or {}).get("lc_source") != "summarization":
+                self.count += 1
+
+    model, calls = FactAgentModel(), AgentCalls()
+    middleware = MemGuardMiddleware(summarization(), Guard(harmful_when_forgotten(), cooldown=0))
+    agent = make_agent(model, [middleware])
+    inputs, config = {"messages": [HumanMessage(TASK)]}, {"callbacks": [calls]}
+    if mode == "stream":
+        chunks = list(agent.stream(inputs, config, stream_mode="messages"))
+    else:
+        async def collect():
+            return [chunk async for chunk in agent.astream(inputs, config, stream_mode="messages")]
+
+        chunks = asyncio.run(collect())
+    assert calls.count == len(model.inputs) > 7  # 7 steps, plus one probe per reviewed compaction
+    assert sum(1 for message, _ in chunks if message.type == "ai") == len(model.inputs)
