@@ -165,21 +165,32 @@ class Guard:
         """Audit jobs dropped because the queue was full (audit mode never blocks the agent)."""
         return self._worker.dropped if self._worker else 0
 
-    def review(self, event: CompactionEvent, policy: Policy | None = None) -> Decision:
-        """Decide on `event`, probing `policy` as needed (blocking)."""
+    def review(self, event: CompactionEvent, policy: Policy | None = None, *,
+               fallbacks: Sequence[Strategy | Callable[..., Any]] | None = None) -> Decision:
+        """Decide on `event`, probing `policy` as needed (blocking).
+
+        `fallbacks`, when given, replaces the guard's own chain for this call only (integrations
+        bind framework-specific fallbacks to the current request this way).
+        """
         if self.mode == "audit":
             return self._enqueue_audit(event, policy)
-        decision = self._drive_blocking(self._review_steps(event, audit=False), policy)
+        steps = self._review_steps(event, audit=False, fallbacks=self._chain(fallbacks))
+        decision = self._drive_blocking(steps, policy)
         self._publish(decision)
         return decision
 
-    async def areview(self, event: CompactionEvent, policy: Policy | None = None) -> Decision:
-        """Decide on `event` without blocking the event loop."""
+    async def areview(self, event: CompactionEvent, policy: Policy | None = None, *,
+                      fallbacks: Sequence[Strategy | Callable[..., Any]] | None = None) -> Decision:
+        """Decide on `event` without blocking the event loop (same decisions as `review`)."""
         if self.mode == "audit":
             return self._enqueue_audit(event, policy)
-        decision = await self._drive_async(self._review_steps(event, audit=False), policy)
+        steps = self._review_steps(event, audit=False, fallbacks=self._chain(fallbacks))
+        decision = await self._drive_async(steps, policy)
         self._publish(decision)
         return decision
+
+    def _chain(self, fallbacks: Sequence[Strategy | Callable[..., Any]] | None) -> tuple[Strategy, ...]:
+        return self.fallbacks if fallbacks is None else tuple(as_strategy(f) for f in fallbacks)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until queued audit work is written; True when the queue drained in time."""
@@ -223,7 +234,7 @@ class Guard:
         )
 
         def job() -> None:
-            decision = self._drive_blocking(self._review_steps(event, audit=True), policy)
+            decision = self._drive_blocking(self._review_steps(event, audit=True, fallbacks=()), policy)
             self._publish(decision)
 
         self._worker.submit(job)  # type: ignore[union-attr]
@@ -352,7 +363,8 @@ class Guard:
         left = self.cooldown - (step - last)
         return max(0, left)
 
-    def _review_steps(self, event: CompactionEvent, *, audit: bool) -> Generator[Any, Any, Decision]:
+    def _review_steps(self, event: CompactionEvent, *, audit: bool,
+                      fallbacks: tuple[Strategy, ...]) -> Generator[Any, Any, Decision]:
         started = time.perf_counter()
         timings = Timings()
         fmt = detect_format(event.before)
@@ -422,7 +434,7 @@ class Guard:
         def pending_fallbacks() -> Generator[_Candidate, None, None]:
             if audit:
                 return
-            for fallback in self.fallbacks:
+            for fallback in fallbacks:
                 try:
                     messages = to_messages(fallback(before))
                 except Exception as exc:  # noqa: BLE001 - a broken fallback is skipped, not fatal

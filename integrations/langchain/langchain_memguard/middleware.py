@@ -19,7 +19,6 @@ state; the guard then decides which context this one model call sees.
 from __future__ import annotations
 
 import contextvars
-import copy
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -163,7 +162,7 @@ class MemGuardMiddleware(AgentMiddleware):
             # Probes may run on the guard's threads: carry the run's callbacks/config along.
             return probes.keep(context.copy().run(handler, probe))
 
-        decision = self._guard_for(request, view).review(self._event(request, candidate, view), policy)
+        decision = self.guard.review(self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view))
         response = probes.response_for(decision.response)
         if response is None:
             response = _as_model_response(handler(request.override(messages=self._chosen(decision, view, request))))
@@ -179,7 +178,7 @@ class MemGuardMiddleware(AgentMiddleware):
         def policy(messages: list[Any]) -> BaseMessage:
             return probes.keep(context.copy().run(handler, edited.override(messages=view.from_view(messages))))
 
-        decision = self._guard_for(request, view).review(self._event(request, edited.messages, view), policy)
+        decision = self.guard.review(self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view))
         self._record(decision)
         response = probes.response_for(decision.response)
         if response is None:
@@ -213,7 +212,7 @@ class MemGuardMiddleware(AgentMiddleware):
         async def policy(messages: list[Any]) -> BaseMessage:
             return probes.keep(await handler(request.override(messages=view.from_view(messages))))
 
-        decision = await self._guard_for(request, view).areview(self._event(request, candidate, view), policy)
+        decision = await self.guard.areview(self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view))
         response = probes.response_for(decision.response)
         if response is None:
             response = _as_model_response(await handler(request.override(messages=self._chosen(decision, view, request))))
@@ -228,7 +227,7 @@ class MemGuardMiddleware(AgentMiddleware):
         async def policy(messages: list[Any]) -> BaseMessage:
             return probes.keep(await handler(edited.override(messages=view.from_view(messages))))
 
-        decision = await self._guard_for(request, view).areview(self._event(request, edited.messages, view), policy)
+        decision = await self.guard.areview(self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view))
         self._record(decision)
         response = probes.response_for(decision.response)
         if response is None:
@@ -259,22 +258,17 @@ class MemGuardMiddleware(AgentMiddleware):
             metadata={"framework": "langchain", "middleware": self.inner.name},
         )
 
-    def _guard_for(self, request: ModelRequest, view: GuardView) -> Guard:
-        """The guard, with this middleware's fallbacks bound to this model call put first.
-
-        A shallow copy: cooldown state, locks, sinks and the audit worker stay shared.
-        """
+    def _fallbacks_for(self, request: ModelRequest, view: GuardView) -> tuple[Any, ...] | None:
+        """This middleware's fallbacks bound to this model call, before the guard's own chain."""
         if not self.fallbacks:
-            return self.guard
+            return None
         bound = []
         for fallback in self.fallbacks:
             if isinstance(fallback, AgentMiddleware):
                 bound.append(MiddlewareStrategy(fallback, request, view, strategy_name(fallback)))
             else:
                 bound.append(as_strategy(fallback))
-        guard = copy.copy(self.guard)
-        guard.fallbacks = (*bound, *self.guard.fallbacks)
-        return guard
+        return (*bound, *self.guard.fallbacks)
 
     @staticmethod
     def _chosen(decision: Decision, view: GuardView, request: ModelRequest) -> list[BaseMessage]:

@@ -140,10 +140,16 @@ def test_middleware_fallbacks_in_order_first_acceptable_wins(mode):
 
 def test_memguard_strategy_fallback_keeps_system_prompt_out_of_the_state():
     scorer = harmful_when_forgotten()
-    messages, decisions, _, _ = guarded_run(
-        summarization(), scorer, cooldown=0, fallbacks=[RecentWindow(keep_first=4, keep_last=4)])
+
+    def mask_unneeded(messages):
+        """A memguard-side strategy: mask tool outputs except the one the agent needs."""
+        return [m.model_copy(update={"content": "<MASKED>"}) if m.role == "tool" and FACT not in m.text() else m
+                for m in messages]
+
+    messages, decisions, _, _ = guarded_run(summarization(), scorer, cooldown=0, fallbacks=[mask_unneeded])
     first = decisions[0]
-    assert first.verdict is Verdict.FALLBACK and first.strategy == "recent_window"
+    assert first.verdict is Verdict.FALLBACK and first.strategy == "mask_unneeded"
+    assert any(isinstance(m, ToolMessage) and m.content == "<MASKED>" for m in messages)
     assert messages[0].type == "human" and messages[0].content == TASK  # no system message in state
     assert f"the fact is {FACT}" in messages[-1].content
 
