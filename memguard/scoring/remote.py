@@ -160,9 +160,14 @@ class RemoteMemRM:
 
     @property
     def identity(self) -> ScorerIdentity:
-        """The served base model and adapter. Asks the server (sync) if not connected yet."""
-        info = self._info or self._run(self._info_flow())
-        return ScorerIdentity(base=info.model.base, adapter=info.model.adapter)
+        """The served base model and adapter, as `/v1/models` names them.
+
+        Never does I/O and never raises (the guard reads it even after a failed score): before
+        the first successful call it names the endpoint instead, `vllm@<base_url>` + model.
+        """
+        if self._info is None:
+            return ScorerIdentity(base=f"vllm@{self.base_url}", adapter=self.model)
+        return ScorerIdentity(base=self._info.model.base, adapter=self._info.model.adapter)
 
     @property
     def label_ids(self) -> tuple[int, int]:
@@ -217,9 +222,9 @@ class RemoteMemRM:
         return self._info
 
     def _score_flow(self, prompts: list[str]) -> _Flow:
-        info = yield from self._info_flow()
         if not prompts:
             return []
+        info = yield from self._info_flow()
         bodies = yield [_Call("POST", TOKENIZE_PATH, tokenize_body(self.model, p), (p,)) for p in prompts]
         cut = [left_cut(parse_tokens(b)[0], info.token_limit) for b in bodies]
         if any(not tokens for tokens, _ in cut):
