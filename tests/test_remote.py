@@ -18,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from memguard import CompactionEvent, Guard, Verdict
+from memguard.protocol import summary_message
 from memguard.scoring.remote import RemoteMemRM, RemoteScorerError
+from tests.doubles import FactPolicy, swe_conversation
 
 Y_ID, N_ID = 809, 451
 URL = "http://rm.test"
@@ -365,3 +368,26 @@ async def test_concurrent_ascore_calls_share_the_client() -> None:
     async with make(fake) as rm:
         results = await asyncio.gather(*(rm.ascore([p]) for p in PROMPTS))
     assert [r[0].p_harmful for r in results] == [pytest.approx(fake_p(encode(p))) for p in PROMPTS]
+
+
+# -- with the guard ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("on_error", "verdict"), [("open", Verdict.COMMIT), ("closed", Verdict.VETO)])
+def test_guard_uses_remote_scorer_unchanged(on_error: str, verdict: Verdict) -> None:
+    conversation = swe_conversation(n_turns=12, fact="FACT-42", fact_turn=1)
+    candidate = [*conversation[:2], summary_message("The agent looked around."), *conversation[-4:]]
+    compaction = CompactionEvent(before=conversation, candidate=candidate, strategy="summary")
+
+    fake = FakeVLLM()
+    scored = Guard(make(fake), on_error=on_error).review(compaction, FactPolicy("FACT-42"))
+    assert scored.error is None and scored.p_harmful is not None
+    assert scored.scorer is not None and scored.scorer.adapter == "/adapters/checkpoint-500"
+    assert fake.calls["/generative_scoring"] >= 1
+
+    down = FakeVLLM()
+    down.override("/v1/models", *[fail_with(httpx.ConnectError)] * 3)
+    failed = Guard(make(down, retries=2), on_error=on_error).review(compaction, FactPolicy("FACT-42"))
+    assert failed.verdict is verdict
+    assert failed.error and failed.error.startswith("RemoteScorerError: ")
+    assert failed.scorer is not None and failed.scorer.base == f"vllm@{URL}"
