@@ -44,7 +44,9 @@ def fake_p(ids: list[int]) -> float:
 class FakeVLLM:
     """A scripted vLLM. `override(path, n)` lets a test replace the next n answers on a path."""
 
-    def __init__(self, *, max_model_len: int = 40_000, encoder: Callable[[str], list[int]] = encode):
+    def __init__(
+        self, *, max_model_len: int = 40_000, encoder: Callable[[str], list[int]] = encode
+    ):
         self.max_model_len = max_model_len
         self.encoder = encoder
         self.calls: Counter[str] = Counter()
@@ -62,21 +64,34 @@ class FakeVLLM:
         if self.overrides.get(path):
             return self.overrides[path].pop(0)(request)
         if path == "/v1/models":
-            return httpx.Response(200, json={"object": "list", "data": [
-                {"id": "base-model", "root": "/models/base", "parent": None, "max_model_len": self.max_model_len},
-                {"id": "memrm", "root": "/adapters/checkpoint-500", "parent": "base-model", "max_model_len": None},
-            ]})  # fmt: skip
+            base = {"id": "base-model", "root": "/models/base", "parent": None}
+            lora = {"id": "memrm", "root": "/adapters/checkpoint-500", "parent": "base-model"}
+            cards = [base | {"max_model_len": self.max_model_len}, lora | {"max_model_len": None}]
+            return httpx.Response(200, json={"object": "list", "data": cards})
         if path == "/tokenize":
             tokens = self.encoder(body["prompt"])
-            return httpx.Response(200, json={"count": len(tokens), "max_model_len": self.max_model_len, "tokens": tokens})
+            return httpx.Response(
+                200,
+                json={"count": len(tokens), "max_model_len": self.max_model_len, "tokens": tokens},
+            )
         if path == "/generative_scoring":
-            assert body["query"] == [] and body["label_token_ids"] == [N_ID, Y_ID] and body["apply_softmax"]
-            data = [{"index": i, "object": "score", "score": fake_p(item)} for i, item in enumerate(body["items"])]
+            assert (
+                body["query"] == []
+                and body["label_token_ids"] == [N_ID, Y_ID]
+                and body["apply_softmax"]
+            )
+            data = [
+                {"index": i, "object": "score", "score": fake_p(item)}
+                for i, item in enumerate(body["items"])
+            ]
             n = sum(len(item) for item in body["items"])
-            return httpx.Response(200, json={
-                "id": "x", "object": "list", "model": body["model"], "data": data[::-1],  # any order
-                "usage": {"prompt_tokens": n, "total_tokens": n + len(data), "completion_tokens": len(data)},
-            })  # fmt: skip
+            usage = {
+                "prompt_tokens": n,
+                "total_tokens": n + len(data),
+                "completion_tokens": len(data),
+            }
+            reply = {"id": "x", "object": "list", "model": body["model"], "usage": usage}
+            return httpx.Response(200, json=reply | {"data": data[::-1]})  # any order
         return httpx.Response(404, json={"detail": "Not Found"})
 
 
@@ -86,7 +101,9 @@ def make(fake: FakeVLLM, **kwargs: Any) -> RemoteMemRM:
     return RemoteMemRM(URL, transport=transport, async_transport=transport, **kwargs)
 
 
-def answer(status: int, body: Any = None, *, raw: bytes | None = None) -> Callable[[httpx.Request], httpx.Response]:
+def answer(
+    status: int, body: Any = None, *, raw: bytes | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
     if raw is not None:
         return lambda request: httpx.Response(status, content=raw)
     return lambda request: httpx.Response(status, json=body)
@@ -99,7 +116,11 @@ def fail_with(exc_type: type[Exception]) -> Callable[[httpx.Request], httpx.Resp
     return raise_
 
 
-PROMPTS = ["[User]\nfix the bug\n\nAnswer:", "[User]\n" + "x" * 50 + "\n\nAnswer:", "[Tool]\nok\n\nAnswer:"]
+PROMPTS = [
+    "[User]\nfix the bug\n\nAnswer:",
+    "[User]\n" + "x" * 50 + "\n\nAnswer:",
+    "[Tool]\nok\n\nAnswer:",
+]
 
 
 # -- the happy path --------------------------------------------------------------------------
@@ -109,7 +130,7 @@ def test_scores_follow_the_served_model_in_request_order_with_left_cut() -> None
     fake = FakeVLLM()
     with make(fake, max_length=20, batch_size=2) as rm:
         scores = rm.score(PROMPTS)
-    for prompt, score in zip(PROMPTS, scores):
+    for prompt, score in zip(PROMPTS, scores, strict=True):
         ids = encode(prompt)
         kept = ids[-20:]
         assert score.p_harmful == pytest.approx(fake_p(kept), abs=1e-12)
@@ -193,7 +214,9 @@ def test_label_merging_with_answer_colon_is_refused() -> None:
         make(FakeVLLM(encoder=merging)).connect()
 
 
-@pytest.mark.parametrize("bad", [dict(base_url="localhost:8000"), dict(timeout=0), dict(retries=-1), dict(max_length=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(base_url="localhost:8000"), dict(timeout=0), dict(retries=-1), dict(max_length=0)]
+)
 def test_bad_arguments(bad: dict[str, Any]) -> None:
     kwargs = dict(base_url=URL) | bad
     with pytest.raises(ValueError):
@@ -211,7 +234,9 @@ def test_prompts_must_be_a_list_of_strings() -> None:
 
 def test_5xx_is_retried_then_succeeds() -> None:
     fake = FakeVLLM()
-    fake.override("/generative_scoring", answer(503, {"error": {"message": "busy", "type": "x", "code": 503}}))
+    fake.override(
+        "/generative_scoring", answer(503, {"error": {"message": "busy", "type": "x", "code": 503}})
+    )
     fake.override("/generative_scoring", answer(500, raw=b"oops"))
     scores = make(fake, retries=2).score(PROMPTS[:1])
     assert fake.calls["/generative_scoring"] == 3
@@ -221,7 +246,9 @@ def test_5xx_is_retried_then_succeeds() -> None:
 def test_persistent_5xx_gives_up_with_status() -> None:
     fake = FakeVLLM()
     fake.override("/generative_scoring", *[answer(502, {"detail": "bad gateway"})] * 5)
-    with pytest.raises(RemoteScorerError, match=r"HTTP 502 \(bad gateway\) after 3 attempts") as err:
+    with pytest.raises(
+        RemoteScorerError, match=r"HTTP 502 \(bad gateway\) after 3 attempts"
+    ) as err:
         make(fake, retries=2).score(PROMPTS[:1])
     assert err.value.status == 502 and err.value.endpoint == "/generative_scoring"
     assert fake.calls["/generative_scoring"] == 3
@@ -229,15 +256,25 @@ def test_persistent_5xx_gives_up_with_status() -> None:
 
 def test_4xx_is_not_retried() -> None:
     fake = FakeVLLM()
-    body = {"error": {"message": "The decoder prompt cannot be empty", "type": "BadRequestError", "code": 400}}
+    body = {
+        "error": {
+            "message": "The decoder prompt cannot be empty",
+            "type": "BadRequestError",
+            "code": 400,
+        }
+    }
     fake.override("/generative_scoring", answer(400, body))
-    with pytest.raises(RemoteScorerError, match="HTTP 400 .BadRequestError: The decoder prompt") as err:
+    with pytest.raises(
+        RemoteScorerError, match="HTTP 400 .BadRequestError: The decoder prompt"
+    ) as err:
         make(fake, retries=3).score(PROMPTS[:1])
     assert err.value.status == 400
     assert fake.calls["/generative_scoring"] == 1
 
 
-@pytest.mark.parametrize("exc", [httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError])
+@pytest.mark.parametrize(
+    "exc", [httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError]
+)
 def test_connection_errors_are_retried(exc: type[Exception]) -> None:
     fake = FakeVLLM()
     fake.override("/tokenize", fail_with(exc))
@@ -248,7 +285,9 @@ def test_connection_refused_gives_up_after_retries_with_backoff() -> None:
     fake = FakeVLLM()
     fake.override("/v1/models", *[fail_with(httpx.ConnectError)] * 3)
     start = time.monotonic()
-    with pytest.raises(RemoteScorerError, match="could not reach the server.*after 3 attempts") as err:
+    with pytest.raises(
+        RemoteScorerError, match="could not reach the server.*after 3 attempts"
+    ) as err:
         make(fake, retries=2, backoff=0.05).score(PROMPTS[:1])
     elapsed = time.monotonic() - start
     assert 0.05 + 0.1 <= elapsed < 2.0  # slept 0.05 then 0.1, no more
@@ -291,8 +330,8 @@ def _scoring(data: Any, usage: Any = None) -> Callable[[httpx.Request], httpx.Re
         (_scoring([{"index": 0}]), "not a number"),
         (_scoring([{"index": 0, "score": "0.3"}]), "not a number"),
         (_scoring([{"index": 0, "score": True}]), "not a number"),
-        (answer(200, raw=b"{\"data\": [{\"index\": 0, \"score\": NaN}]}"), "not a probability"),
-        (answer(200, raw=b"{\"data\": [{\"index\": 0, \"score\": Infinity}]}"), "not a probability"),
+        (answer(200, raw=b'{"data": [{"index": 0, "score": NaN}]}'), "not a probability"),
+        (answer(200, raw=b'{"data": [{"index": 0, "score": Infinity}]}'), "not a probability"),
         (_scoring([{"index": 0, "score": 1.5}]), "not a probability"),
         (_scoring([{"index": 3, "score": 0.5}]), "bad or repeated item index 3"),
         (_scoring([{"score": 0.5}]), "bad or repeated item index None"),
@@ -373,7 +412,9 @@ async def test_concurrent_ascore_calls_share_the_client() -> None:
 # -- with the guard ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("on_error", "verdict"), [("open", Verdict.COMMIT), ("closed", Verdict.VETO)])
+@pytest.mark.parametrize(
+    ("on_error", "verdict"), [("open", Verdict.COMMIT), ("closed", Verdict.VETO)]
+)
 def test_guard_uses_remote_scorer_unchanged(on_error: str, verdict: Verdict) -> None:
     conversation = swe_conversation(n_turns=12, fact="FACT-42", fact_turn=1)
     candidate = [*conversation[:2], summary_message("The agent looked around."), *conversation[-4:]]
@@ -387,7 +428,9 @@ def test_guard_uses_remote_scorer_unchanged(on_error: str, verdict: Verdict) -> 
 
     down = FakeVLLM()
     down.override("/v1/models", *[fail_with(httpx.ConnectError)] * 3)
-    failed = Guard(make(down, retries=2), on_error=on_error).review(compaction, FactPolicy("FACT-42"))
+    failed = Guard(make(down, retries=2), on_error=on_error).review(
+        compaction, FactPolicy("FACT-42")
+    )
     assert failed.verdict is verdict
     assert failed.error and failed.error.startswith("RemoteScorerError: ")
     assert failed.scorer is not None and failed.scorer.base == f"vllm@{URL}"

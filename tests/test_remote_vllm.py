@@ -31,7 +31,7 @@ SERVER_MAX_MODEL_LEN = 4096  # > MAX_LENGTH: the server never has to cut anythin
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: pytest sets it up before the session-wide tiny RM
 def python() -> str:
     found, why = vllm_python()
     if found is None:
@@ -59,7 +59,9 @@ def server(python, qwen_rm_dir):
 def local(qwen_rm_dir):
     from memguard import MemRM
 
-    return MemRM.from_pretrained(**rm_paths(qwen_rm_dir), device="cpu", dtype="float32", max_length=MAX_LENGTH)
+    return MemRM.from_pretrained(
+        **rm_paths(qwen_rm_dir), device="cpu", dtype="float32", max_length=MAX_LENGTH
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +94,8 @@ def test_remote_matches_in_process(server, local, prompts):
         assert remote.identity.base == str(server.base)
         assert remote.identity.adapter == str(server.adapter)
     want = local.score(prompts)
-    deltas = [abs(g.p_harmful - w.p_harmful) for g, w in zip(got, want)]
-    print(f"\nremote vs in-process: max|dp| = {max(deltas):.3e} over {len(prompts)} trajectory prompts")
+    deltas = [abs(g.p_harmful - w.p_harmful) for g, w in zip(got, want, strict=True)]
+    print(f"\nremote vs in-process: max|dp| = {max(deltas):.3e} over {len(prompts)} real prompts")
     assert max(deltas) < TOLERANCE
     assert [(g.n_tokens, g.n_truncated) for g in got] == [(w.n_tokens, w.n_truncated) for w in want]
     assert any(g.n_truncated > 0 for g in got) and any(g.n_truncated == 0 for g in got)
@@ -106,7 +108,7 @@ async def test_async_matches_sync(server, prompts):
     with RemoteMemRM(server.url, max_length=MAX_LENGTH) as remote:
         want = remote.score(prompts[:6])
     assert [g.n_tokens for g in got] == [w.n_tokens for w in want]
-    assert max(abs(g.p_harmful - w.p_harmful) for g, w in zip(got, want)) < TOLERANCE
+    assert max(abs(g.p_harmful - w.p_harmful) for g, w in zip(got, want, strict=True)) < TOLERANCE
 
 
 def test_unknown_model_is_a_clear_error(server):
@@ -134,7 +136,9 @@ def test_stopped_then_restarted_server(server, prompts):
 
     server.stop()
     began = time.monotonic()
-    with pytest.raises(RemoteScorerError, match="could not reach the server.*after 3 attempts") as err:
+    with pytest.raises(
+        RemoteScorerError, match="could not reach the server.*after 3 attempts"
+    ) as err:
         remote.score(prompts[:3])
     with pytest.raises(RemoteScorerError, match="could not reach the server"):
         asyncio.run(remote.ascore(prompts[:3]))
@@ -145,12 +149,14 @@ def test_stopped_then_restarted_server(server, prompts):
     conversation = swe_conversation(n_turns=12, fact="FACT-42", fact_turn=1)
     candidate = [*conversation[:2], summary_message("The agent looked around."), *conversation[-4:]]
     decision = Guard(remote, on_error="closed").review(
-        CompactionEvent(before=conversation, candidate=candidate, strategy="summary"), FactPolicy("FACT-42")
+        CompactionEvent(before=conversation, candidate=candidate, strategy="summary"),
+        FactPolicy("FACT-42"),
     )
     assert decision.verdict is Verdict.VETO and decision.error
     assert any("RemoteScorerError" in r for r in decision.reasons)
 
-    server.start()  # same port; the client keeps its cached labels and its (now stale) pool
+    restart_s = server.start()  # same port; the client keeps its cached labels and stale pool
+    print(f"\nvLLM server restarted in {restart_s:.1f} s")
     after = remote.score(prompts[:3])
-    assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(after, before)) < 1e-6
+    assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(after, before, strict=True)) < 1e-6
     remote.close()

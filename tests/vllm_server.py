@@ -33,7 +33,9 @@ def vllm_python() -> tuple[str | None, str]:
         return None, f"{PYTHON_ENV}={python} does not exist"
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
     try:
-        found = subprocess.run([python, "-c", probe], timeout=60, capture_output=True).returncode == 0
+        found = (
+            subprocess.run([python, "-c", probe], timeout=60, capture_output=True).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"{PYTHON_ENV}={python} cannot run: {exc}"
     if not found:
@@ -56,7 +58,9 @@ class VLLMServer:
     adapter: Path
     max_model_len: int = 4096
     port: int = field(default_factory=free_port)
-    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1]))
+    log_path: Path = field(
+        default_factory=lambda: Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
+    )
     process: subprocess.Popen[bytes] | None = None
     start_seconds: float | None = None
 
@@ -81,7 +85,9 @@ class VLLMServer:
         """Start and wait until `/health` answers and the adapter is listed; seconds taken."""
         env = dict(os.environ)
         env.update(
-            VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "1"),  # GiB; the default is large
+            VLLM_CPU_KVCACHE_SPACE=env.get(
+                "VLLM_CPU_KVCACHE_SPACE", "1"
+            ),  # GiB; the default is large
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
             VLLM_NO_USAGE_STATS="1",
@@ -90,7 +96,11 @@ class VLLMServer:
         began = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         try:
             self._wait_ready(began + timeout)
@@ -104,7 +114,9 @@ class VLLMServer:
         assert self.process is not None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM exited with code {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"vLLM exited with code {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     models = httpx.get(self.url + "/v1/models", timeout=5).json()

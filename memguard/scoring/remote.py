@@ -55,9 +55,7 @@ def _import_httpx() -> Any:
     try:
         import httpx
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "RemoteMemRM needs httpx: pip install 'memguard[remote]'"
-        ) from exc
+        raise ImportError("RemoteMemRM needs httpx: pip install 'memguard[remote]'") from exc
     return httpx
 
 
@@ -205,7 +203,13 @@ class RemoteMemRM:
             return self._info
         (models,) = yield [_Call("GET", MODELS_PATH)]
         served = parse_served_model(models, self.model)
-        texts = (LABEL_SAFE, LABEL_HARMFUL, LABEL_PROBE, LABEL_PROBE + LABEL_SAFE, LABEL_PROBE + LABEL_HARMFUL)
+        texts = (
+            LABEL_SAFE,
+            LABEL_HARMFUL,
+            LABEL_PROBE,
+            LABEL_PROBE + LABEL_SAFE,
+            LABEL_PROBE + LABEL_HARMFUL,
+        )
         bodies = yield [_Call("POST", TOKENIZE_PATH, tokenize_body(self.model, t)) for t in texts]
         parsed = [parse_tokens(b) for b in bodies]
         labels = label_ids(*(tokens for tokens, _ in parsed))
@@ -216,7 +220,10 @@ class RemoteMemRM:
             logger.warning(
                 "vLLM serves %r with max_model_len=%s: prompts are cut to %s tokens, not %s "
                 "(start vLLM with a larger --max-model-len to match the in-process scorer)",
-                self.model, server_len, limit, self.max_length,
+                self.model,
+                server_len,
+                limit,
+                self.max_length,
             )
         self._info = _ServerInfo(model=served, labels=labels, token_limit=limit)
         return self._info
@@ -225,20 +232,25 @@ class RemoteMemRM:
         if not prompts:
             return []
         info = yield from self._info_flow()
-        bodies = yield [_Call("POST", TOKENIZE_PATH, tokenize_body(self.model, p), (p,)) for p in prompts]
+        bodies = yield [
+            _Call("POST", TOKENIZE_PATH, tokenize_body(self.model, p), (p,)) for p in prompts
+        ]
         cut = [left_cut(parse_tokens(b)[0], info.token_limit) for b in bodies]
         if any(not tokens for tokens, _ in cut):
             raise ValueError("cannot score an empty prompt (it has no tokens)")
         batches = [cut[i : i + self.batch_size] for i in range(0, len(cut), self.batch_size)]
         answers = yield [
-            _Call("POST", SCORING_PATH, scoring_body(self.model, [t for t, _ in batch], info.labels))
+            _Call(
+                "POST", SCORING_PATH, scoring_body(self.model, [t for t, _ in batch], info.labels)
+            )
             for batch in batches
         ]
         scores: list[Score] = []
-        for batch, answer in zip(batches, answers):
+        for batch, answer in zip(batches, answers, strict=True):
             probs = parse_scores(answer, len(batch), sum(len(t) for t, _ in batch))
             scores.extend(
-                Score(p_harmful=p, n_tokens=len(t), n_truncated=n_cut) for p, (t, n_cut) in zip(probs, batch)
+                Score(p_harmful=p, n_tokens=len(t), n_truncated=n_cut)
+                for p, (t, n_cut) in zip(probs, batch, strict=True)
             )
         return scores
 
@@ -302,7 +314,9 @@ class RemoteMemRM:
     async def _asend(self, call: _Call) -> Any:
         for attempt in range(self.retries + 1):
             try:
-                response = await self._async_client().request(call.method, call.path, json=call.body)
+                response = await self._async_client().request(
+                    call.method, call.path, json=call.body
+                )
             except self._httpx.TransportError as exc:
                 if not self._retryable(exc) or attempt == self.retries:
                     raise self._transport_error(call, exc, attempt) from exc
@@ -326,7 +340,9 @@ class RemoteMemRM:
 
     def _transport_error(self, call: _Call, exc: Exception, attempt: int) -> RemoteScorerError:
         tries = f" after {attempt + 1} attempts" if attempt else ""
-        if isinstance(exc, self._httpx.TimeoutException) and not isinstance(exc, self._httpx.ConnectTimeout):
+        if isinstance(exc, self._httpx.TimeoutException) and not isinstance(
+            exc, self._httpx.ConnectTimeout
+        ):
             what = f"no answer within the {self.timeout:g} s timeout ({type(exc).__name__})"
         else:
             what = f"could not reach the server ({type(exc).__name__}: {exc})"

@@ -124,7 +124,11 @@ def parse_served_model(body: Any, name: str) -> ServedModel:
 
 
 def label_ids(
-    safe_alone: list[int], harmful_alone: list[int], probe: list[int], probe_safe: list[int], probe_harmful: list[int]
+    safe_alone: list[int],
+    harmful_alone: list[int],
+    probe: list[int],
+    probe_safe: list[int],
+    probe_harmful: list[int],
 ) -> LabelIds:
     """Check the served tokenizer encodes each label as one token, also right after `Answer:`.
 
