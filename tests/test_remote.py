@@ -434,3 +434,96 @@ def test_guard_uses_remote_scorer_unchanged(on_error: str, verdict: Verdict) -> 
     assert failed.verdict is verdict
     assert failed.error and failed.error.startswith("RemoteScorerError: ")
     assert failed.scorer is not None and failed.scorer.base == f"vllm@{URL}"
+
+
+# -- over real loopback sockets (keep-alive pools, event loops, a server that goes away) -------
+
+
+class LoopbackServer:
+    """FakeVLLM behind a real HTTP/1.1 server on 127.0.0.1, in a thread."""
+
+    def __init__(self, fake: FakeVLLM, delay: float = 0.0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        open_connections = self.connections = set()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like vLLM's uvicorn
+
+            def setup(self) -> None:
+                super().setup()
+                open_connections.add(self.connection)
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                time.sleep(delay if self.path == "/generative_scoring" else 0.0)
+                request = httpx.Request(self.command, "http://x" + self.path, content=body)
+                reply = fake(request)
+                reply.read()
+                self.send_response(reply.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Like a killed server: stop listening and drop the kept-alive connections too."""
+        import socket
+
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        for connection in list(self.connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_one_scorer_serves_successive_event_loops() -> None:
+    server = LoopbackServer(FakeVLLM())
+    try:
+        rm = RemoteMemRM(server.url, backoff=0.0)
+        first = asyncio.run(rm.ascore(PROMPTS))
+        second = asyncio.run(rm.ascore(PROMPTS))  # a new loop: the old pool must not be reused
+        assert first == second == rm.score(PROMPTS)
+        rm.close()
+    finally:
+        server.stop()
+
+
+def test_server_going_away_fails_fast_over_real_sockets() -> None:
+    server = LoopbackServer(FakeVLLM())
+    rm = RemoteMemRM(server.url, retries=2, backoff=0.05, timeout=5)
+    assert len(rm.score(PROMPTS[:1])) == 1  # leaves a keep-alive connection in the pool
+    server.stop()
+    began = time.monotonic()
+    with pytest.raises(RemoteScorerError, match="could not reach the server") as err:
+        rm.score(PROMPTS[:1])
+    assert time.monotonic() - began < 3 and err.value.status is None
+    rm.close()
+
+
+def test_slow_server_times_out_over_real_sockets() -> None:
+    server = LoopbackServer(FakeVLLM(), delay=2.0)
+    try:
+        rm = RemoteMemRM(server.url, retries=3, timeout=0.3)
+        began = time.monotonic()
+        with pytest.raises(RemoteScorerError, match="no answer within the 0.3 s timeout"):
+            rm.score(PROMPTS[:1])
+        assert time.monotonic() - began < 1.5  # not retried: one timeout, not four
+        rm.close()
+    finally:
+        server.stop()

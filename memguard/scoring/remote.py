@@ -134,6 +134,7 @@ class RemoteMemRM:
         self._async_transport = async_transport
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._info: _ServerInfo | None = None
 
     def __repr__(self) -> str:
@@ -179,9 +180,9 @@ class RemoteMemRM:
             self._client = None
 
     async def aclose(self) -> None:
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        client, self._aclient = self._aclient, None
+        if client is not None and self._aclient_loop is asyncio.get_running_loop():
+            await client.aclose()  # a client of a finished loop has nothing left to close there
         self.close()
 
     def __enter__(self) -> RemoteMemRM:
@@ -289,13 +290,17 @@ class RemoteMemRM:
         return self._client
 
     def _async_client(self) -> httpx.AsyncClient:
-        if self._aclient is None:
+        # Pooled connections belong to the event loop that opened them: a scorer reused under a
+        # new loop (e.g. successive asyncio.run calls) gets a fresh client instead of errors.
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient_loop is not loop:
             self._aclient = self._httpx.AsyncClient(
                 base_url=self.base_url,
                 headers=self._headers,
                 timeout=self._httpx.Timeout(self.timeout),
                 transport=self._async_transport,
             )
+            self._aclient_loop = loop
         return self._aclient
 
     def _send(self, call: _Call) -> Any:
