@@ -22,6 +22,7 @@ from memguard.strategies import (
 
 if TYPE_CHECKING:
     from memguard.scoring.local import MemRM
+    from memguard.scoring.remote import RemoteMemRM, RemoteScorerError
 
 __all__ = [
     "AuditWorker",
@@ -41,6 +42,8 @@ __all__ = [
     "OpenTelemetrySink",
     "Policy",
     "RecentWindow",
+    "RemoteMemRM",
+    "RemoteScorerError",
     "Score",
     "Scorer",
     "ScorerIdentity",
@@ -65,4 +68,8 @@ def __getattr__(name: str) -> Any:
         from memguard.scoring.local import MemRM
 
         return MemRM
+    if name in ("RemoteMemRM", "RemoteScorerError"):  # httpx only, no torch
+        from memguard.scoring import remote
+
+        return getattr(remote, name)
     raise AttributeError(f"module 'memguard' has no attribute {name!r}")

@@ -6,8 +6,9 @@ from memguard.scoring.base import Score, Scorer, ScorerIdentity
 
 if TYPE_CHECKING:
     from memguard.scoring.local import MemRM
+    from memguard.scoring.remote import RemoteMemRM, RemoteScorerError
 
-__all__ = ["MemRM", "Score", "Scorer", "ScorerIdentity"]
+__all__ = ["MemRM", "RemoteMemRM", "RemoteScorerError", "Score", "Scorer", "ScorerIdentity"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from memguard.scoring.local import MemRM
 
         return MemRM
+    if name in ("RemoteMemRM", "RemoteScorerError"):  # httpx only, no torch
+        from memguard.scoring import remote
+
+        return getattr(remote, name)
     raise AttributeError(f"module 'memguard.scoring' has no attribute {name!r}")

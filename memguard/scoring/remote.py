@@ -1,0 +1,383 @@
+"""`RemoteMemRM`: score compactions on a vLLM server that serves MemRM as a LoRA adapter.
+
+When many agent processes share one GPU pool, loading the RM into each of them wastes memory and
+warm-up time; one vLLM server (or several replicas behind one URL) scores for all of them, with
+prefix caching across agents. The guard cannot tell the difference: this class has `MemRM`'s
+interface and gives the same numbers (tokenization, left cut and label ids all come from the
+served tokenizer, and the server reads token ids, not text).
+
+Each operation is written once as a generator that yields HTTP calls and receives their JSON
+(`_score_flow`); a sync driver (httpx.Client) and an async one (httpx.AsyncClient) run it, so
+`score` and `ascore` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE
+from memguard.scoring.base import Score, ScorerIdentity
+from memguard.scoring.vllm_api import (
+    LABEL_PROBE,
+    MODELS_PATH,
+    SCORING_PATH,
+    TOKENIZE_PATH,
+    LabelIds,
+    RemoteScorerError,
+    ServedModel,
+    error_detail,
+    label_ids,
+    left_cut,
+    parse_scores,
+    parse_served_model,
+    parse_tokens,
+    scoring_body,
+    tokenize_body,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["DEFAULT_MAX_LENGTH", "RemoteMemRM", "RemoteScorerError"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 32_768  # training's left-cut limit, as in the in-process MemRM
+_MAX_BACKOFF_S = 8.0
+
+
+def _import_httpx() -> Any:
+    try:
+        import httpx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("RemoteMemRM needs httpx: pip install 'memguard[remote]'") from exc
+    return httpx
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One HTTP request of a flow. `prompts` are the texts it carries, kept out of any error."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    prompts: tuple[str, ...] = ()
+
+
+@dataclass
+class _ServerInfo:
+    model: ServedModel
+    labels: LabelIds
+    token_limit: int  # the longest prompt we send: max_length, or less if the server is shorter
+
+
+_Flow = Generator[list[_Call], list[Any], Any]
+
+
+class RemoteMemRM:
+    """MemRM behind a vLLM server: `score(prompts)` / `await ascore(prompts)` -> list[Score].
+
+    Prompts must already be rendered with `memguard.protocol` (as for `MemRM`). The first call
+    asks the server once for the model card and the label token ids and caches them
+    (`connect()` / `await aconnect()` do it eagerly, to fail fast at start-up).
+
+    Failures raise `RemoteScorerError` promptly: connection errors and 5xx answers are retried
+    `retries` times with exponential backoff (`backoff`, 2*backoff, ... capped at 8 s); 4xx
+    answers, read timeouts (a slow server is not helped by more load) and malformed answers are
+    not. One HTTP call therefore takes at most about (retries + 1) * timeout + backoffs.
+
+    `transport` / `async_transport` replace httpx's network layer (e.g. `httpx.MockTransport`
+    in tests, or a custom proxy setup).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str = "memrm",
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        batch_size: int = 32,
+        max_concurrency: int = 16,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        if retries < 0 or backoff < 0:
+            raise ValueError("retries and backoff must be >= 0")
+        if max_length < 1 or batch_size < 1 or max_concurrency < 1:
+            raise ValueError("max_length, batch_size and max_concurrency must be >= 1")
+        self._httpx = _import_httpx()
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/v1"):  # vLLM's scoring routes live at the root, not under /v1
+            self.base_url = self.base_url[: -len("/v1")]
+        self.model = model
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._transport = transport
+        self._async_transport = async_transport
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        self._info: _ServerInfo | None = None
+
+    def __repr__(self) -> str:
+        return f"RemoteMemRM({self.base_url!r}, model={self.model!r})"
+
+    # -- public API -------------------------------------------------------------------------
+
+    def score(self, prompts: list[str]) -> list[Score]:
+        """P(HARMFUL) for each rendered prompt, in order."""
+        return self._run(self._score_flow(_check_prompts(prompts)))
+
+    async def ascore(self, prompts: list[str]) -> list[Score]:
+        """Async `score`: tokenization and batches run concurrently on one pooled client."""
+        return await self._arun(self._score_flow(_check_prompts(prompts)))
+
+    def connect(self) -> None:
+        """Fetch and check the served model and label ids now (otherwise done on first use)."""
+        self._run(self._info_flow())
+
+    async def aconnect(self) -> None:
+        await self._arun(self._info_flow())
+
+    @property
+    def identity(self) -> ScorerIdentity:
+        """The served base model and adapter, as `/v1/models` names them.
+
+        Never does I/O and never raises (the guard reads it even after a failed score): before
+        the first successful call it names the endpoint instead, `vllm@<base_url>` + model.
+        """
+        if self._info is None:
+            return ScorerIdentity(base=f"vllm@{self.base_url}", adapter=self.model)
+        return ScorerIdentity(base=self._info.model.base, adapter=self._info.model.adapter)
+
+    @property
+    def label_ids(self) -> tuple[int, int]:
+        """(safe_id, harmful_id) in the served tokenizer. Asks the server if not connected yet."""
+        info = self._info or self._run(self._info_flow())
+        return info.labels.safe, info.labels.harmful
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        client, self._aclient = self._aclient, None
+        if client is not None and self._aclient_loop is asyncio.get_running_loop():
+            await client.aclose()  # a client of a finished loop has nothing left to close there
+        self.close()
+
+    def __enter__(self) -> RemoteMemRM:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RemoteMemRM:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- flows: what to ask, independent of sync/async ----------------------------------------
+
+    def _info_flow(self) -> _Flow:
+        if self._info is not None:
+            return self._info
+        (models,) = yield [_Call("GET", MODELS_PATH)]
+        served = parse_served_model(models, self.model)
+        texts = (
+            LABEL_SAFE,
+            LABEL_HARMFUL,
+            LABEL_PROBE,
+            LABEL_PROBE + LABEL_SAFE,
+            LABEL_PROBE + LABEL_HARMFUL,
+        )
+        bodies = yield [_Call("POST", TOKENIZE_PATH, tokenize_body(self.model, t)) for t in texts]
+        parsed = [parse_tokens(b) for b in bodies]
+        labels = label_ids(*(tokens for tokens, _ in parsed))
+        server_len = parsed[0][1] or served.max_model_len
+        # vLLM keeps one position for the generated token, so a prompt may use max_model_len - 1.
+        limit = self.max_length if server_len is None else min(self.max_length, server_len - 1)
+        if limit < self.max_length:
+            logger.warning(
+                "vLLM serves %r with max_model_len=%s: prompts are cut to %s tokens, not %s "
+                "(start vLLM with a larger --max-model-len to match the in-process scorer)",
+                self.model,
+                server_len,
+                limit,
+                self.max_length,
+            )
+        self._info = _ServerInfo(model=served, labels=labels, token_limit=limit)
+        return self._info
+
+    def _score_flow(self, prompts: list[str]) -> _Flow:
+        if not prompts:
+            return []
+        info = yield from self._info_flow()
+        bodies = yield [
+            _Call("POST", TOKENIZE_PATH, tokenize_body(self.model, p), (p,)) for p in prompts
+        ]
+        cut = [left_cut(parse_tokens(b)[0], info.token_limit) for b in bodies]
+        if any(not tokens for tokens, _ in cut):
+            raise ValueError("cannot score an empty prompt (it has no tokens)")
+        batches = [cut[i : i + self.batch_size] for i in range(0, len(cut), self.batch_size)]
+        answers = yield [
+            _Call(
+                "POST", SCORING_PATH, scoring_body(self.model, [t for t, _ in batch], info.labels)
+            )
+            for batch in batches
+        ]
+        scores: list[Score] = []
+        for batch, answer in zip(batches, answers, strict=True):
+            probs = parse_scores(answer, len(batch), sum(len(t) for t, _ in batch))
+            scores.extend(
+                Score(p_harmful=p, n_tokens=len(t), n_truncated=n_cut)
+                for p, (t, n_cut) in zip(probs, batch, strict=True)
+            )
+        return scores
+
+    # -- drivers -------------------------------------------------------------------------------
+
+    def _run(self, flow: _Flow) -> Any:
+        try:
+            calls = next(flow)
+            while True:
+                calls = flow.send([self._send(call) for call in calls])
+        except StopIteration as stop:
+            return stop.value
+
+    async def _arun(self, flow: _Flow) -> Any:
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def bounded(call: _Call) -> Any:
+            async with limit:
+                return await self._asend(call)
+
+        try:
+            calls = next(flow)
+            while True:
+                calls = flow.send(list(await asyncio.gather(*(bounded(c) for c in calls))))
+        except StopIteration as stop:
+            return stop.value
+
+    def _sync_client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = self._httpx.Client(
+                base_url=self.base_url,
+                headers=self._headers,
+                timeout=self._httpx.Timeout(self.timeout),
+                transport=self._transport,
+            )
+        return self._client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        # Pooled connections belong to the event loop that opened them: a scorer reused under a
+        # new loop (e.g. successive asyncio.run calls) gets a fresh client instead of errors.
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient_loop is not loop:
+            self._aclient = self._httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=self._headers,
+                timeout=self._httpx.Timeout(self.timeout),
+                transport=self._async_transport,
+            )
+            self._aclient_loop = loop
+        return self._aclient
+
+    def _send(self, call: _Call) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._sync_client().request(call.method, call.path, json=call.body)
+            except self._httpx.TransportError as exc:
+                if not self._retryable(exc) or attempt == self.retries:
+                    raise self._transport_error(call, exc, attempt) from exc
+            else:
+                if response.status_code < 500 or attempt == self.retries:
+                    return self._decode(call, response, attempt)
+            time.sleep(self._backoff_s(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _asend(self, call: _Call) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._async_client().request(
+                    call.method, call.path, json=call.body
+                )
+            except self._httpx.TransportError as exc:
+                if not self._retryable(exc) or attempt == self.retries:
+                    raise self._transport_error(call, exc, attempt) from exc
+            else:
+                if response.status_code < 500 or attempt == self.retries:
+                    return self._decode(call, response, attempt)
+            await asyncio.sleep(self._backoff_s(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- retry policy and error translation ----------------------------------------------------
+
+    def _retryable(self, exc: Exception) -> bool:
+        """Retry only when the request cannot have been processed or the connection dropped."""
+        h = self._httpx
+        if isinstance(exc, h.TimeoutException):
+            return isinstance(exc, h.ConnectTimeout)
+        return isinstance(exc, (h.ConnectError, h.ReadError, h.WriteError, h.RemoteProtocolError))
+
+    def _backoff_s(self, attempt: int) -> float:
+        return min(self.backoff * (2**attempt), _MAX_BACKOFF_S)
+
+    def _transport_error(self, call: _Call, exc: Exception, attempt: int) -> RemoteScorerError:
+        tries = f" after {attempt + 1} attempts" if attempt else ""
+        if isinstance(exc, self._httpx.TimeoutException) and not isinstance(
+            exc, self._httpx.ConnectTimeout
+        ):
+            what = f"no answer within the {self.timeout:g} s timeout ({type(exc).__name__})"
+        else:
+            what = f"could not reach the server ({type(exc).__name__}: {exc})"
+        return RemoteScorerError(
+            f"{call.method} {self.base_url}{call.path}: {what}{tries}", endpoint=call.path
+        )
+
+    def _decode(self, call: _Call, response: httpx.Response, attempt: int) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+            if response.is_success:
+                raise RemoteScorerError(
+                    f"malformed response from {call.path}: not JSON (HTTP {response.status_code})",
+                    status=response.status_code,
+                    endpoint=call.path,
+                ) from None
+        if response.is_success:
+            return body
+        tries = f" after {attempt + 1} attempts" if attempt else ""
+        raise RemoteScorerError(
+            f"{call.method} {self.base_url}{call.path} failed with HTTP {response.status_code}"
+            f"{error_detail(body, call.prompts)}{tries}",
+            status=response.status_code,
+            endpoint=call.path,
+        )
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be a list of rendered prompt strings")
+    return list(prompts)
