@@ -30,7 +30,6 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 if TYPE_CHECKING:
@@ -183,6 +182,8 @@ def load_config(path: str | os.PathLike[str]) -> GuardConfig:
 
 def dump_config(config: GuardConfig, header: str = "") -> str:
     """TOML text for a configuration (None values left out: TOML has no null)."""
+    import tomli_w  # the cli extra; reading needs only the standard library
+
     text = tomli_w.dumps(config.model_dump(exclude_none=True))
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     return comment + ("\n" if comment else "") + text
