@@ -263,7 +263,7 @@ def plot_timelines(decisions: Sequence[AuditDecision], limit: int = MAX_TIMELINE
     for d in decisions:
         groups[d.conversation_id].append(d)
     shown = sorted(groups, key=lambda c: (-len(groups[c]), c))[:limit]
-    fig = Figure(figsize=(7.5, 1.0 + 1.5 * max(1, len(shown))))
+    fig = Figure(figsize=(7.5, 0.6 + 1.5 * max(1, len(shown))), layout="constrained")
     axes = fig.subplots(max(1, len(shown)), 1, squeeze=False)[:, 0]
     for ax, conversation in zip(axes, shown):
         items = groups[conversation]
@@ -280,8 +280,7 @@ def plot_timelines(decisions: Sequence[AuditDecision], limit: int = MAX_TIMELINE
     axes[-1].set_xlabel("agent step")
     handles = [axes[0].scatter([], [], c=_color(v), label=v) for v in _ordered_verdicts(decisions)]
     if handles:
-        fig.legend(handles=handles, loc="upper right", fontsize=8, ncols=len(handles))
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+        fig.legend(handles=handles, loc="outside upper right", fontsize=8, ncols=len(handles))
     return _png(fig), shown
 
 
