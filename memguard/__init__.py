@@ -1,6 +1,68 @@
-"""memguard: guard an LLM agent's memory compaction with MemRM."""
+"""memguard: guard an LLM agent's memory compaction with MemRM.
 
+Every proposed compaction is scored by MemRM for P(HARMFUL) and committed, replaced by a safer
+strategy, or vetoed (nothing lost). See `Guard`.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
+from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
+from memguard.guard import Guard, Policy, band_of, guarded
+from memguard.messages import Message, MessageFormat, restore_messages, to_messages
+from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, render_action, render_prompt
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.strategies import (
+    KeepMore,
+    ObservationMasking,
+    RecentWindow,
+    Strategy,
+    default_fallbacks,
+)
 
-__all__ = ["Score", "Scorer", "ScorerIdentity"]
+if TYPE_CHECKING:
+    from memguard.scoring.local import MemRM
+
+__all__ = [
+    "AuditWorker",
+    "CandidateReport",
+    "CompactionEvent",
+    "Decision",
+    "Guard",
+    "JSONLSink",
+    "KeepMore",
+    "LABEL_HARMFUL",
+    "LABEL_SAFE",
+    "LoggingSink",
+    "MemRM",
+    "Message",
+    "MessageFormat",
+    "ObservationMasking",
+    "OpenTelemetrySink",
+    "Policy",
+    "RecentWindow",
+    "Score",
+    "Scorer",
+    "ScorerIdentity",
+    "Sink",
+    "Strategy",
+    "Timings",
+    "Verdict",
+    "band_of",
+    "default_fallbacks",
+    "guarded",
+    "render_action",
+    "render_prompt",
+    "restore_messages",
+    "to_messages",
+]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # MemRM pulls in torch (~2 s); users of a remote scorer should not pay for it.
+    if name == "MemRM":
+        from memguard.scoring.local import MemRM
+
+        return MemRM
+    raise AttributeError(f"module 'memguard' has no attribute {name!r}")

@@ -1,5 +1,19 @@
 """Scorers: in-process (`MemRM`) and remote (`RemoteMemRM`), both behind the `Scorer` protocol."""
 
+from typing import TYPE_CHECKING, Any
+
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
 
-__all__ = ["Score", "Scorer", "ScorerIdentity"]
+if TYPE_CHECKING:
+    from memguard.scoring.local import MemRM
+
+__all__ = ["MemRM", "Score", "Scorer", "ScorerIdentity"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing torch costs ~2 s, and a remote scorer does not need it.
+    if name == "MemRM":
+        from memguard.scoring.local import MemRM
+
+        return MemRM
+    raise AttributeError(f"module 'memguard.scoring' has no attribute {name!r}")

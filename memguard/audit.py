@@ -1,0 +1,234 @@
+"""Where decisions go: JSONL files, Python logging, OpenTelemetry — and the audit worker.
+
+Audit logs hold user conversations, so files are created private (0600), every sink can redact
+text to hashes and sizes, and a JSONL line is flushed as soon as it is written (a crash loses at
+most the line being written). The worker keeps audit-mode scoring off the agent's path: a bounded
+queue that drops (and counts) rather than blocks, drained at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from memguard.events import Decision
+
+__all__ = ["Sink", "JSONLSink", "LoggingSink", "OpenTelemetrySink", "AuditWorker", "emit_all"]
+
+logger = logging.getLogger("memguard")
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives every Decision. Must not raise into the agent (errors are logged and dropped)."""
+
+    def emit(self, decision: Decision) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def emit_all(sinks: Iterable[Sink], decision: Decision) -> None:
+    for sink in sinks:
+        try:
+            sink.emit(decision)
+        except Exception:  # noqa: BLE001
+            logger.exception("memguard: sink %s failed; decision %s not recorded there",
+                             type(sink).__name__, decision.event_id)
+
+
+class JSONLSink:
+    """One JSON line per decision, flushed per line, in a file only its owner can read.
+
+    `max_bytes` rotates the file by size (``audit.jsonl`` → ``audit.jsonl.1`` …, keeping
+    `backups`). `redact` stores hashes and sizes instead of any text; `include_messages` adds the
+    chosen context (full text, or fingerprints when redacting).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        redact: bool = False,
+        include_messages: bool = False,
+        max_bytes: int | None = None,
+        backups: int = 5,
+        fsync: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.redact = redact
+        self.include_messages = include_messages
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.fsync = fsync
+        self.written = 0
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps whatever mode it had: make it private
+        return fd
+
+    def emit(self, decision: Decision) -> None:
+        record = decision.to_record(redact=self.redact, include_messages=self.include_messages)
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
+        with self._lock:
+            if self._fd < 0:
+                raise RuntimeError(f"JSONLSink({self.path}) is closed")
+            if self.max_bytes and os.fstat(self._fd).st_size + len(line) > self.max_bytes:
+                self._rotate()
+            os.write(self._fd, line)  # one write per line, O_APPEND: lines never interleave
+            if self.fsync:
+                os.fsync(self._fd)
+            self.written += 1
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        if self.backups > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._fd = self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+class LoggingSink:
+    """A one-line summary per decision on a standard `logging` logger (no conversation text)."""
+
+    def __init__(self, logger_name: str = "memguard.decisions", level: int = logging.INFO) -> None:
+        self.logger = logging.getLogger(logger_name)
+        self.level = level
+
+    def emit(self, decision: Decision) -> None:
+        p = decision.p_harmful
+        self.logger.log(
+            self.level,
+            "memguard %s step=%s strategy=%s chosen=%s p_harmful=%s total=%.3fs%s",
+            decision.verdict.value, decision.step, decision.proposed_strategy, decision.strategy,
+            "n/a" if p is None else f"{p:.3f}", decision.timings.total,
+            f" error={decision.error}" if decision.error else "",
+            extra={"memguard_decision": decision.to_record(redact=True)},
+        )
+
+    def close(self) -> None:
+        return None
+
+
+class OpenTelemetrySink:
+    """One span per decision with verdict, scores and timings as attributes (extra: ``otel``)."""
+
+    def __init__(self, tracer_provider: Any = None, *, name: str = "memguard") -> None:
+        try:
+            from opentelemetry import trace
+        except ImportError as exc:  # pragma: no cover - exercised only without the extra
+            raise ImportError("OpenTelemetrySink needs the otel extra: pip install 'memguard[otel]'") from exc
+        self._tracer = trace.get_tracer(name, tracer_provider=tracer_provider)
+
+    def emit(self, decision: Decision) -> None:
+        attributes: dict[str, Any] = {
+            "memguard.verdict": decision.verdict.value,
+            "memguard.mode": decision.mode,
+            "memguard.step": decision.step,
+            "memguard.conversation_id": decision.conversation_id,
+            "memguard.proposed_strategy": decision.proposed_strategy,
+            "memguard.chosen_strategy": decision.strategy or "",
+            "memguard.candidates": len(decision.candidates),
+            "memguard.timing.total_s": decision.timings.total,
+            "memguard.timing.score_s": decision.timings.score,
+            "memguard.timing.probe_s": decision.timings.probe,
+            "memguard.truncated_tokens": decision.truncated_tokens,
+        }
+        if decision.p_harmful is not None:
+            attributes["memguard.p_harmful"] = decision.p_harmful
+        if decision.error:
+            attributes["memguard.error"] = decision.error
+        with self._tracer.start_as_current_span("memguard.decision", attributes=attributes):
+            pass
+
+    def close(self) -> None:
+        return None
+
+
+_live_workers: weakref.WeakSet[AuditWorker] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for worker in list(_live_workers):
+        worker.stop(timeout=10.0)
+
+
+class AuditWorker:
+    """A daemon thread running audit jobs from a bounded queue; `submit` never blocks."""
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=maxsize)
+        self.dropped = 0
+        self.completed = 0
+        self.failed = 0
+        self._count_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="memguard-audit", daemon=True)
+        self._thread.start()
+        _live_workers.add(self)
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        try:
+            self._queue.put_nowait(job)
+            return True
+        except queue.Full:
+            with self._count_lock:
+                self.dropped += 1
+            return False
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                job()
+                self.completed += 1
+            except Exception:  # noqa: BLE001 - an audit failure never reaches the agent
+                self.failed += 1
+                logger.exception("memguard: audit job failed")
+            finally:
+                self._queue.task_done()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for queued jobs; True if the queue drained within `timeout`."""
+        done = threading.Event()
+
+        def waiter() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=waiter, daemon=True).start()
+        return done.wait(timeout)
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        if not self._thread.is_alive():
+            return
+        self.join(timeout)
+        try:
+            self._queue.put(None, timeout=1.0)
+        except queue.Full:
+            return
+        self._thread.join(timeout=1.0)

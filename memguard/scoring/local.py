@@ -1,0 +1,285 @@
+"""MemRM in-process: transformers + peft, last-position logits only, thread-safe.
+
+The model is asked one question per prompt: which of the two label tokens comes next. So only
+the last position's logits are computed (`logits_to_keep=1`); full logits at 32K tokens would
+cost ~20 GB in fp32 for two numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Literal
+
+import torch
+
+from memguard.scoring.base import Score, ScorerIdentity
+from memguard.scoring.labels import derive_label_ids
+from memguard.scoring.loading import (
+    check_base_name,
+    check_local_base,
+    check_target_modules,
+    resolve_adapter,
+)
+
+DEFAULT_BASE = "Qwen/Qwen3-1.7B-Base"
+DEFAULT_ADAPTER = "MemGym/memgym-rm-1p7b"
+DEFAULT_SUBFOLDER = "checkpoint-500"
+DEFAULT_MAX_LENGTH = 32_768  # MemRM's training cut
+
+Quantization = Literal["auto", "nf4"] | None
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return resolved
+
+
+def _resolve_quantization(quantization: Quantization, device: torch.device) -> str | None:
+    if quantization == "auto":
+        return "nf4" if device.type == "cuda" else None
+    if quantization not in (None, "nf4"):
+        raise ValueError(f"quantization must be 'auto', 'nf4' or None, not {quantization!r}")
+    return quantization
+
+
+def _nf4_config() -> Any:
+    """QLoRA's NF4 recipe, the setting MemGym evaluated the adapter under."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "quantization='nf4' needs bitsandbytes: pip install 'memguard[quant]' "
+            "(or pass quantization=None)"
+        ) from exc
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+class MemRM:
+    """The MemRM reward model in this process. Satisfies `memguard.scoring.Scorer`.
+
+    One instance may be shared by many threads: forwards are serialised by a lock (a second
+    concurrent forward would only compete for the same device). Use `ascore` from event loops.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        identity: ScorerIdentity,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        self._model = model.eval()
+        self._tokenizer = tokenizer
+        self._identity = identity
+        self._max_length = int(max_length)
+        self._label_ids = derive_label_ids(tokenizer)
+        self._pad_id = next(
+            (i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0
+        )
+        self._forward_lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base: str = DEFAULT_BASE,
+        adapter: str | None = DEFAULT_ADAPTER,
+        subfolder: str | None = DEFAULT_SUBFOLDER,
+        revision: str | None = None,
+        adapter_revision: str | None = None,
+        quantization: Quantization = "auto",
+        dtype: str | torch.dtype = "auto",
+        device: str | torch.device = "auto",
+        max_length: int = DEFAULT_MAX_LENGTH,
+        merge: bool | None = None,
+        force: bool = False,
+    ) -> MemRM:
+        """Load base + LoRA adapter from hub ids or local paths (safetensors only, no remote code).
+
+        `quantization="auto"` is NF4 on CUDA and none on CPU. `merge=None` merges the LoRA into
+        the base when it is not quantized (faster, same numbers) and keeps it separate on NF4
+        (merging would re-quantize the weights). `force=True` skips the base/adapter match checks.
+        """
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = _resolve_device(device)
+        quant = _resolve_quantization(quantization, dev)
+        torch_dtype = _resolve_dtype(dtype, dev)
+        if merge is None:
+            merge = quant is None and adapter is not None
+        if merge and quant is not None:
+            raise ValueError("merge=True with a quantized base would re-quantize the merged weights")
+
+        check_local_base(base)
+        resolved = resolve_adapter(adapter, subfolder, adapter_revision) if adapter else None
+        if resolved is not None:
+            check_base_name(resolved.config, base, force=force)
+
+        tokenizer = AutoTokenizer.from_pretrained(base, revision=revision, trust_remote_code=False)
+        load_kwargs: dict[str, Any] = dict(
+            revision=revision, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
+        )
+        if quant == "nf4":
+            load_kwargs.update(quantization_config=_nf4_config(), device_map={"": str(dev)})
+        model = AutoModelForCausalLM.from_pretrained(base, **load_kwargs)
+        if quant is None:
+            model = model.to(dev)
+
+        if resolved is not None:
+            check_target_modules(model, resolved.config, force=force)
+            model = PeftModel.from_pretrained(
+                model, str(resolved.root), subfolder=resolved.subfolder, is_trainable=False
+            )
+            if merge:
+                model = model.merge_and_unload()
+
+        identity = ScorerIdentity(
+            base=base,
+            adapter=adapter,
+            subfolder=subfolder if adapter else None,
+            revision=revision,
+            adapter_revision=adapter_revision,
+            quantization=quant,
+            fingerprint=resolved.fingerprint if resolved else None,
+        )
+        return cls(model, tokenizer, identity=identity, max_length=max_length)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        identity: ScorerIdentity | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> MemRM:
+        """Wrap an already-loaded causal LM (merged, PeftModel, quantized...) and its tokenizer."""
+        if identity is None:
+            name = getattr(getattr(model, "config", None), "_name_or_path", None) or "unknown"
+            identity = ScorerIdentity(base=str(name))
+        return cls(model, tokenizer, identity=identity, max_length=max_length)
+
+    # ---------------------------------------------------------------------------- accessors
+
+    @property
+    def identity(self) -> ScorerIdentity:
+        return self._identity
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    @property
+    def label_ids(self) -> tuple[int, int]:
+        """(id of " Y" = SAFE, id of " N" = HARMFUL)."""
+        return self._label_ids
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self._model.parameters()).device
+
+    def __repr__(self) -> str:
+        i = self._identity
+        return (
+            f"MemRM(base={i.base!r}, adapter={i.adapter!r}, subfolder={i.subfolder!r}, "
+            f"quantization={i.quantization!r}, device={self.device}, max_length={self._max_length})"
+        )
+
+    # ------------------------------------------------------------------------------ scoring
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids exactly as training read them: no special tokens, no BOS."""
+        with self._tokenizer_lock:
+            return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _fit(self, ids: list[int]) -> tuple[list[int], int]:
+        """Cut from the LEFT like training did, keeping the judgment turn and `Answer:`."""
+        cut = max(0, len(ids) - self._max_length)
+        return ids[cut:], cut
+
+    def score(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
+        """P(HARMFUL) per rendered prompt. `batch_size>1` left-pads; results match batch_size=1."""
+        if isinstance(prompts, str):
+            raise TypeError("score() takes a list of prompts, not a single string")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        fitted = []
+        for prompt in prompts:
+            ids = self.encode(prompt)
+            if not ids:
+                raise ValueError("cannot score an empty prompt")
+            fitted.append(self._fit(ids))
+        scores: list[Score] = []
+        for start in range(0, len(fitted), batch_size):
+            chunk = fitted[start : start + batch_size]
+            p_harmful = self._p_harmful([ids for ids, _ in chunk])
+            scores.extend(
+                Score(p_harmful=p, n_tokens=len(ids), n_truncated=cut)
+                for p, (ids, cut) in zip(p_harmful, chunk)
+            )
+        return scores
+
+    async def ascore(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
+        """`score` in a worker thread, so an event loop never blocks on a forward pass."""
+        return await asyncio.to_thread(self.score, prompts, batch_size=batch_size)
+
+    def score_ids(self, ids: list[int]) -> float:
+        """P(HARMFUL) for already-tokenized, already-fitted ids (benchmarks, tests)."""
+        return self._p_harmful([list(ids)])[0]
+
+    def _p_harmful(self, batch: list[list[int]]) -> list[float]:
+        device = self.device
+        longest = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), longest), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, longest - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[row, longest - len(ids) :] = 1
+        kwargs: dict[str, Any] = {}
+        if len(batch) > 1:  # left padding: real tokens keep positions 0..n-1
+            kwargs["attention_mask"] = mask.to(device)
+            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+        with self._forward_lock, torch.inference_mode():
+            out = self._model(
+                input_ids=input_ids.to(device), logits_to_keep=1, use_cache=False, **kwargs
+            )
+            z = out.logits[:, -1, list(self._label_ids)].float()
+            p = torch.softmax(z, dim=-1)[:, 1]
+        return p.cpu().tolist()

@@ -1,0 +1,204 @@
+"""Built-in compaction strategies used as fallbacks: deterministic, LLM-free, message-list in/out.
+
+Every strategy keeps the system prompt and the task statement (the first user turn), and never
+separates an assistant tool call from its tool results. Observation masking comes first in the
+default chain: on SWE-bench Verified it halved cost and matched LLM summarisation's solve rate
+(Lindenbauer et al., "The Complexity Trap", arXiv 2508.21433).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
+
+from memguard.messages import Message, to_messages
+
+__all__ = [
+    "Strategy",
+    "ObservationMasking",
+    "RecentWindow",
+    "KeepMore",
+    "FunctionStrategy",
+    "as_strategy",
+    "default_fallbacks",
+    "protected_prefix_length",
+    "tool_groups",
+]
+
+MASK = "<MASKED>"
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*?(?:\n\S[^\n]*(?:Error|Exception|Exit)[^\n]*)", re.DOTALL)
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """A compaction strategy: a name and a pure function of the message list."""
+
+    name: str
+
+    def __call__(self, messages: Sequence[Message]) -> list[Message]: ...
+
+
+def protected_prefix_length(messages: Sequence[Message]) -> int:
+    """How many leading messages are untouchable: leading system turns and the task statement."""
+    index = 0
+    while index < len(messages) and messages[index].role == "system":
+        index += 1
+    if index < len(messages) and messages[index].role == "user":
+        index += 1
+    return index
+
+
+def _is_observation(messages: Sequence[Message], index: int, protected: int) -> bool:
+    """Tool results, and for text-only agents (SWE-agent) user turns that answer an assistant."""
+    if index < protected:
+        return False
+    message = messages[index]
+    if message.role == "tool":
+        return True
+    return message.role == "user" and index > 0 and messages[index - 1].role == "assistant"
+
+
+def _assistant_positions(messages: Sequence[Message]) -> list[int]:
+    return [i for i, m in enumerate(messages) if m.role == "assistant"]
+
+
+def tool_groups(messages: Sequence[Message]) -> list[tuple[int, int]]:
+    """Half-open spans [start, end) that must stay together: an assistant turn and its tool results."""
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(messages):
+        end = i + 1
+        if messages[i].role == "assistant" and messages[i].tool_calls:
+            while end < len(messages) and messages[end].role == "tool":
+                end += 1
+        spans.append((i, end))
+        i = end
+    return spans
+
+
+def _keep_tracebacks(text: str) -> str:
+    found = _TRACEBACK.findall(text)
+    if not found:
+        return MASK
+    return MASK + "\n" + "\n".join(found)
+
+
+@dataclass(frozen=True)
+class ObservationMasking:
+    """Replace observations older than the last `keep_last` assistant turns with a placeholder.
+
+    The agent's own reasoning and actions stay; only bulky environment output goes. With
+    `keep_errors`, Python tracebacks in masked outputs survive (they often carry the bug).
+    """
+
+    keep_last: int = 10
+    placeholder: str = MASK
+    keep_errors: bool = False
+    name: str = "observation_masking"
+
+    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+        msgs = to_messages(messages)
+        protected = protected_prefix_length(msgs)
+        assistants = _assistant_positions(msgs)
+        if len(assistants) <= self.keep_last:
+            return list(msgs)
+        boundary = assistants[-self.keep_last] if self.keep_last > 0 else len(msgs)
+        out: list[Message] = []
+        for i, message in enumerate(msgs):
+            if i < boundary and _is_observation(msgs, i, protected) and message.text() != self.placeholder:
+                text = _keep_tracebacks(message.text()) if self.keep_errors else self.placeholder
+                if text == MASK and self.placeholder != MASK:
+                    text = self.placeholder
+                message = message.model_copy(update={"content": text})
+            out.append(message)
+        return out
+
+    def widened(self, factor: float) -> ObservationMasking:
+        return replace(self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)),
+                       name=f"{self.name}_x{factor:g}")
+
+
+@dataclass(frozen=True)
+class RecentWindow:
+    """Keep the first `keep_first` messages (at least system + task) and the last `keep_last`.
+
+    The cut moves earlier rather than split an assistant tool call from its results.
+    """
+
+    keep_last: int = 20
+    keep_first: int = 3
+    name: str = "recent_window"
+
+    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+        msgs = to_messages(messages)
+        head = max(self.keep_first, protected_prefix_length(msgs))
+        if len(msgs) <= head + self.keep_last:
+            return list(msgs)
+        head = _snap_to_group_end(msgs, head)
+        start = max(head, len(msgs) - self.keep_last)
+        start = _snap_to_group_start(msgs, start)
+        return [*msgs[:head], *msgs[max(start, head):]]
+
+    def widened(self, factor: float) -> RecentWindow:
+        return replace(self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)),
+                       name=f"{self.name}_x{factor:g}")
+
+
+def _snap_to_group_start(messages: Sequence[Message], index: int) -> int:
+    for start, end in tool_groups(messages):
+        if start < index < end:
+            return start
+    return index
+
+
+def _snap_to_group_end(messages: Sequence[Message], index: int) -> int:
+    for start, end in tool_groups(messages):
+        if start < index < end:
+            return end
+    return index
+
+
+@dataclass(frozen=True)
+class KeepMore:
+    """Re-run `strategy` with a tail `factor` times larger: the usual next step after a veto."""
+
+    strategy: Any
+    factor: float = 2.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy.name}+keep_more_x{self.factor:g}"
+
+    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+        widened = getattr(self.strategy, "widened", None)
+        if widened is None:
+            raise TypeError(f"strategy {self.strategy.name!r} has no widened(factor); KeepMore cannot grow it")
+        return widened(self.factor)(messages)
+
+
+@dataclass(frozen=True)
+class FunctionStrategy:
+    """Adapt a plain ``f(messages) -> messages`` (any message type) into a named strategy."""
+
+    func: Callable[[list[Any]], list[Any]]
+    name: str
+
+    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+        return to_messages(self.func(list(messages)))
+
+
+def as_strategy(obj: Any) -> Strategy:
+    """Accept a strategy object or a bare callable (named after the function)."""
+    if isinstance(obj, Strategy):
+        return obj
+    if callable(obj):
+        return FunctionStrategy(obj, getattr(obj, "__name__", type(obj).__name__))
+    raise TypeError(f"a fallback must be a strategy or a callable, got {type(obj).__name__}")
+
+
+def default_fallbacks() -> tuple[Strategy, ...]:
+    """The recommended chain: mask old observations, then mask fewer, then a wide recent window."""
+    masking = ObservationMasking(keep_last=10)
+    return (masking, KeepMore(masking, 2.0), RecentWindow(keep_last=40))

@@ -1,0 +1,29 @@
+"""Test helpers for memguard users and its own tests: tiny MemRM look-alikes, offline tokenizers.
+
+Heavy imports (torch, transformers, peft) happen inside the functions, so importing this package
+is cheap.
+"""
+
+from memguard.testing.tiny import LORA_SETTINGS, SUBFOLDER, build_tiny_rm
+from memguard.testing.tokenizers import (
+    QWEN3_VOCAB_SIZE,
+    QWEN_N_ID,
+    QWEN_Y_ID,
+    build_byte_tokenizer,
+    build_qwen_tokenizer,
+    load_tokenizer,
+    qwen_tiktoken_file,
+)
+
+__all__ = [
+    "LORA_SETTINGS",
+    "QWEN3_VOCAB_SIZE",
+    "QWEN_N_ID",
+    "QWEN_Y_ID",
+    "SUBFOLDER",
+    "build_byte_tokenizer",
+    "build_qwen_tokenizer",
+    "build_tiny_rm",
+    "load_tokenizer",
+    "qwen_tiktoken_file",
+]

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny MemRM look-alikes on disk, built once per session, no network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests must never reach the hub
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from memguard.testing import build_qwen_tokenizer, build_tiny_rm, load_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir() -> Path:
+    """The real Qwen2/3 vocabulary, built offline (cached across sessions by file hash)."""
+    return build_qwen_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(qwen_tokenizer_dir):
+    return load_tokenizer(qwen_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def qwen_rm_dir(tmp_path_factory) -> Path:
+    """Tiny random Qwen3 + non-zero LoRA, real Qwen tokenizer (151,936-row vocab)."""
+    return build_tiny_rm(tmp_path_factory.mktemp("qwen_rm"), seed=0, tokenizer="qwen")
+
+
+@pytest.fixture(scope="session")
+def byte_rm_dir(tmp_path_factory) -> Path:
+    """Same shape with a 264-token byte vocabulary: fast, for loading/error-path tests."""
+    return build_tiny_rm(tmp_path_factory.mktemp("byte_rm"), seed=1, tokenizer="byte")
+
+
+@pytest.fixture(scope="session")
+def qwen_rm(qwen_rm_dir):
+    """Loaded through the public path, default settings (CPU: fp32, merged)."""
+    from memguard import MemRM
+
+    return MemRM.from_pretrained(**rm_paths(qwen_rm_dir))
+
+
+def rm_paths(root: Path) -> dict[str, str]:
+    """from_pretrained kwargs for a directory written by build_tiny_rm."""
+    return dict(base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500")
