@@ -504,6 +504,70 @@ def report(
     err.print(f"wrote {output}", highlight=False)
 
 
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    trajectory: Annotated[list[str] | None, typer.Option(help="Bundled trajectory name or a JSON file (repeatable; default: all bundled).")] = None,
+    every: Annotated[int, typer.Option(min=1, help="Propose a compaction every N assistant turns.")] = 2,
+    audit: Annotated[Path, typer.Option(dir_okay=False, help="Audit JSONL to write (for `memguard report`).")] = Path("memguard-demo-audit.jsonl"),
+    base: BaseOption = None,
+    adapter: AdapterOption = None,
+    subfolder: SubfolderOption = None,
+    revision: RevisionOption = None,
+    quantization: QuantizationOption = None,
+    max_length: MaxLengthOption = None,
+    remote: RemoteOption = None,
+    offline: OfflineOption = False,
+    config: Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False, help="Guard TOML (policy and scorer).")] = None,
+) -> None:
+    """Run the guard on real SWE-agent trajectories with a replay agent: no agent or API key needed.
+
+    Each proposal drops the middle of the conversation; the replay agent repeats its recorded
+    command only while it can still see the files that command uses. Add --offline to skip the
+    real weights (a tiny random model: the plumbing runs, the scores are meaningless).
+    """
+    from memguard.audit import JSONLSink
+    from memguard.config import build_guard
+    from memguard.demo import demo_events
+
+    with user_errors():
+        guard_config = load_config(config) if config else GuardConfig()
+        steps = list(demo_events(trajectory or (), every=every))
+    if not steps:
+        fail("no compaction to propose: the trajectories are too short for --every")
+    scorer = load_scorer(ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline))
+    with user_errors():
+        audit.unlink(missing_ok=True)
+        guard = build_guard(guard_config, scorer=scorer, sinks=[JSONLSink(audit)])
+    table = Table(title="memguard demo: proposed compaction = drop the middle", header_style="bold")
+    table.add_column("trajectory", max_width=24, no_wrap=True, overflow="ellipsis")
+    table.add_column("step", justify="right")
+    table.add_column("verdict")
+    table.add_column("P(HARMFUL)", justify="right")
+    table.add_column("band")
+    table.add_column("context used", overflow="fold")
+    table.add_column("why (last reason)", overflow="fold")
+    colours = {"commit": "green", "fallback": "yellow", "veto": "red", "forced": "magenta", "audit": "blue"}
+    with guard, progress() as bar:
+        task = bar.add_task("reviewing", total=len(steps))
+        for item in steps:
+            decision = guard.review(item.event, item.agent)
+            verdict = decision.verdict.value
+            first = decision.candidates[0] if decision.candidates else None
+            table.add_row(
+                item.trajectory, str(decision.step), f"[{colours.get(verdict, 'white')}]{verdict}[/]",
+                _f(decision.p_harmful), (first.band or "–") if first else "–",
+                decision.strategy or "full context (veto)", decision.reasons[-1] if decision.reasons else "",
+            )  # fmt: skip
+            bar.advance(task)
+    out.print(table)
+    if offline:
+        warn("these scores come from a tiny RANDOM model: they only show that the plumbing works")
+    err.print(f"audit log: {audit}  ->  memguard report {audit} -o memguard-report.html", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

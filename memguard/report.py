@@ -13,8 +13,10 @@ import html
 import io
 import math
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,7 @@ class AuditDecision(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     mode: str | None = None
     timestamp: str | None = None
+    error: str | None = Field(default=None, description="Scorer or probe failure, if any.")
 
 
 class Percentiles(BaseModel):
@@ -82,6 +85,8 @@ class AuditSummary(BaseModel):
     top_reasons: list[tuple[str, int]]
     mean_p_harmful: dict[str, float]
     n_unscored: int
+    n_errors: int = 0
+    errors: list[tuple[str, int]] = Field(default_factory=list)
     first_timestamp: str | None = None
     last_timestamp: str | None = None
 
@@ -112,6 +117,17 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _timestamp(value: Any) -> str | None:
+    """ISO 8601 (UTC) for epoch seconds, as the guard writes them; other text as it is."""
+    seconds = _number(value)
+    if seconds is not None:
+        try:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+        except (OverflowError, OSError, ValueError):
+            return None
+    return _text(value)
+
+
 def _proposed_score(obj: Mapping[str, Any], candidates: list[Any]) -> float | None:
     direct = _number(obj.get("p_harmful"))
     if direct is not None:
@@ -125,6 +141,8 @@ def _proposed_score(obj: Mapping[str, Any], candidates: list[Any]) -> float | No
 
 
 def _chosen(obj: Mapping[str, Any], candidates: list[Any]) -> str | None:
+    if "proposed_strategy" in obj:  # the guard's Decision: `strategy` is the winning one
+        return _text(obj.get("strategy"))
     for key in ("chosen_strategy", "chosen", "final_strategy"):
         if obj.get(key) is not None:
             return _text(obj[key])
@@ -148,7 +166,7 @@ def decision_from_json(obj: Mapping[str, Any], line: int) -> AuditDecision:
     return AuditDecision(
         line=line,
         verdict=str(verdict).lower() if isinstance(verdict, str) and verdict else "unknown",
-        strategy=_text(obj.get("strategy")),
+        strategy=_text(obj.get("proposed_strategy", obj.get("strategy"))),
         chosen_strategy=_chosen(obj, candidates),
         step=step if isinstance(step, int) and not isinstance(step, bool) else None,
         conversation_id=str(conversation) if conversation not in (None, "") else "(none)",
@@ -156,7 +174,8 @@ def decision_from_json(obj: Mapping[str, Any], line: int) -> AuditDecision:
         reasons=[str(r) for r in reasons if r not in (None, "")],
         timings={k: v for k, v in ((str(k), _number(v)) for k, v in timings.items()) if v is not None},
         mode=_text(obj.get("mode")),
-        timestamp=_text(obj.get("timestamp")),
+        timestamp=_timestamp(obj.get("timestamp")),
+        error=_text(obj.get("error")) or None,
     )
 
 
@@ -179,6 +198,15 @@ def read_audit(
 def _percentiles(values: Sequence[float]) -> Percentiles:
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return Percentiles(n=len(values), p50=p50, p90=p90, p99=p99, max=max(values))
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason with its numbers replaced by "#", so reasons that differ only in a score count
+    together ("P(HARMFUL)=0.91" and "P(HARMFUL)=0.87" are the same kind of reason)."""
+    return _NUMBER.sub("#", reason)
 
 
 def summarize(decisions: Sequence[AuditDecision], *, n_bad_lines: int = 0, top: int = 10) -> AuditSummary:
@@ -206,9 +234,11 @@ def summarize(decisions: Sequence[AuditDecision], *, n_bad_lines: int = 0, top: 
         modes=dict(Counter(d.mode or "(unrecorded)" for d in decisions).most_common()),
         fallback_strategies=dict(fallback_strategies.most_common()),
         latency_seconds=latency,
-        top_reasons=Counter(r for d in decisions for r in d.reasons).most_common(top),
+        top_reasons=Counter(_reason_kind(r) for d in decisions for r in d.reasons).most_common(top),
         mean_p_harmful={v: float(np.mean(ps)) for v, ps in by_verdict.items()},
         n_unscored=sum(d.p_harmful is None for d in decisions),
+        n_errors=sum(d.error is not None or d.verdict == "error" for d in decisions),
+        errors=Counter(d.error for d in decisions if d.error).most_common(top),
         first_timestamp=stamps[0] if stamps else None,
         last_timestamp=stamps[-1] if stamps else None,
     )
@@ -343,7 +373,8 @@ def render_html(decisions: Sequence[AuditDecision], summary: AuditSummary, *, ti
     """The whole report as one HTML document."""
     n = summary.n_decisions
     cards = [("decisions", n), ("conversations", summary.n_conversations)]
-    cards += [(v, summary.verdicts.get(v, 0)) for v in ("commit", "fallback", "veto", "forced", "error")]
+    cards += [(v, summary.verdicts.get(v, 0)) for v in ("commit", "fallback", "veto", "forced")]
+    cards.append(("errors", summary.n_errors))
     if "total" in summary.latency_seconds:
         cards.append(("p50 total (ms)", f"{summary.latency_seconds['total'].p50 * 1000:.1f}"))
     card_html = "".join(f"<div class='card'><div class='n'>{_esc(v)}</div><div class='l'>{_esc(k)}</div></div>" for k, v in cards)
@@ -389,5 +420,8 @@ def render_html(decisions: Sequence[AuditDecision], summary: AuditSummary, *, ti
 {_table(["fallback strategy chosen", "times"], [(_esc(s), c) for s, c in summary.fallback_strategies.items()], [False, True])}
 <h2>Top reasons</h2>
 {_table(["reason", "decisions"], [(_esc(r), c) for r, c in summary.top_reasons], [False, True])}
+<h2>Errors</h2>
+<p>{summary.n_errors} decisions hit a scorer or probe error ({_pct(summary.n_errors, n)}).</p>
+{_table(["error", "decisions"], [(_esc(e), c) for e, c in summary.errors], [False, True]) if summary.errors else ""}
 </body></html>
 """

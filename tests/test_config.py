@@ -45,7 +45,9 @@ def test_round_trip(tmp_path):
         ("[guard]\nthresold = 0.3\n", "guard.thresold: unknown key"),
         ("[guard]\nthreshold = 1.5\n", "guard.threshold: Input should be less than or equal to 1 (got 1.5)"),
         ('[guard]\nmode = "enforc"\n', "guard.mode: Input should be 'enforce' or 'audit'"),
-        ('[guard]\nfallbacks = [""]\n', "guard.fallbacks: strategy names must not be empty"),
+        ('[guard]\nfallbacks = ["summarise"]\n', "guard.fallbacks: unknown strategy 'summarise'; known: observation_masking,"),
+        ("[guard]\nthreshold = 0\n", "guard.threshold: Input should be greater than 0"),
+        ("[audit]\nredact = 2\n", "audit.redact: Input should be a valid boolean"),
         ('[scorer]\nkind = "remote"\n', 'scorer.url: required when kind = "remote"'),
         ('[scorer]\nurl = "http://x"\n', "scorer.url: only used when kind"),
         ("[scorers]\n", "scorers: unknown key"),
@@ -91,3 +93,44 @@ def test_unavailable_scorer_is_a_clear_error(monkeypatch):
     config = GuardConfig.model_validate({"scorer": {"kind": "remote", "url": "http://h:1"}})
     with pytest.raises(ScorerUnavailable, match="remote scorer is not available"):
         config.build_scorer()
+
+
+def test_guard_from_config(tmp_path):
+    from memguard import Guard
+    from memguard.strategies import KeepMore, ObservationMasking, RecentWindow
+
+    from tests.doubles import ValueScorer
+
+    audit = tmp_path / "audit.jsonl"
+    path = write(tmp_path, f"""
+[guard]
+mode = "audit"
+threshold = 0.4
+band = 0.5
+uncertain = "safe"
+fallbacks = ["recent_window", "observation_masking+keep_more_x3"]
+on_error = "closed"
+hard_budget = 2000
+
+[audit]
+jsonl = "{audit}"
+redact = true
+""")
+    scorer = ValueScorer(0.1)
+    guard = Guard.from_config(path, scorer=scorer, cooldown=0)
+    try:
+        assert guard.scorer is scorer and guard.mode == "audit" and guard.threshold == 0.4
+        assert (guard.band, guard.uncertain, guard.on_error, guard.hard_budget, guard.cooldown) == (0.5, "safe", "closed", 2000, 0)
+        assert isinstance(guard.fallbacks[0], RecentWindow) and guard.fallbacks[0].keep_last == 40
+        assert guard.fallbacks[1] == KeepMore(ObservationMasking(keep_last=10), 3.0)
+        assert [s.name for s in guard.fallbacks] == ["recent_window", "observation_masking+keep_more_x3"]
+        assert guard.sinks[0].path == audit and guard.sinks[0].redact
+    finally:
+        guard.close()
+
+
+def test_default_fallback_names_are_the_default_chain():
+    from memguard.config import GuardSettings, resolve_fallbacks
+    from memguard.strategies import default_fallbacks
+
+    assert resolve_fallbacks(GuardSettings().fallbacks) == list(default_fallbacks())
