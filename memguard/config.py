@@ -169,7 +169,7 @@ class GuardConfig(_Strict):
         s = self.scorer
         if s.kind == "remote":
             assert s.url is not None
-            return build_remote_scorer(s.url)
+            return build_remote_scorer(s.url, max_length=s.max_length)
         return build_local_scorer(
             base=s.base, adapter=s.adapter, subfolder=s.subfolder or None, revision=s.revision,
             quantization=s.quantization, max_length=s.max_length,
@@ -204,15 +204,15 @@ def build_local_scorer(**options: Any) -> Scorer:
     return MemRM.from_pretrained(**{k: v for k, v in options.items() if v is not None})
 
 
-def build_remote_scorer(url: str) -> Scorer:
-    """`RemoteMemRM(url)`, a MemRM served by vLLM."""
+def build_remote_scorer(url: str, **options: Any) -> Scorer:
+    """`RemoteMemRM(url, **options)`, a MemRM served by vLLM (None options left out)."""
     try:
         from memguard.scoring.remote import RemoteMemRM
     except ImportError as err:
         raise ScorerUnavailable(
             f"the remote scorer is not available ({err}); install memguard[remote]"
         ) from err
-    return RemoteMemRM(url)
+    return RemoteMemRM(url, **{k: v for k, v in options.items() if v is not None})
 
 
 def _describe(error: ValidationError) -> str:

@@ -77,15 +77,17 @@ def test_build_scorer_passes_the_table(monkeypatch):
             return cls()
 
     class FakeRemote:
-        def __init__(self, url):
-            calls["remote"] = url
+        def __init__(self, url, **kwargs):
+            calls["remote"] = (url, kwargs)
 
     monkeypatch.setitem(sys.modules, "memguard.scoring.local", types.SimpleNamespace(MemRM=FakeMemRM))
     monkeypatch.setitem(sys.modules, "memguard.scoring.remote", types.SimpleNamespace(RemoteMemRM=FakeRemote))
     GuardConfig.model_validate({"scorer": {"subfolder": "", "max_length": 4096}}).build_scorer()
     assert calls["local"] == {"base": "Qwen/Qwen3-1.7B-Base", "adapter": "MemGym/memgym-rm-1p7b", "max_length": 4096}
     GuardConfig.model_validate({"scorer": {"kind": "remote", "url": "http://h:1"}}).build_scorer()
-    assert calls["remote"] == "http://h:1"
+    assert calls["remote"] == ("http://h:1", {})
+    GuardConfig.model_validate({"scorer": {"kind": "remote", "url": "http://h:1", "max_length": 8192}}).build_scorer()
+    assert calls["remote"] == ("http://h:1", {"max_length": 8192})
 
 
 def test_unavailable_scorer_is_a_clear_error(monkeypatch):
