@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -152,6 +153,13 @@ class Guard:
         self._vetoed_at: dict[str, int] = {}
         self._state_lock = threading.Lock()
         self._worker = AuditWorker(maxsize=audit_queue_size) if mode == "audit" else None
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], *, scorer: Scorer | None = None, **overrides: Any) -> Guard:
+        """A guard from a TOML file (see `memguard.config`); keywords override the file."""
+        from memguard.config import build_guard, load_config
+
+        return build_guard(load_config(path), scorer=scorer, **overrides)
 
     # ------------------------------------------------------------------ public API
 

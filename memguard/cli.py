@@ -1,0 +1,577 @@
+"""The `memguard` command: score, eval, calibrate and report.
+
+Mistakes a user can make (a missing file, a malformed line, rows without labels, a bad config,
+weights that will not load) end in a one-line message and a non-zero exit code, never a
+traceback: exit 2 for bad input, 1 for a failure while running. Progress and messages go to
+stderr, tables and results to stdout, so the output can be piped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from memguard.config import (
+    ConfigError,
+    GuardConfig,
+    ScorerSettings,
+    ScorerUnavailable,
+    build_local_scorer,
+    dump_config,
+    load_config,
+)
+from memguard.datasets import BadRow, DataRow, OnBadLine, read_rows
+from memguard.metrics import COVERAGE_T, EvalMetrics, SweepMetric, ThresholdSweep
+from memguard.scorefile import OutputError, existing_keys, score_rows, score_to_file
+from memguard.scoring.base import Scorer
+
+__all__ = ["app", "main", "ScorerOptions", "make_scorer"]
+
+app = typer.Typer(
+    name="memguard",
+    help="Score, evaluate and calibrate MemRM, and report on a guard's audit log.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+err = Console(stderr=True)
+out = Console()
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user's input causes into a message and an exit code."""
+    try:
+        yield
+    except (BadRow, ConfigError, OutputError) as problem:
+        fail(str(problem))
+    except ScorerUnavailable as problem:
+        fail(str(problem), EXIT_FAILED)
+    except UnicodeDecodeError as problem:
+        fail(f"not UTF-8 text: {problem}")
+    except OSError as problem:
+        fail(f"{problem.filename or ''}: {problem.strerror or problem}".lstrip(": "))
+
+
+def progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+def load_rows(path: Path, on_bad_line: OnBadLine, *, need_prompt: bool) -> list[DataRow]:
+    skipped: list[BadRow] = []
+    with user_errors():
+        rows = read_rows(path, on_bad_line=on_bad_line, on_skip=skipped.append, need_prompt=need_prompt)
+    for problem in skipped[:5]:
+        warn(f"skipped {problem}")
+    if len(skipped) > 5:
+        warn(f"skipped {len(skipped) - 5} more bad lines")
+    if not rows:
+        fail(f"{path}: no usable rows")
+    return rows
+
+
+InputFile = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, readable=True, show_default=False, help="JSONL input.")
+]
+OnBadLineOption = Annotated[
+    OnBadLine, typer.Option("--on-bad-line", help="Stop at a malformed line, or skip it with a warning.")
+]
+_SCORER = "Scorer (used when rows have no p_harmful yet)"
+BaseOption = Annotated[str | None, typer.Option(help="Base model: hub id or local path.", rich_help_panel=_SCORER)]
+AdapterOption = Annotated[str | None, typer.Option(help="LoRA adapter: hub id or local path.", rich_help_panel=_SCORER)]
+SubfolderOption = Annotated[str | None, typer.Option(help="Adapter subfolder ('' for the root).", rich_help_panel=_SCORER)]
+RevisionOption = Annotated[str | None, typer.Option(help="Hub revision of the adapter.", rich_help_panel=_SCORER)]
+QuantizationOption = Annotated[str | None, typer.Option(help="e.g. nf4 (needs memguard[quant]).", rich_help_panel=_SCORER)]
+MaxLengthOption = Annotated[int | None, typer.Option(min=1, help="Cut prompts from the left to this many tokens.", rich_help_panel=_SCORER)]
+RemoteOption = Annotated[str | None, typer.Option("--remote", help="URL of a vLLM server running MemRM.", rich_help_panel=_SCORER)]
+OfflineOption = Annotated[bool, typer.Option("--offline", help="Tiny random model: checks the plumbing, scores are meaningless.", rich_help_panel=_SCORER)]
+ConfigOption = Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False, help="Guard TOML whose [scorer] table to use.", rich_help_panel=_SCORER)]
+BatchOption = Annotated[int, typer.Option(min=1, help="Prompts per scorer call.", rich_help_panel=_SCORER)]
+
+
+@dataclass(frozen=True)
+class ScorerOptions:
+    """Where the scorer comes from: a config's [scorer] table, overridden by explicit options."""
+
+    config: Path | None = None
+    base: str | None = None
+    adapter: str | None = None
+    subfolder: str | None = None
+    revision: str | None = None
+    quantization: str | None = None
+    max_length: int | None = None
+    remote: str | None = None
+    offline: bool = False
+
+    def settings(self) -> ScorerSettings:
+        start = load_config(self.config).scorer if self.config else ScorerSettings()
+        overrides: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("base", "adapter", "subfolder", "revision", "quantization", "max_length")
+            if getattr(self, name) is not None
+        }
+        if self.remote:
+            overrides.update(kind="remote", url=self.remote)
+        try:
+            return ScorerSettings.model_validate({**start.model_dump(), **overrides})
+        except ValueError as problem:
+            raise ConfigError(f"scorer options: {problem}") from None
+
+
+_TINY_DIRS: list[str] = []
+
+
+def _tiny_model_dir() -> Path:
+    """Build the tiny random MemRM once per process, in a directory removed at exit."""
+    if not _TINY_DIRS:
+        try:
+            from memguard.testing import build_tiny_rm
+        except ImportError as problem:
+            raise ScorerUnavailable(f"--offline needs memguard.testing.build_tiny_rm ({problem})") from None
+        folder = tempfile.mkdtemp(prefix="memguard-offline-")
+        _TINY_DIRS.append(folder)
+        atexit.register(shutil.rmtree, folder, True)
+        build_tiny_rm(folder)
+    return Path(_TINY_DIRS[0])
+
+
+def make_scorer(options: ScorerOptions) -> Scorer:
+    """The scorer the command-line options describe (tests replace this function)."""
+    if options.offline:
+        err.print(
+            "[bold yellow]offline:[/] scoring with a tiny RANDOM model. This checks the plumbing "
+            "only; the scores are meaningless.",
+            highlight=False,
+        )
+        root = _tiny_model_dir()
+        return build_local_scorer(base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500")
+    return GuardConfig(scorer=options.settings()).build_scorer()
+
+
+def load_scorer(options: ScorerOptions) -> Scorer:
+    with user_errors():
+        settings = None if options.offline else options.settings()
+        what = "tiny offline model" if settings is None else (
+            f"remote MemRM at {settings.url}" if settings.kind == "remote" else f"MemRM {settings.adapter} on {settings.base}"
+        )
+        with err.status(f"loading {what} ..."):
+            try:
+                return make_scorer(options)
+            except (ConfigError, ScorerUnavailable, OSError):
+                raise
+            except Exception as problem:  # weights that will not load: a message, not a traceback
+                fail(f"cannot load the scorer: {type(problem).__name__}: {problem}", EXIT_FAILED)
+
+
+def scores_for(rows: Sequence[DataRow], options: ScorerOptions, batch_size: int) -> list[float]:
+    """P(HARMFUL) for every row: the recorded one, or scored now for rows that have none."""
+    missing = [row for row in rows if row.p_harmful is None]
+    fresh: dict[str, float] = {}
+    if missing:
+        if any(row.prompt is None for row in missing):
+            fail("rows without p_harmful need a prompt to be scored")
+        err.print(f"scoring {len(missing)} rows that have no p_harmful", highlight=False)
+        scorer = load_scorer(options)
+        with progress() as bar:
+            task = bar.add_task("scoring", total=len(missing))
+            try:
+                scores = score_rows(missing, scorer, batch_size=batch_size,
+                                    on_batch=lambda batch, _: bar.advance(task, len(batch)))  # fmt: skip
+            except Exception as problem:
+                fail(f"scoring failed: {type(problem).__name__}: {problem}", EXIT_FAILED)
+        fresh = {row.key: s.p_harmful for row, s in zip(missing, scores)}
+    return [row.p_harmful if row.p_harmful is not None else fresh[row.key] for row in rows]
+
+
+def labelled(rows: Sequence[DataRow], path: Path) -> list[bool]:
+    unlabelled = [row.line for row in rows if row.label is None]
+    if unlabelled:
+        shown = ", ".join(map(str, unlabelled[:5])) + (" ..." if len(unlabelled) > 5 else "")
+        fail(
+            f"{path}: {len(unlabelled)} of {len(rows)} rows have no label (lines {shown}); "
+            "metrics need `label` (0 HARMFUL, 1 SAFE) or `completion` (' N' / ' Y') on every row"
+        )
+    return [bool(row.is_harmful) for row in rows]
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- score
+
+
+@app.command()
+def score(
+    file: InputFile,
+    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="JSONL of scores (appended; resumable).")],
+    restart: Annotated[bool, typer.Option(help="Discard an existing output instead of resuming it.")] = False,
+    band_t: Annotated[float, typer.Option("--band", min=0.5, max=1.0, help="Coverage band t for the band column.")] = COVERAGE_T,
+    on_bad_line: OnBadLineOption = "stop",
+    batch_size: BatchOption = 8,
+    base: BaseOption = None,
+    adapter: AdapterOption = None,
+    subfolder: SubfolderOption = None,
+    revision: RevisionOption = None,
+    quantization: QuantizationOption = None,
+    max_length: MaxLengthOption = None,
+    remote: RemoteOption = None,
+    offline: OfflineOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Score every row: P(HARMFUL), its band (safe / harmful / uncertain) and token counts.
+
+    Rows already in OUTPUT (same id, or same line and content) are skipped, so an interrupted
+    run continues where it stopped.
+    """
+    rows = load_rows(file, on_bad_line, need_prompt=True)
+    with user_errors():
+        if restart and output.exists():
+            output.unlink()
+        done, repaired = existing_keys(output)
+    if repaired:
+        warn(f"{output}: cut off a torn last line (an interrupted write); that row is scored again")
+    todo = [row for row in rows if row.key not in done]
+    if len(todo) < len(rows):
+        err.print(f"resuming: {len(rows) - len(todo)} of {len(rows)} rows already in {output}", highlight=False)
+    if not todo:
+        err.print("nothing to do", highlight=False)
+        return
+    scorer = load_scorer(ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline))
+    with progress() as bar, user_errors():
+        task = bar.add_task("scoring", total=len(todo))
+        try:
+            written = score_to_file(todo, scorer, output, batch_size=batch_size, t=band_t,
+                                    on_batch=lambda n: bar.advance(task, n))  # fmt: skip
+        except OSError:
+            raise
+        except Exception as problem:
+            fail(f"scoring failed after the rows already written: {type(problem).__name__}: {problem}", EXIT_FAILED)
+    err.print(f"wrote {written} scores to {output}", highlight=False)
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def metrics_table(metrics: EvalMetrics, title: str) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    ci = metrics.auroc_ci
+    table.add_row("rows (HARMFUL / SAFE)", f"{metrics.n} ({metrics.n_harmful} / {metrics.n_safe})")
+    table.add_row("AUROC [95% CI]", _f(metrics.auroc) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    table.add_row("ECE (15 equal-mass bins)", _f(metrics.ece, 4))
+    table.add_row("accuracy @0.5", _f(metrics.accuracy))
+    for name, scores in (("Harmful", metrics.harmful), ("Safe", metrics.safe)):
+        table.add_row(f"{name} P / R / F1", f"{scores.precision:.3f} / {scores.recall:.3f} / {scores.f1:.3f}")
+    cov = metrics.coverage
+    table.add_row(f"Cov@{cov.t:g} / Acc@{cov.t:g}", f"{_f(cov.coverage)} / {_f(cov.accuracy)}")
+    c = metrics.confusion
+    table.add_row("HARMFUL rows -> HARMFUL / SAFE", f"{c.true_harmful} / {c.missed_harmful}")
+    table.add_row("SAFE rows -> HARMFUL / SAFE", f"{c.false_harmful} / {c.true_safe}")
+    return table
+
+
+@app.command("eval")
+def eval_(
+    file: InputFile,
+    json_out: Annotated[Path | None, typer.Option("--json", dir_okay=False, help="Write the metrics as JSON.")] = None,
+    coverage_t: Annotated[float, typer.Option("--coverage-t", min=0.5, max=1.0, help="t of Cov@t / Acc@t.")] = COVERAGE_T,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the AUROC CI (0: none).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 42,
+    on_bad_line: OnBadLineOption = "stop",
+    batch_size: BatchOption = 8,
+    base: BaseOption = None,
+    adapter: AdapterOption = None,
+    subfolder: SubfolderOption = None,
+    revision: RevisionOption = None,
+    quantization: QuantizationOption = None,
+    max_length: MaxLengthOption = None,
+    remote: RemoteOption = None,
+    offline: OfflineOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """MemGym's metrics (AUROC, ECE, accuracy, P/R/F1, Cov@t) on labelled rows.
+
+    Rows that carry p_harmful (as `memguard score` writes) are used as they are; the others
+    are scored first.
+    """
+    from memguard.metrics import evaluate
+
+    rows = load_rows(file, on_bad_line, need_prompt=False)
+    truth = labelled(rows, file)
+    p = scores_for(rows, ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline), batch_size)
+    with err.status("computing metrics ..."):
+        metrics = evaluate(p, truth, coverage_t=coverage_t, bootstrap=bootstrap, seed=seed)
+    out.print(metrics_table(metrics, f"MemRM on {file.name}"))
+    for note in metrics.notes:
+        warn(note)
+    if json_out is not None:
+        with user_errors():
+            json_out.write_text(json.dumps({"file": str(file), "metrics": metrics.model_dump()}, indent=2) + "\n")
+        err.print(f"wrote {json_out}", highlight=False)
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def sweep_table(sweep: ThresholdSweep, top: int) -> Table:
+    table = Table(title=f"Best thresholds by {sweep.objective}" + (
+        f" with {sweep.constraint} >= {sweep.constraint_min:g}" if sweep.constraint else ""
+    ), header_style="bold")  # fmt: skip
+    for name in ("t on P(SAFE)", "threshold on P(HARMFUL)", "Safe-F1", "Harmful-F1", "accuracy", "meets constraint"):
+        table.add_column(name, justify="right")
+    ranked = sorted(sweep.points, key=lambda p: (not p.feasible, -getattr(p, sweep.objective), p.t))[:top]
+    for point in ranked:
+        style = "bold green" if sweep.best is not None and point.t == sweep.best.t else None
+        table.add_row(
+            f"{point.t:.2f}", f"{point.p_harmful_threshold:.2f}", f"{point.safe_f1:.3f}",
+            f"{point.harmful_f1:.3f}", f"{point.accuracy:.3f}", "yes" if point.feasible else "no",
+            style=style,
+        )  # fmt: skip
+    return table
+
+
+
+
+@app.command()
+def calibrate(
+    file: InputFile,
+    output: Annotated[Path | None, typer.Option("-o", "--output", dir_okay=False, help="Write a guard TOML here (else print it).")] = None,
+    objective: Annotated[SweepMetric, typer.Option(help="What the chosen threshold maximises.")] = "safe_f1",
+    constraint: Annotated[SweepMetric, typer.Option(help="Metric that must reach --min.")] = "harmful_f1",
+    minimum: Annotated[float, typer.Option("--min", min=0.0, max=1.0, help="Lowest allowed value of --constraint (0: none).")] = 0.90,
+    top: Annotated[int, typer.Option(min=1, help="Rows of the curve to print.")] = 10,
+    curve: Annotated[Path | None, typer.Option(dir_okay=False, help="Write the whole sweep as JSON.")] = None,
+    on_bad_line: OnBadLineOption = "stop",
+    batch_size: BatchOption = 8,
+    base: BaseOption = None,
+    adapter: AdapterOption = None,
+    subfolder: SubfolderOption = None,
+    revision: RevisionOption = None,
+    quantization: QuantizationOption = None,
+    max_length: MaxLengthOption = None,
+    remote: RemoteOption = None,
+    offline: OfflineOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Sweep t = 0.05..0.95 (SAFE iff P(SAFE) >= t) and write the best as the guard's threshold.
+
+    The guard's `threshold` is on P(HARMFUL), so it is written as 1 - t. Settings other than the
+    threshold come from --config when given, else the defaults.
+    """
+    from memguard.metrics import sweep_thresholds
+
+    with user_errors():  # a bad --config should fail before any scoring
+        start = load_config(config) if config else GuardConfig()
+    rows = load_rows(file, on_bad_line, need_prompt=False)
+    truth = labelled(rows, file)
+    options = ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline)
+    p = scores_for(rows, options, batch_size)
+    sweep = sweep_thresholds(p, truth, objective=objective, constraint=constraint if minimum > 0 else None,
+                             constraint_min=minimum if minimum > 0 else None)  # fmt: skip
+    out.print(sweep_table(sweep, top))
+    if curve is not None:
+        with user_errors():
+            curve.write_text(sweep.model_dump_json(indent=2) + "\n")
+    best = sweep.best
+    if best is None:
+        fail(f"no threshold reaches {constraint} >= {minimum:g} on {file}; lower --min or check the scores", EXIT_FAILED)
+    threshold = round(1.0 - best.t, 4)
+    with user_errors():
+        scorer = start.scorer if offline else options.settings()
+    if offline:
+        warn("--offline scores come from a random model: this threshold is meaningless")
+    calibrated = start.model_copy(update={"guard": start.guard.model_copy(update={"threshold": threshold}), "scorer": scorer})
+    header = (
+        f"Calibrated by `memguard calibrate` on {file.name} ({len(rows)} rows).\n"
+        f"Best {objective} with {constraint} >= {minimum:g}: t = {best.t:.2f} on P(SAFE), i.e.\n"
+        f"HARMFUL iff P(HARMFUL) > {threshold:g}; {objective} = {getattr(best, objective):.4f}, "
+        f"{constraint} = {getattr(best, constraint):.4f}."
+    )
+    if calibrated.guard.band > 0.5 and calibrated.guard.uncertain == "harmful":
+        header += (
+            f"\nNote: band = {calibrated.guard.band:g} with uncertain = \"harmful\" also counts every score with"
+            f"\n{1 - calibrated.guard.band:.2f} < P(HARMFUL) < {calibrated.guard.band:g} as harmful; band = 0.5 uses the threshold alone."
+        )
+    text = dump_config(calibrated, header=header)
+    err.print(
+        f"best: t = {best.t:.2f} on P(SAFE) -> threshold = {threshold:g} on P(HARMFUL) "
+        f"({objective} {getattr(best, objective):.3f}, {constraint} {getattr(best, constraint):.3f})",
+        highlight=False,
+    )
+    if output is None:
+        out.print(text, markup=False, highlight=False)
+        return
+    with user_errors():
+        output.write_text(text)
+    err.print(f"wrote {output}", highlight=False)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@app.command()
+def report(
+    audit: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Audit JSONL (one Decision per line).")],
+    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="HTML file to write.")] = Path("memguard-report.html"),
+    title: Annotated[str, typer.Option(help="Report title.")] = "memguard audit report",
+    on_bad_line: OnBadLineOption = "stop",
+) -> None:
+    """A self-contained HTML report of an audit log, and a summary here."""
+    try:
+        from memguard.report import read_audit, render_html, summarize
+    except ImportError as problem:
+        fail(f"the report needs matplotlib: install memguard[report] ({problem})", EXIT_FAILED)
+    skipped: list[BadRow] = []
+    with user_errors():
+        decisions = read_audit(audit, on_bad_line=on_bad_line, on_skip=skipped.append)
+    for problem in skipped[:5]:
+        warn(f"skipped {problem}")
+    if not decisions:
+        fail(f"{audit}: no decisions")
+    summary = summarize(decisions, n_bad_lines=len(skipped))
+    with err.status("drawing ..."):
+        page = render_html(decisions, summary, title=title)
+    with user_errors():
+        output.write_text(page, encoding="utf-8")
+
+    table = Table(title=f"{summary.n_decisions} decisions in {summary.n_conversations} conversations", header_style="bold")
+    table.add_column("verdict")
+    table.add_column("decisions", justify="right")
+    table.add_column("mean P(HARMFUL)", justify="right")
+    for verdict, count in summary.verdicts.items():
+        table.add_row(verdict, str(count), _f(summary.mean_p_harmful.get(verdict)))
+    out.print(table)
+    if summary.latency_seconds:
+        latency = Table(title="latency (ms)", header_style="bold")
+        for name in ("stage", "p50", "p90", "p99", "max"):
+            latency.add_column(name, justify="right" if name != "stage" else "left")
+        for part, pct in summary.latency_seconds.items():
+            latency.add_row(part, *(f"{getattr(pct, k) * 1000:.1f}" for k in ("p50", "p90", "p99", "max")))
+        out.print(latency)
+    if summary.top_reasons:
+        reasons = Table(title="top reasons", header_style="bold")
+        reasons.add_column("reason")
+        reasons.add_column("decisions", justify="right")
+        for reason, count in summary.top_reasons[:5]:
+            reasons.add_row(reason, str(count))
+        out.print(reasons)
+    err.print(f"wrote {output}", highlight=False)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    trajectory: Annotated[list[str] | None, typer.Option(help="Bundled trajectory name or a JSON file (repeatable; default: all bundled).")] = None,
+    every: Annotated[int, typer.Option(min=1, help="Propose a compaction every N assistant turns.")] = 2,
+    audit: Annotated[Path, typer.Option(dir_okay=False, help="Audit JSONL to write (for `memguard report`).")] = Path("memguard-demo-audit.jsonl"),
+    base: BaseOption = None,
+    adapter: AdapterOption = None,
+    subfolder: SubfolderOption = None,
+    revision: RevisionOption = None,
+    quantization: QuantizationOption = None,
+    max_length: MaxLengthOption = None,
+    remote: RemoteOption = None,
+    offline: OfflineOption = False,
+    config: Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False, help="Guard TOML (policy and scorer).")] = None,
+) -> None:
+    """Run the guard on real SWE-agent trajectories with a replay agent: no agent or API key needed.
+
+    Each proposal drops the middle of the conversation; the replay agent repeats its recorded
+    command only while it can still see the files that command uses. Add --offline to skip the
+    real weights (a tiny random model: the plumbing runs, the scores are meaningless).
+    """
+    from memguard.audit import JSONLSink
+    from memguard.config import build_guard
+    from memguard.demo import demo_events
+
+    with user_errors():
+        guard_config = load_config(config) if config else GuardConfig()
+        steps = list(demo_events(trajectory or (), every=every))
+    if not steps:
+        fail("no compaction to propose: the trajectories are too short for --every")
+    scorer = load_scorer(ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline))
+    with user_errors():
+        audit.unlink(missing_ok=True)
+        guard = build_guard(guard_config, scorer=scorer, sinks=[JSONLSink(audit)])
+    table = Table(title="memguard demo: proposed compaction = drop the middle", header_style="bold")
+    table.add_column("trajectory", max_width=24, no_wrap=True, overflow="ellipsis")
+    table.add_column("step", justify="right")
+    table.add_column("verdict")
+    table.add_column("P(HARMFUL)", justify="right")
+    table.add_column("band")
+    table.add_column("context used", overflow="fold")
+    table.add_column("why (last reason)", overflow="fold")
+    colours = {"commit": "green", "fallback": "yellow", "veto": "red", "forced": "magenta", "audit": "blue"}
+    with guard, progress() as bar:
+        task = bar.add_task("reviewing", total=len(steps))
+        for item in steps:
+            decision = guard.review(item.event, item.agent)
+            verdict = decision.verdict.value
+            first = decision.candidates[0] if decision.candidates else None
+            table.add_row(
+                item.trajectory, str(decision.step), f"[{colours.get(verdict, 'white')}]{verdict}[/]",
+                _f(decision.p_harmful), (first.band or "–") if first else "–",
+                decision.strategy or "full context (veto)", decision.reasons[-1] if decision.reasons else "",
+            )  # fmt: skip
+            bar.advance(task)
+    out.print(table)
+    if offline:
+        warn("these scores come from a tiny RANDOM model: they only show that the plumbing works")
+    err.print(f"audit log: {audit}  ->  memguard report {audit} -o memguard-report.html", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
