@@ -142,9 +142,11 @@ def test_memguard_strategy_fallback_keeps_system_prompt_out_of_the_state():
     scorer = harmful_when_forgotten()
 
     def mask_unneeded(messages):
-        """A memguard-side strategy: mask tool outputs except the one the agent needs."""
-        return [m.model_copy(update={"content": "<MASKED>"}) if m.role == "tool" and FACT not in m.text() else m
-                for m in messages]
+        """A memguard-side strategy: mask old tool outputs except the one holding the fact."""
+        last_tool = max(i for i, m in enumerate(messages) if m.role == "tool")
+        return [m.model_copy(update={"content": "<MASKED>"})
+                if m.role == "tool" and FACT not in m.text() and i != last_tool else m
+                for i, m in enumerate(messages)]
 
     messages, decisions, _, _ = guarded_run(summarization(), scorer, cooldown=0, fallbacks=[mask_unneeded])
     first = decisions[0]
