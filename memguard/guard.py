@@ -516,6 +516,8 @@ class Guard:
         error = yield from assess(queue)
         if error is not None:
             return self._on_failure(finish, first, error, reasons, audit)
+        if isinstance(first.response, _Failure):  # the proposal cannot be judged: on_error decides
+            return self._on_failure(finish, first, first.report.error or first.response.reason, reasons, audit)
         if audit:
             winner = first if first.report.acceptable else None
             reasons.append("enforce would commit" if winner else "enforce would not commit: " + _why_not(first))
