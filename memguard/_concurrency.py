@@ -83,15 +83,21 @@ async def call_async(
         if not future.done():
             setter(value)
 
+    def deliver(setter: Callable[[Any], None], value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, setter, value)
+        except RuntimeError:  # the loop closed while a timed-out call ran on: nobody is waiting
+            pass
+
     def runner() -> None:
         try:
             value = fn(*args)
             if inspect.isawaitable(value):
                 value = run_coroutine_blocking(value)
         except BaseException as exc:  # noqa: BLE001
-            loop.call_soon_threadsafe(settle, future.set_exception, exc)
+            deliver(future.set_exception, exc)
         else:
-            loop.call_soon_threadsafe(settle, future.set_result, value)
+            deliver(future.set_result, value)
 
     threading.Thread(target=runner, name="memguard-acall", daemon=True).start()
     return await asyncio.wait_for(future, timeout)
