@@ -27,6 +27,7 @@ settings.register_profile(
     "dev", max_examples=150, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+settings.register_profile("thorough", parent=settings.get_profile("dev"), max_examples=2000)  # bug hunts
 settings.load_profile(os.environ.get("MEMGUARD_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
@@ -68,6 +69,14 @@ def qwen_rm(qwen_rm_dir):
     from memguard import MemRM
 
     return MemRM.from_pretrained(**rm_paths(qwen_rm_dir))
+
+
+@pytest.fixture(scope="session")
+def byte_rm(byte_rm_dir):
+    """The byte-vocabulary tiny MemRM, loaded through the public path (cheap to build and run)."""
+    from memguard import MemRM
+
+    return MemRM.from_pretrained(**rm_paths(byte_rm_dir))
 
 
 def rm_paths(root: Path) -> dict[str, str]:
