@@ -219,6 +219,7 @@ class Guard:
             step=self._step_of(event),
             conversation_id=event.conversation_id,
             event_id=event.event_id,
+            scorer=self.identity,
             pending=True,
         )
 
