@@ -52,8 +52,8 @@ def guard_compaction(
             if on_decision is not None:
                 try:
                     on_decision(decision)
-                except Exception:  # noqa: BLE001
-                    logger.exception("memguard: on_decision callback failed")
+                except Exception as exc:  # noqa: BLE001 - type only: messages may quote conversations
+                    logger.error("memguard: on_decision callback failed (%s)", type(exc).__name__)
             return decision.messages
 
         if inspect.iscoroutinefunction(func):
