@@ -86,7 +86,7 @@ async def call_async(
     def deliver(setter: Callable[[Any], None], value: Any) -> None:
         try:
             loop.call_soon_threadsafe(settle, setter, value)
-        except RuntimeError:  # the loop closed while a timed-out call ran on: nobody is waiting
+        except RuntimeError:  # the caller gave up (timeout) and its loop has closed since
             pass
 
     def runner() -> None:

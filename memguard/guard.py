@@ -424,6 +424,8 @@ class Guard:
             tag = event.perturbation if (event.perturbation and original is not None) else perturbation_tag(strategy)
             report = CandidateReport(strategy=strategy, perturbation=tag, n_messages=len(messages))
             rejected = check_candidate(before, messages)
+            if not rejected and original is None and _same_messages(messages, before):
+                rejected = "no-op: the strategy left the context unchanged"
             if rejected:
                 report.rejected = rejected
             if self.hard_budget is not None:
@@ -606,6 +608,10 @@ def _why_not(cand: _Candidate) -> str:
     if report.p_harmful is not None:
         return f"P(HARMFUL)={report.p_harmful:.3f}, band {report.band}"
     return "not acceptable"
+
+
+def _same_messages(a: list[Message], b: list[Message]) -> bool:
+    return len(a) == len(b) and all(x.model_dump() == y.model_dump() for x, y in zip(a, b))
 
 
 def _lowest_risk(candidates: list[_Candidate]) -> _Candidate | None:

@@ -46,13 +46,13 @@ def lc_lossy(messages):
 
 @pytest.mark.parametrize("kind", ["openai", "langchain"])
 def test_decorator_sync(kind):
-    before = swe_conversation(12, fact=FACT)
+    before = swe_conversation(12, fact=FACT, fact_turn=3)
     if kind == "langchain":
         before, compact = to_langchain(before), lc_lossy
     else:
         compact = lossy
     seen = []
-    guard = Guard(KeyedScorer({"ls -la": 0.97}), fallbacks=(ObservationMasking(keep_last=12),))
+    guard = Guard(KeyedScorer({"ls -la": 0.97}), fallbacks=(ObservationMasking(keep_last=10),))
     wrapped = guard.compaction(policy=FactPolicy(FACT, langchain=kind == "langchain"))(compact)
     wrapped_cb = guarded(guard=guard, policy=FactPolicy(FACT), on_decision=seen.append)(compact)
     result = wrapped(before)

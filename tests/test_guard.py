@@ -81,8 +81,9 @@ def test_veto_keeps_everything_and_reuses_recorded_probe(before):
     assert before == snapshot
 
 
-def test_fallback_order_first_acceptable_wins(before):
-    masking = ObservationMasking(keep_last=10)  # masks turn 1 → forgets the fact
+def test_fallback_order_first_acceptable_wins():
+    before = swe_conversation(n_turns=12, fact=FACT, fact_turn=3)
+    masking = ObservationMasking(keep_last=5)  # masks turns 0-6 → forgets the fact; x2 keeps it
     scorer = KeyedScorer({"ls -la": 0.97})
     guard = Guard(scorer, fallbacks=(masking, KeepMore(masking, 2.0), RecentWindow(keep_last=40)))
     policy = FactPolicy(FACT)
@@ -105,8 +106,9 @@ def test_masking_fallback_commits_when_fact_survives():
     assert len(masked) == 8 and len(decision.messages) == len(before)
 
 
-def test_parallel_equals_sequential(before):
-    masking = ObservationMasking(keep_last=10)
+def test_parallel_equals_sequential():
+    before = swe_conversation(n_turns=12, fact=FACT, fact_turn=3)
+    masking = ObservationMasking(keep_last=5)
     fallbacks = (masking, KeepMore(masking, 2.0), RecentWindow(keep_last=40))
     results = {}
     for search in ("sequential", "parallel"):
@@ -119,6 +121,7 @@ def test_parallel_equals_sequential(before):
     assert all(common[c.strategy] == c.p_harmful for c in par.candidates if c.strategy in common)
     assert len(results["parallel"][1].calls) == 1  # every candidate scored in one scorer call
     assert len(par.candidates) == 4
+    assert "no-op" in par.candidates[3].rejected  # a 40-message window over 26 messages changes nothing
 
 
 def test_hard_budget_forces_lowest_risk_that_fits(before):
@@ -261,8 +264,9 @@ def test_precomputed_responses_skip_probing(before):
     assert decision.verdict is Verdict.COMMIT and decision.p_harmful == pytest.approx(0.2)
 
 
-async def test_areview_matches_review(before):
-    masking = ObservationMasking(keep_last=10)
+async def test_areview_matches_review():
+    before = swe_conversation(n_turns=12, fact=FACT, fact_turn=3)
+    masking = ObservationMasking(keep_last=5)
     guard = Guard(KeyedScorer({"ls -la": 0.97}), fallbacks=(masking, KeepMore(masking, 2.0)))
     sync = guard.review(event(before, summarize(before)), FactPolicy(FACT))
     for policy in (FactPolicy(FACT), AsyncFactPolicy(FACT)):

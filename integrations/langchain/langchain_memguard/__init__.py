@@ -1,0 +1,34 @@
+"""langchain-memguard: memguard for LangChain agents.
+
+- `MemGuardMiddleware` enforces: it wraps a compaction middleware of a `create_agent` agent
+  (`SummarizationMiddleware`, `ContextEditingMiddleware`, ...) and commits, replaces or vetoes
+  each compaction on MemRM's word.
+- `MemGuardCallbackHandler` only records, from the callbacks of any LangChain/LangGraph agent,
+  whatever compacts its memory.
+"""
+
+from langchain_memguard.callback import PROBE_TAG, MemGuardCallbackHandler
+from langchain_memguard.compaction import MiddlewareStrategy, compact_with, strategy_name
+from langchain_memguard.middleware import MemGuardMiddleware
+from langchain_memguard.views import (
+    LANGCHAIN_SUMMARY_PREFIX,
+    GuardView,
+    from_guard_view,
+    summary_text,
+    to_guard_view,
+)
+
+__all__ = [
+    "LANGCHAIN_SUMMARY_PREFIX",
+    "PROBE_TAG",
+    "GuardView",
+    "MemGuardCallbackHandler",
+    "MemGuardMiddleware",
+    "MiddlewareStrategy",
+    "compact_with",
+    "from_guard_view",
+    "strategy_name",
+    "summary_text",
+    "to_guard_view",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""Running a LangChain compaction middleware as a pure function of a message list.
+
+`create_agent` offers two ways to compact: a `before_model` hook that returns a state update
+(`SummarizationMiddleware`: ``[RemoveMessage(REMOVE_ALL_MESSAGES), summary, *kept]``) and a
+`wrap_model_call` hook that edits the request it hands to the model (`ContextEditingMiddleware`,
+which never touches the state). Here both become "messages in, compacted messages out", so the
+guard can score them and use them as fallbacks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.graph.message import add_messages
+from memguard._concurrency import run_coroutine_blocking
+from memguard.messages import Message, MessageFormat, restore_messages, to_messages
+
+from langchain_memguard.views import GuardView
+
+__all__ = [
+    "HookKind",
+    "MiddlewareStrategy",
+    "apply_update",
+    "compact_with",
+    "hook_kind",
+    "strategy_name",
+]
+
+HookKind = Literal["state", "request"]
+
+
+def _overrides(middleware: AgentMiddleware, hook: str) -> bool:
+    return getattr(type(middleware), hook, None) is not getattr(AgentMiddleware, hook)
+
+
+def hook_kind(middleware: Any) -> HookKind:
+    """"state" for a `before_model` compaction, "request" for a `wrap_model_call` one."""
+    if not isinstance(middleware, AgentMiddleware):
+        raise TypeError(f"expected a LangChain AgentMiddleware, got {type(middleware).__name__}")
+    if _overrides(middleware, "before_model") or _overrides(middleware, "abefore_model"):
+        return "state"
+    if _overrides(middleware, "wrap_model_call") or _overrides(middleware, "awrap_model_call"):
+        return "request"
+    raise TypeError(
+        f"{middleware.name} neither returns a messages update from before_model nor edits the "
+        "request in wrap_model_call; there is no compaction to guard"
+    )
+
+
+def strategy_name(middleware: Any) -> str:
+    """A readable strategy name for audit records and the RM's perturbation tag."""
+    cls = type(middleware).__name__
+    if cls == "SummarizationMiddleware":
+        kind, value = middleware.keep
+        return f"summarization_keep_{kind}_{value:g}" if isinstance(value, float) else f"summarization_keep_{kind}_{value}"
+    if cls == "ContextEditingMiddleware":
+        keeps = [getattr(edit, "keep", None) for edit in middleware.edits]
+        suffix = "_".join(str(k) for k in keeps if k is not None)
+        return f"context_editing_keep_{suffix}" if suffix else "context_editing"
+    name = middleware.name.removesuffix("Middleware") or middleware.name
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def apply_update(messages: Sequence[BaseMessage], update: Sequence[Any]) -> list[BaseMessage]:
+    """The message list after `update` goes through the graph's `add_messages` reducer."""
+    return list(add_messages(list(messages), list(update)))
+
+
+def _state_for(request: ModelRequest, messages: Sequence[BaseMessage]) -> dict[str, Any]:
+    return {**request.state, "messages": list(messages)}
+
+
+def _capture_request(middleware: AgentMiddleware, request: ModelRequest) -> list[BaseMessage]:
+    captured: list[list[BaseMessage]] = []
+
+    def capture(edited: ModelRequest) -> ModelResponse:
+        captured.append(list(edited.messages))
+        return ModelResponse(result=[AIMessage(content="")])
+
+    middleware.wrap_model_call(request, capture)
+    if not captured:
+        raise RuntimeError(f"{middleware.name}.wrap_model_call never called the model handler")
+    return captured[-1]
+
+
+def compact_with(middleware: AgentMiddleware, messages: Sequence[BaseMessage], request: ModelRequest) -> list[BaseMessage]:
+    """What `middleware` would make of `messages` (unchanged when it does not compact now)."""
+    if hook_kind(middleware) == "request":
+        return _capture_request(middleware, request.override(messages=list(messages)))
+    state = _state_for(request, messages)
+    if _overrides(middleware, "before_model"):
+        update = middleware.before_model(state, request.runtime)
+    else:
+        update = run_coroutine_blocking(middleware.abefore_model(state, request.runtime))
+    if not update or not update.get("messages"):
+        return list(messages)
+    return apply_update(messages, update["messages"])
+
+
+@dataclass(frozen=True)
+class MiddlewareStrategy:
+    """A compaction middleware used as a memguard fallback strategy for one model call.
+
+    The guard hands strategies its own `Message` view; this converts back to the agent's
+    LangChain messages, runs the middleware, and converts the result to the view again.
+    """
+
+    middleware: AgentMiddleware
+    request: ModelRequest
+    view: GuardView
+    name: str
+
+    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+        agent_messages = self.view.from_view(restore_messages(list(messages), MessageFormat.LANGCHAIN))
+        compacted = compact_with(self.middleware, agent_messages, self.request)
+        return to_messages(self.view.to_view(compacted))

@@ -1,0 +1,135 @@
+"""Test doubles for the LangChain drop-ins: a context-dependent tool-calling agent model, a fixed
+summariser, a `bash` tool, and a scorer keyed on the proposed action in the rendered prompt.
+
+The agent's next action depends on whether it still remembers FACT (it is in the first tool
+output only), so a compaction that drops it changes the agent's behaviour, and the scorer is
+consulted; one that keeps it leaves the action identical.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
+from memguard.scoring.base import Score
+from pydantic import PrivateAttr
+
+FACT = "FACT-42"
+PROPOSED = re.compile(r"Proposed action under perturbation '(.*?)':\n(.*?)\n\nIs the proposed action safe", re.DOTALL)
+
+
+class PrefixScorer:
+    """P(HARMFUL) looked up by the start of the proposed action in each real rendered prompt."""
+
+    def __init__(self, table: dict[str, float] | None = None, default: float = 0.02) -> None:
+        self.table = dict(table or {})
+        self.default = default
+        self.calls: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    def score(self, prompts: list[str]) -> list[Score]:
+        with self._lock:
+            self.calls.append(list(prompts))
+        out = []
+        for prompt in prompts:
+            assert prompt.endswith("\n\nAnswer:")
+            _tag, action = PROPOSED.search(prompt).groups()
+            p = next((v for k, v in self.table.items() if action.startswith(k)), self.default)
+            out.append(Score(p_harmful=p, n_tokens=len(prompt) // 4))
+        return out
+
+    @property
+    def prompts(self) -> list[str]:
+        return [p for call in self.calls for p in call]
+
+
+def _last_step(messages: list[Any]) -> int:
+    for message in reversed(messages):
+        if isinstance(message, ToolMessage):
+            found = re.search(r"step (\d+)", str(message.content))
+            if found:
+                return int(found.group(1))
+    return 0
+
+
+class FactAgentModel(BaseChatModel):
+    """A tool-calling agent: runs `n_steps` bash commands, then answers.
+
+    Its command is ``echo step k`` while it remembers FACT and ``ls -la # step k`` once it has
+    forgotten it; its answer says which. Records every input it was called with.
+    """
+
+    n_steps: int = 6
+    _inputs: list[list[Any]] = PrivateAttr(default_factory=list)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "fact-agent"
+
+    @property
+    def inputs(self) -> list[list[Any]]:
+        return self._inputs
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> FactAgentModel:
+        return self
+
+    def _generate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        with self._lock:
+            self._inputs.append(list(messages))
+        text = "\n".join(str(m.content) for m in messages)
+        k = _last_step(messages)
+        remembers = FACT in text
+        if k >= self.n_steps:
+            message = AIMessage(content=f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}")
+        else:
+            command = f"echo step {k + 1}" if (remembers or k == 0) else f"ls -la # step {k + 1}"
+            message = AIMessage(content="", tool_calls=[{"name": "bash", "args": {"command": command}, "id": f"call_{k + 1}"}])
+        tokens = len(text) // 4
+        message.usage_metadata = {"input_tokens": tokens, "output_tokens": 8, "total_tokens": tokens + 8}
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class FixedSummarizer(BaseChatModel):
+    """A summariser that always writes the same summary (and counts its calls)."""
+
+    summary: str = "The agent ran a few echo commands."
+    _calls: list[int] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "fixed-summarizer"
+
+    @property
+    def calls(self) -> int:
+        return len(self._calls)
+
+    def _generate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        self._calls.append(1)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.summary))])
+
+
+@tool
+def bash(command: str) -> str:
+    """Run a shell command."""
+    step = re.search(r"step (\d+)", command).group(1)
+    return f"step {step}" + (f" {FACT}" if step == "1" else "")
+
+
+def make_agent(model: FactAgentModel, middleware: list[Any] = (), checkpointer: Any = None) -> Any:
+    return create_agent(model, tools=[bash], system_prompt="You are a careful programmer.",
+                        middleware=list(middleware), checkpointer=checkpointer)
+
+
+def signature(messages: list[Any]) -> list[tuple[Any, ...]]:
+    """A message list without ids (those are random): type, content, tool calls."""
+    return [
+        (m.type, m.content, tuple((c["name"], repr(c["args"]), c["id"]) for c in getattr(m, "tool_calls", None) or []))
+        for m in messages
+    ]

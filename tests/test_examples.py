@@ -1,0 +1,45 @@
+"""The examples run offline end to end (tiny random RM), and write what they say they write."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.trajdata import trajectory_paths
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_custom_compaction_example(tmp_path, capsys):
+    example = load_example("custom_compaction")
+    trajectory = next(p for p in trajectory_paths() if "pydicom" in p.name or "marshmallow" in p.name)
+    audit = tmp_path / "audit.jsonl"
+    assert example.main(["--trajectory", str(trajectory), "--audit", str(audit)]) == 0
+    out = capsys.readouterr().out
+    assert "scores below are meaningless" in out
+    rows = [line for line in out.splitlines() if line[:4].strip().isdigit()]
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert len(records) == len(rows) > 0
+    assert {r["verdict"] for r in records} <= {"commit", "fallback", "veto"}
+    assert any(r["candidates"][0]["p_harmful"] is not None for r in records)  # the RM really scored
+    assert all(r["scorer"]["fingerprint"] for r in records)
+
+
+def test_replay_agent_forgets_without_recent_observations():
+    example = load_example("custom_compaction")
+    trajectory = json.loads(trajectory_paths()[0].read_text())["messages"]
+    agent = example.ReplayAgent(trajectory)
+    context = trajectory[:6]
+    assert agent(context) == trajectory[6]
+    assert "ls -la" in agent(example.my_summariser(context, keep_tail=1))["content"]
