@@ -54,7 +54,7 @@ def scenarios():
     return [
         ("veto", {}, KeyedScorer(default=0.97)),
         ("commit", {"band": None}, KeyedScorer(default=0.01)),
-        ("fallback", {"fallbacks": (ObservationMasking(keep_last=12),)}, KeyedScorer({"strategy_swap__summary": 0.99}, default=0.01)),
+        ("fallback", {"fallbacks": (ObservationMasking(keep_last=2),)}, KeyedScorer({"strategy_swap__summary": 0.99}, default=0.01)),
         ("error", {}, QuotingScorer()),
         ("audit", {"mode": "audit"}, KeyedScorer(default=0.5)),
     ]
