@@ -39,9 +39,9 @@ def emit_all(sinks: Iterable[Sink], decision: Decision) -> None:
     for sink in sinks:
         try:
             sink.emit(decision)
-        except Exception:  # noqa: BLE001
-            logger.exception("memguard: sink %s failed; decision %s not recorded there",
-                             type(sink).__name__, decision.event_id)
+        except Exception as exc:  # noqa: BLE001 - type only: a message may quote the conversation
+            logger.error("memguard: sink %s failed (%s); decision %s not recorded there",
+                         type(sink).__name__, type(exc).__name__, decision.event_id)
 
 
 class JSONLSink:
@@ -206,9 +206,9 @@ class AuditWorker:
                     return
                 job()
                 self.completed += 1
-            except Exception:  # noqa: BLE001 - an audit failure never reaches the agent
+            except Exception as exc:  # noqa: BLE001 - an audit failure never reaches the agent
                 self.failed += 1
-                logger.exception("memguard: audit job failed")
+                logger.error("memguard: audit job failed (%s)", type(exc).__name__)
             finally:
                 self._queue.task_done()
 

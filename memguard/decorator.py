@@ -44,15 +44,16 @@ def guard_compaction(
             logger.warning("memguard: compaction %s raised %s; keeping the full context", name, type(exc).__name__)
             return Decision(verdict=Verdict.VETO, mode=guard.mode, messages=list(messages), proposed_strategy=name,
                             reasons=[f"compaction function raised {type(exc).__name__}"],
-                            error=f"{type(exc).__name__}", conversation_id=conversation_id)
+                            error=f"{type(exc).__name__}", conversation_id=conversation_id,
+                            scorer=guard.identity)
 
         def record(wrapper: Any, decision: Decision) -> list[Any]:
             wrapper.last_decision = decision
             if on_decision is not None:
                 try:
                     on_decision(decision)
-                except Exception:  # noqa: BLE001
-                    logger.exception("memguard: on_decision callback failed")
+                except Exception as exc:  # noqa: BLE001 - type only: messages may quote conversations
+                    logger.error("memguard: on_decision callback failed (%s)", type(exc).__name__)
             return decision.messages
 
         if inspect.iscoroutinefunction(func):

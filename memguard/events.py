@@ -13,7 +13,7 @@ import uuid
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memguard.scoring.base import ScorerIdentity
 
@@ -48,7 +48,8 @@ class CompactionEvent(BaseModel):
     guard then uses them instead of probing the agent again.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # Validation errors must not quote the conversation (pydantic echoes the input by default).
+    model_config = ConfigDict(arbitrary_types_allowed=True, hide_input_in_errors=True)
 
     before: list[Any] = Field(description="The agent's context as it is now.")
     candidate: list[Any] = Field(description="The proposed compacted context.")
@@ -60,6 +61,16 @@ class CompactionEvent(BaseModel):
     recorded_response: Any = None
     proposed_response: Any = None
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+
+    @field_validator("before", "candidate", mode="before")
+    @classmethod
+    def _a_conversation(cls, value: Any, info: Any) -> Any:
+        from memguard.messages import _check_sequence
+
+        try:
+            return _check_sequence(value)
+        except ValueError as exc:
+            raise ValueError(f"{info.field_name}: {exc}") from None
 
 
 class CandidateReport(BaseModel):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from memguard._concurrency import call_async, call_blocking
+from memguard._privacy import WITHHELD, exception_text, quotes
 from memguard.audit import AuditWorker, Sink, emit_all
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
 from memguard.messages import Message, detect_format, restore_messages, to_messages
@@ -66,14 +67,15 @@ class _Failure:
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
-        self.reason = _describe(exc)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, conversation: Callable[[], str] | None = None) -> str:
+    """Exception type and a bounded first line, withheld when it quotes the conversation."""
+    text = exception_text(exc)
+    if text and conversation is not None and quotes(text, conversation()):
+        text = WITHHELD
     if isinstance(exc, TimeoutError):
-        return f"timeout ({exc})" if str(exc) else "timeout"
-    # Only the exception type and a bounded message: messages must not echo conversation text.
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return f"timeout ({text})" if text else "timeout"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -211,8 +213,8 @@ class Guard:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception:  # noqa: BLE001
-                logger.exception("memguard: closing sink %r failed", sink)
+            except Exception as exc:  # noqa: BLE001 - type only: messages may quote conversations
+                logger.error("memguard: closing sink %s failed (%s)", type(sink).__name__, type(exc).__name__)
 
     def __enter__(self) -> Guard:
         return self
@@ -238,6 +240,7 @@ class Guard:
             step=self._step_of(event),
             conversation_id=event.conversation_id,
             event_id=event.event_id,
+            scorer=self.identity,
             pending=True,
         )
 
@@ -253,8 +256,8 @@ class Guard:
         if self.on_decision is not None:
             try:
                 self.on_decision(decision)
-            except Exception:  # noqa: BLE001 - a user callback must not break the agent
-                logger.exception("memguard: on_decision callback failed")
+            except Exception as exc:  # noqa: BLE001 - a user callback must not break the agent
+                logger.error("memguard: on_decision callback failed (%s)", type(exc).__name__)
 
     # ------------------------------------------------------------------ drivers
 
@@ -380,6 +383,17 @@ class Guard:
         proposed = to_messages(event.candidate)
         step = self._step_of(event)
         reasons: list[str] = []
+        corpus: list[str] = []
+
+        def conversation() -> str:
+            """Every text of this event, rendered once and only when an error must be vetted."""
+            if not corpus:
+                actions = [recorded_action or "", *(c.report.proposed_action or "" for c in candidates)]
+                corpus.append("\n".join([render_turns(before), render_turns(proposed), *actions]))
+            return corpus[0]
+
+        def describe(failure: _Failure) -> str:
+            return _describe(failure.exc, conversation)
 
         def finish(verdict: Verdict, chosen: _Candidate | None, *, response: Any, error: str | None = None) -> Decision:
             timings.total = time.perf_counter() - started
@@ -448,7 +462,7 @@ class Guard:
                 except Exception as exc:  # noqa: BLE001 - a broken fallback is skipped, not fatal
                     cand = _Candidate(fallback.name, [], None, CandidateReport(
                         strategy=fallback.name, perturbation=perturbation_tag(fallback.name)))
-                    cand.report.rejected = f"strategy failed: {_describe(exc)}"
+                    cand.report.rejected = f"strategy failed: {_describe(exc, conversation)}"
                     yield cand
                     continue
                 yield make(fallback.name, messages, None)
@@ -484,7 +498,7 @@ class Guard:
         timings.probe += time.perf_counter() - probe_t
 
         if isinstance(recorded_response, _Failure):
-            return self._on_failure(finish, first, f"agent probe on the full context failed: {recorded_response.reason}", reasons, audit)
+            return self._on_failure(finish, first, f"agent probe on the full context failed: {describe(recorded_response)}", reasons, audit)
         recorded_action = render_action(recorded_response)
 
         def assess(batch: list[_Candidate]) -> Generator[Any, Any, str | None]:
@@ -496,7 +510,7 @@ class Guard:
                 if report.rejected is not None:
                     continue
                 if isinstance(cand.response, _Failure):
-                    report.error = f"agent probe failed: {cand.response.reason}"
+                    report.error = f"agent probe failed: {describe(cand.response)}"
                     continue
                 report.proposed_action = render_action(cand.response)
                 if self.identical_is_safe and report.proposed_action == recorded_action:
@@ -513,9 +527,10 @@ class Guard:
             scores = yield _Score([p for _, p in to_score])
             timings.score += time.perf_counter() - score_t
             if isinstance(scores, _Failure):
+                reason = describe(scores)
                 for cand, _ in to_score:
-                    cand.report.error = scores.reason
-                return scores.reason
+                    cand.report.error = reason
+                return reason
             if not isinstance(scores, list) or len(scores) != len(to_score):
                 reason = "scorer returned the wrong number of scores"
                 for cand, _ in to_score:
@@ -538,6 +553,8 @@ class Guard:
         error = yield from assess(queue)
         if error is not None:
             return self._on_failure(finish, first, error, reasons, audit)
+        if isinstance(first.response, _Failure):  # the proposal cannot be judged: on_error decides
+            return self._on_failure(finish, first, first.report.error or describe(first.response), reasons, audit)
         if audit:
             winner = first if first.report.acceptable else None
             reasons.append("enforce would commit" if winner else "enforce would not commit: " + _why_not(first))

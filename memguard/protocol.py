@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from memguard.messages import as_protocol_dict
+from memguard.messages import _check_sequence, as_protocol_dict, to_message
 
 __all__ = [
     "LABEL_SAFE",
@@ -143,7 +143,12 @@ def render_block(message: Any) -> str:
 
 def render_turns(view: Sequence[Any]) -> str:
     """The view's turns joined by blank lines (no judgment turn, no answer prefix)."""
-    return "\n\n".join(render_block(m) for m in view)
+    blocks = []
+    for index, message in enumerate(_check_sequence(view)):  # a clear ValueError for a non-list
+        if not isinstance(message, Mapping):
+            message = to_message(message, index=index)  # names the element that is not a message
+        blocks.append(render_block(message))
+    return "\n\n".join(blocks)
 
 
 # --------------------------------------------------------------------------- judgment
@@ -174,7 +179,7 @@ def render_prompt(
     judgment = {"role": "user", "content": judgment_text(
         step=step, recorded=recorded, proposed=proposed, perturbation=perturbation
     )}
-    return render_turns([*view, judgment]) + RESPONSE_PREFIX
+    return render_turns([*_check_sequence(view), judgment]) + RESPONSE_PREFIX
 
 
 def split_judgment(

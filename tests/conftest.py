@@ -12,7 +12,32 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
 from memguard.testing import build_qwen_tokenizer, build_tiny_rm, load_tokenizer  # noqa: E402
+from tests import figures  # noqa: E402
+
+# Property tests: "ci" is sized so tests/test_bad_input.py runs in < 30 s on 2 cores and gives the
+# same examples on every run; "dev" explores more, randomly. CI=1 (any value) selects "ci".
+settings.register_profile(
+    "ci", max_examples=60, derandomize=True, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", max_examples=150, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("thorough", parent=settings.get_profile("dev"), max_examples=2000)  # bug hunts
+settings.load_profile(os.environ.get("MEMGUARD_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+    """Print what the hardening tests tried (faults, inputs, threads, lines lost)."""
+    rows = figures.lines()
+    if rows:
+        terminalreporter.write_sep("-", "memguard hardening figures")
+        for row in rows:
+            terminalreporter.write_line(row)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +69,14 @@ def qwen_rm(qwen_rm_dir):
     from memguard import MemRM
 
     return MemRM.from_pretrained(**rm_paths(qwen_rm_dir))
+
+
+@pytest.fixture(scope="session")
+def byte_rm(byte_rm_dir):
+    """The byte-vocabulary tiny MemRM, loaded through the public path (cheap to build and run)."""
+    from memguard import MemRM
+
+    return MemRM.from_pretrained(**rm_paths(byte_rm_dir))
 
 
 def rm_paths(root: Path) -> dict[str, str]:

@@ -166,3 +166,40 @@ def check_target_modules(model: Any, adapter_config: dict[str, Any], *, force: b
             f"adapter target modules {missing} are not in the base model "
             f"({type(model).__name__}); wrong base? Pass force=True to load anyway."
         )
+
+
+def check_adapter_shapes(model: Any, adapter: ResolvedAdapter, *, force: bool) -> None:
+    """LoRA weights must match their config's rank and the base's layer sizes.
+
+    PEFT would otherwise fail only after the base is loaded, with a long size-mismatch dump, or
+    (with a rank that disagrees with the config) build the wrong scaling. Reads tensor shapes
+    from the safetensors header; no weights are loaded.
+    """
+    if force:
+        return
+    from safetensors import safe_open
+
+    rank = adapter.config.get("r")
+    check_rank = isinstance(rank, int) and not adapter.config.get("rank_pattern")
+    modules = dict(model.named_modules())
+    with safe_open(str(adapter.directory / ADAPTER_WEIGHTS), framework="pt") as weights:
+        for key in weights.keys():
+            for part, rank_axis, size_axis, size_attr in ((".lora_A.", 0, 1, "in_features"),
+                                                          (".lora_B.", 1, 0, "out_features")):
+                if part not in key:
+                    continue
+                shape = weights.get_slice(key).get_shape()
+                name = key.split(part)[0].removeprefix("base_model.model.")
+                if check_rank and len(shape) == 2 and shape[rank_axis] != rank:
+                    raise ValueError(
+                        f"adapter_config.json says r={rank} but the adapter weights have rank "
+                        f"{shape[rank_axis]} ({name}); the config does not belong to these weights."
+                    )
+                module = modules.get(name)
+                expected = getattr(module, size_attr, None)
+                if module is not None and isinstance(expected, int) and len(shape) == 2 and shape[size_axis] != expected:
+                    raise ValueError(
+                        f"adapter weights for {name} have {size_attr}={shape[size_axis]} but the base "
+                        f"layer has {expected}: the adapter was trained on a different base model. "
+                        "Pass force=True to try anyway."
+                    )

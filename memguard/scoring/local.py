@@ -16,6 +16,7 @@ import torch
 from memguard.scoring.base import Score, ScorerIdentity
 from memguard.scoring.labels import derive_label_ids
 from memguard.scoring.loading import (
+    check_adapter_shapes,
     check_base_name,
     check_local_base,
     check_target_modules,
@@ -153,6 +154,7 @@ class MemRM:
 
         if resolved is not None:
             check_target_modules(model, resolved.config, force=force)
+            check_adapter_shapes(model, resolved, force=force)
             model = PeftModel.from_pretrained(
                 model, str(resolved.root), subfolder=resolved.subfolder, is_trainable=False
             )
