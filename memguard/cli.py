@@ -530,7 +530,7 @@ def demo(
     """
     from memguard.audit import JSONLSink
     from memguard.config import build_guard
-    from memguard.demo import demo_events
+    from memguard.demo import demo_events, demo_fallbacks
 
     with user_errors():
         guard_config = load_config(config) if config else GuardConfig()
@@ -540,7 +540,9 @@ def demo(
     scorer = load_scorer(ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline))
     with user_errors():
         audit.unlink(missing_ok=True)
-        guard = build_guard(guard_config, scorer=scorer, sinks=[JSONLSink(audit)])
+        # Without a config, use fallbacks sized for the short bundled trajectories.
+        sized = {} if config else {"fallbacks": demo_fallbacks()}
+        guard = build_guard(guard_config, scorer=scorer, sinks=[JSONLSink(audit)], **sized)
     table = Table(title="memguard demo: proposed compaction = drop the middle", header_style="bold")
     table.add_column("trajectory", max_width=24, no_wrap=True, overflow="ellipsis")
     table.add_column("step", justify="right")

@@ -19,9 +19,17 @@ from memguard.data import bundled_trajectories, load_trajectory
 from memguard.events import CompactionEvent
 from memguard.messages import Message, to_messages
 
-__all__ = ["DemoStep", "drop_middle", "ReplayAgent", "demo_events"]
+__all__ = ["DemoStep", "drop_middle", "ReplayAgent", "demo_events", "demo_fallbacks"]
 
 LOOK_AROUND = {"role": "assistant", "content": "I lost track of the files; let me look again.\n```\nfind . -name '*.py' | head -50\n```"}
+
+
+def demo_fallbacks() -> tuple[Any, ...]:
+    """The default chain scaled to the bundled trajectories (a few turns, not hundreds)."""
+    from memguard.strategies import KeepMore, ObservationMasking, RecentWindow
+
+    masking = ObservationMasking(keep_last=2)
+    return (masking, KeepMore(masking, 2.0), RecentWindow(keep_last=8))
 
 
 def drop_middle(messages: Sequence[Any]) -> list[Message]:
