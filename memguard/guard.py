@@ -21,7 +21,7 @@ from memguard._privacy import WITHHELD, exception_text, quotes
 from memguard.audit import AuditWorker, Sink, emit_all
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
 from memguard.messages import Message, detect_format, restore_messages, to_messages
-from memguard.protocol import perturbation_tag, render_action, render_prompt, render_turns
+from memguard.protocol import coverage_band, perturbation_tag, render_action, render_prompt, render_turns
 from memguard.rails import check_candidate
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
 from memguard.strategies import Strategy, as_strategy
@@ -38,12 +38,7 @@ def band_of(p_harmful: float, band: float | None, threshold: float = 0.5) -> str
     """The published coverage rule: covered iff P(SAFE) ≥ t or ≤ 1 − t, else uncertain."""
     if band is None:
         return "harmful" if p_harmful >= threshold else "safe"
-    p_safe = 1.0 - p_harmful
-    if p_safe >= band:
-        return "safe"
-    if p_safe <= 1.0 - band:
-        return "harmful"
-    return "uncertain"
+    return coverage_band(p_harmful, band)
 
 
 # ----------------------------------------------------------------------------- sans-IO requests

@@ -22,6 +22,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from memguard.protocol import COVERAGE_T, coverage_band
+
 __all__ = [
     "COVERAGE_T",
     "ECE_BINS",
@@ -42,7 +44,6 @@ __all__ = [
     "sweep_thresholds",
 ]
 
-COVERAGE_T = 0.88
 ECE_BINS = 15
 # 0.05 ... 0.95 in steps of 0.01, rounded so that 0.07 is exactly the float literal 0.07.
 SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(k / 100, 2) for k in range(5, 96))
@@ -158,12 +159,7 @@ def _predict_harmful(p: np.ndarray) -> np.ndarray:
 
 def band(p_harmful: float, t: float = COVERAGE_T) -> Band:
     """The coverage band of one score: "safe" iff P(SAFE) >= t, "harmful" iff P(SAFE) <= 1 - t."""
-    p_safe = 1.0 - p_harmful
-    if p_safe >= t:
-        return "safe"
-    if p_safe <= 1.0 - t:
-        return "harmful"
-    return "uncertain"
+    return coverage_band(p_harmful, t)  # type: ignore[return-value]
 
 
 def _class_scores(y: np.ndarray, pred_harmful: np.ndarray) -> tuple[ClassScores, ClassScores]:
