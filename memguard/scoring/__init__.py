@@ -3,11 +3,12 @@
 from typing import TYPE_CHECKING, Any
 
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.scoring.worker import ScoringWorker
 
 if TYPE_CHECKING:
     from memguard.scoring.local import MemRM
 
-__all__ = ["MemRM", "Score", "Scorer", "ScorerIdentity"]
+__all__ = ["MemRM", "Score", "Scorer", "ScorerIdentity", "ScoringWorker"]
 
 
 def __getattr__(name: str) -> Any:
