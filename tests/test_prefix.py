@@ -223,3 +223,46 @@ def test_length_batches_group_similar_lengths():
     assert [1] in batches and [4] in batches  # the long one alone; 400 is too far from ~100
     assert sorted(next(b for b in batches if 0 in b)) == [0, 2, 3, 5]
     assert length_batches(lengths, 1) == [[i] for i in sorted(range(6), key=lambda i: lengths[i])]
+
+
+# ------------------------------------------------------------------------------ piecewise tokenizing
+
+
+def test_segment_encoding_equals_whole_encoding(qwen_rm, events):
+    from memguard.scoring.segments import SegmentEncoder, segment_safe, split_at_headers
+
+    tok = qwen_rm.tokenizer
+    assert segment_safe(tok)
+    whole = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encoder = SegmentEncoder(whole)
+    tricky = ["a.\n\n[User]\nx", "x\n[", "\n[[", "é\n[\u0301", " \n [x", "\r\n[Tool]\r\n[", "[x]\n[y]\n\n"]
+    for text in [*events[0], *events[1], *tricky]:
+        assert "".join(split_at_headers(text)) == text
+        assert encoder(text) == whole(text), text
+    assert qwen_rm.encode(events[0][0]) == whole(events[0][0])
+
+
+def test_segment_safety_refuses_other_tokenizers(tmp_path):
+    from memguard.scoring.segments import segment_safe
+    from memguard.testing import build_byte_tokenizer, load_tokenizer
+
+    assert segment_safe(load_tokenizer(build_byte_tokenizer(tmp_path / "byte")))  # GPT-2 byte-level regex
+    assert not segment_safe(object())
+
+
+def test_segment_encoding_property(qwen_tokenizer):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from memguard.scoring.segments import SegmentEncoder
+
+    whole = lambda t: qwen_tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encoder = SegmentEncoder(whole)
+    alphabet = st.sampled_from(["\n", "[", "]", " ", "a", "Tool", ".", "é", "\u0301", "7", "\r", "\t", "'s", "<|endoftext|>"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(alphabet, max_size=30).map("".join))
+    def check(text):
+        assert encoder(text) == whole(text)
+
+    check()

@@ -15,6 +15,7 @@ import torch
 
 from memguard.scoring.base import Score, ScorerIdentity
 from memguard.scoring.labels import derive_label_ids
+from memguard.scoring.segments import SegmentEncoder, segment_safe
 from memguard.scoring.prefix import (
     PrefixStore,
     kv_bytes_per_token,
@@ -125,6 +126,8 @@ class MemRM:
         self._min_shared_prefix = int(min_shared_prefix)
         self._store = PrefixStore(prefix_cache_bytes) if prefix_cache_bytes else None
         self._kv_per_token = kv_bytes_per_token(self._model)
+        # Repeated turns (candidates, successive events) are tokenized once, where that is exact.
+        self._segments = SegmentEncoder(self._encode_whole) if segment_safe(tokenizer) else None
 
     # ----------------------------------------------------------------------------- loading
 
@@ -254,7 +257,12 @@ class MemRM:
     def encode(self, text: str) -> list[int]:
         """Token ids exactly as training read them: no special tokens, no BOS."""
         with self._tokenizer_lock:
-            return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+            if self._segments is not None:
+                return self._segments(text)
+            return self._encode_whole(text)
+
+    def _encode_whole(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
