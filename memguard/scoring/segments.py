@@ -45,18 +45,25 @@ def segment_safe(tokenizer: object) -> bool:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return False
-    try:
-        spec = json.loads(backend.to_str())
+    try:  # only the small components: serialising the whole tokenizer costs ~1 s
+        if type(backend.model).__name__ != "BPE":
+            return False
+        normalizer = _state(backend.normalizer)
+        pre = _state(backend.pre_tokenizer)
+        added = [str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
     except Exception:  # noqa: BLE001 - unknown backend: stay exact, encode whole
         return False
-    if (spec.get("model") or {}).get("type") != "BPE":
-        return False
-    normalizer = spec.get("normalizer")
     if (normalizer or {}).get("type") not in _SAFE_NORMALIZERS:
         return False
-    if any("\n[" in (tok.get("content") or "") for tok in spec.get("added_tokens") or []):
+    if any("\n[" in token for token in added):
         return False
-    return _pre_tokenizer_safe(spec.get("pre_tokenizer"))
+    return _pre_tokenizer_safe(pre)
+
+
+def _state(component: object) -> dict | None:
+    if component is None:
+        return None
+    return json.loads(component.__getstate__())
 
 
 def _pre_tokenizer_safe(pre: dict | None) -> bool:
