@@ -309,8 +309,15 @@ def bench_guard_overhead(args, tok, models, pool) -> dict:
     model = models["memguard"]
     view = stretched_view(tok, 8192, pool)
     forward = {"t": 0.0, "start": 0.0}
-    pre = model.register_forward_pre_hook(lambda *a: forward.__setitem__("start", time.perf_counter()))
-    post = model.register_forward_hook(lambda *a: (sync(args.device), forward.__setitem__("t", forward["t"] + time.perf_counter() - forward["start"])))
+    def started(*_: Any) -> None:
+        forward["start"] = time.perf_counter()
+
+    def finished(*_: Any) -> None:
+        sync(args.device)
+        forward["t"] += time.perf_counter() - forward["start"]
+
+    pre = model.register_forward_pre_hook(started)
+    post = model.register_forward_hook(finished)
 
     def chars(messages) -> int:
         return sum(len(str(m.get("content") if isinstance(m, dict) else m.content)) for m in messages)

@@ -266,3 +266,15 @@ def test_segment_encoding_property(qwen_tokenizer):
         assert encoder(text) == whole(text)
 
     check()
+
+
+def test_chunked_prefill_equals_one_pass(qwen_rm, events):
+    from memguard.scoring.prefix import prefill
+
+    ids = qwen_rm.fit_prompts(events[0][:1])[0][0][:700]
+    with torch.inference_mode():
+        whole = prefill(qwen_rm.model, ids, chunk=10_000)
+        chunked = prefill(qwen_rm.model, ids, chunk=256)
+    assert len(whole) == len(chunked) and whole[0][0].shape[-2] == 700
+    for (k1, v1), (k2, v2) in zip(whole, chunked):
+        assert torch.allclose(k1, k2, atol=1e-4) and torch.allclose(v1, v2, atol=1e-4)

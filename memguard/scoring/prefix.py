@@ -168,13 +168,22 @@ def _run(model: Any, ids: Sequence[int], start: int, cache: DynamicCache, device
                  **{_cache_kwarg(model): cache})
 
 
-def prefill(model: Any, ids: Sequence[int], *, start: KV | None = None) -> KV:
-    """Keys/values for `ids`; with `start` (the KV of ids[:m]) only ids[m:] are run."""
+def prefill(model: Any, ids: Sequence[int], *, start: KV | None = None, chunk: int | None = None) -> KV:
+    """Keys/values for `ids`; with `start` (the KV of ids[:m]) only ids[m:] are run.
+
+    `chunk` runs that many tokens at a time: MLP temporaries shrink to a chunk's, but every chunk
+    after the first needs an explicit attention mask, which keeps SDPA off its fused causal
+    kernel (measured ~1.5x slower on CPU). The default is one pass.
+    """
     done = 0 if not start else start[0][0].shape[-2]
     if done >= len(ids):
         return kv_prefix(start, len(ids)) if start else ()
     cache = _cache_from(start, grow=True)
-    _run(model, ids, done, cache, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    while done < len(ids):
+        end = len(ids) if chunk is None else min(len(ids), done + chunk)
+        _run(model, ids[:end], done, cache, device)
+        done = end
     return _kv_of(cache)
 
 
