@@ -40,7 +40,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
 SHAPES: dict[str, dict[str, Any]] = {
     "qwen3-1.7b": dict(num_hidden_layers=28, hidden_size=2048, intermediate_size=6144,
@@ -244,9 +244,9 @@ def bench_speed(args, tok, models, pool) -> list[dict]:
                 if method not in models:
                     continue
                 if method == "naive":
-                    fn = lambda: naive_scores(models["naive"], tok, prompts)  # noqa: E731
+                    fn = lambda: naive_scores(models["naive"], tok, prompts)
                 else:  # a fresh scorer per run: cold tokenizer and prefix caches, like a new event
-                    fn = lambda: [s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(prompts)]  # noqa: E731
+                    fn = lambda: [s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(prompts)]
                 if device_is_cuda(args):
                     torch.cuda.reset_peak_memory_stats()
                     base_mem = torch.cuda.memory_allocated()

@@ -233,7 +233,7 @@ def test_segment_encoding_equals_whole_encoding(qwen_rm, events):
 
     tok = qwen_rm.tokenizer
     assert segment_safe(tok)
-    whole = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    whole = lambda t: tok(t, add_special_tokens=False)["input_ids"]
     encoder = SegmentEncoder(whole)
     tricky = ["a.\n\n[User]\nx", "x\n[", "\n[[", "é\n[\u0301", " \n [x", "\r\n[Tool]\r\n[", "[x]\n[y]\n\n"]
     for text in [*events[0], *events[1], *tricky]:
@@ -256,7 +256,7 @@ def test_segment_encoding_property(qwen_tokenizer):
 
     from memguard.scoring.segments import SegmentEncoder
 
-    whole = lambda t: qwen_tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    whole = lambda t: qwen_tokenizer(t, add_special_tokens=False)["input_ids"]
     encoder = SegmentEncoder(whole)
     alphabet = st.sampled_from(["\n", "[", "]", " ", "a", "Tool", ".", "é", "\u0301", "7", "\r", "\t", "'s", "<|endoftext|>"])
 

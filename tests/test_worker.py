@@ -120,7 +120,7 @@ def test_a_bad_request_fails_alone(rm, conversations, direct):
 
 
 def test_guard_over_a_worker(rm, conversations, direct):
-    view, step, recorded, proposals = conversations[0]
+    view, step, _, _ = conversations[0]
     recorded_msg = {"role": "assistant", "content": "```bash\nls -la\n```"}
     proposed_msg = {"role": "assistant", "content": "```bash\ncat setup.py\n```"}
     event = CompactionEvent(before=view, candidate=view[:2], strategy="observation_masking", step=step,

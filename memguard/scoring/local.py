@@ -14,8 +14,14 @@ from typing import Any, Literal
 import torch
 
 from memguard.scoring.base import Score, ScorerIdentity
+from memguard.scoring.batching import length_batches
 from memguard.scoring.labels import derive_label_ids
-from memguard.scoring.segments import SegmentEncoder, segment_safe
+from memguard.scoring.loading import (
+    check_base_name,
+    check_local_base,
+    check_target_modules,
+    resolve_adapter,
+)
 from memguard.scoring.prefix import (
     PrefixStore,
     kv_bytes_per_token,
@@ -23,13 +29,7 @@ from memguard.scoring.prefix import (
     prefill,
     suffix_logits,
 )
-from memguard.scoring.batching import length_batches
-from memguard.scoring.loading import (
-    check_base_name,
-    check_local_base,
-    check_target_modules,
-    resolve_adapter,
-)
+from memguard.scoring.segments import SegmentEncoder, segment_safe
 
 DEFAULT_BASE = "Qwen/Qwen3-1.7B-Base"
 DEFAULT_ADAPTER = "MemGym/memgym-rm-1p7b"
@@ -338,7 +338,7 @@ class MemRM:
         """One prefill of seqs' common first `prefix_len` ids (reusing the store), one pass each."""
         prefix = seqs[0][:prefix_len]
         with self._forward_lock, torch.inference_mode():
-            done, start = self._store.lookup(prefix) if self._store else (0, None)
+            _, start = self._store.lookup(prefix) if self._store else (0, None)
             kv = prefill(self._model, prefix, start=start)
             z = torch.stack([suffix_logits(self._model, kv, seq, self._label_ids) for seq in seqs])
             if self._store is not None:
