@@ -12,6 +12,7 @@ from memguard.guard import Guard, Policy, band_of, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, render_action, render_prompt
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.scoring.worker import ScoringWorker
 from memguard.strategies import (
     KeepMore,
     ObservationMasking,
@@ -47,6 +48,7 @@ __all__ = [
     "Score",
     "Scorer",
     "ScorerIdentity",
+    "ScoringWorker",
     "Sink",
     "Strategy",
     "Timings",

@@ -3,12 +3,13 @@
 from typing import TYPE_CHECKING, Any
 
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.scoring.worker import ScoringWorker
 
 if TYPE_CHECKING:
     from memguard.scoring.local import MemRM
     from memguard.scoring.remote import RemoteMemRM, RemoteScorerError
 
-__all__ = ["MemRM", "RemoteMemRM", "RemoteScorerError", "Score", "Scorer", "ScorerIdentity"]
+__all__ = ["MemRM", "RemoteMemRM", "RemoteScorerError", "Score", "Scorer", "ScorerIdentity", "ScoringWorker"]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 
 from memguard.scoring.base import Score, ScorerIdentity
+from memguard.scoring.batching import length_batches
 from memguard.scoring.labels import derive_label_ids
 from memguard.scoring.loading import (
     check_adapter_shapes,
@@ -22,11 +23,21 @@ from memguard.scoring.loading import (
     check_target_modules,
     resolve_adapter,
 )
+from memguard.scoring.prefix import (
+    PrefixStore,
+    kv_bytes_per_token,
+    plan_prefix_groups,
+    prefill,
+    suffix_logits,
+)
+from memguard.scoring.segments import SegmentEncoder, segment_safe
 
 DEFAULT_BASE = "Qwen/Qwen3-1.7B-Base"
 DEFAULT_ADAPTER = "MemGym/memgym-rm-1p7b"
 DEFAULT_SUBFOLDER = "checkpoint-500"
 DEFAULT_MAX_LENGTH = 32_768  # MemRM's training cut
+DEFAULT_PREFIX_CACHE_BYTES = 1 << 30  # prefixes kept across calls (one 32K prefix of 1.7B bf16 is 3.5 GiB)
+DEFAULT_MIN_SHARED_PREFIX = 256  # below this, one prefill + k suffix passes saves little
 
 Quantization = Literal["auto", "nf4"] | None
 
@@ -79,7 +90,14 @@ class MemRM:
     """The MemRM reward model in this process. Satisfies `memguard.scoring.Scorer`.
 
     One instance may be shared by many threads: forwards are serialised by a lock (a second
-    concurrent forward would only compete for the same device). Use `ascore` from event loops.
+    concurrent forward would only compete for the same device). Use `ascore` from event loops,
+    or a `ScoringWorker` to micro-batch many agents' requests.
+
+    Prompts of one call that share at least `min_shared_prefix` leading tokens (the candidates of
+    one compaction event) are scored with one prefill of the shared part and a short pass per
+    prompt (`memguard.scoring.prefix`); results equal whole-prompt scoring. Up to
+    `prefix_cache_bytes` of such prefixes are kept across calls, so the next event of a
+    conversation whose context grew prefills only the new turns (0 disables this).
     """
 
     def __init__(
@@ -89,9 +107,13 @@ class MemRM:
         *,
         identity: ScorerIdentity,
         max_length: int = DEFAULT_MAX_LENGTH,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+        min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
     ) -> None:
         if max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
+        if min_shared_prefix < 1:
+            raise ValueError(f"min_shared_prefix must be >= 1 token, got {min_shared_prefix}")
         self._model = model.eval()
         self._tokenizer = tokenizer
         self._identity = identity
@@ -102,6 +124,11 @@ class MemRM:
         )
         self._forward_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
+        self._min_shared_prefix = int(min_shared_prefix)
+        self._store = PrefixStore(prefix_cache_bytes) if prefix_cache_bytes else None
+        self._kv_per_token = kv_bytes_per_token(self._model)
+        # Repeated turns (candidates, successive events) are tokenized once, where that is exact.
+        self._segments = SegmentEncoder(self._encode_whole) if segment_safe(tokenizer) else None
 
     # ----------------------------------------------------------------------------- loading
 
@@ -119,6 +146,8 @@ class MemRM:
         max_length: int = DEFAULT_MAX_LENGTH,
         merge: bool | None = None,
         force: bool = False,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+        min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
     ) -> MemRM:
         """Load base + LoRA adapter from hub ids or local paths (safetensors only, no remote code).
 
@@ -170,7 +199,8 @@ class MemRM:
             quantization=quant,
             fingerprint=resolved.fingerprint if resolved else None,
         )
-        return cls(model, tokenizer, identity=identity, max_length=max_length)
+        return cls(model, tokenizer, identity=identity, max_length=max_length,
+                   prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix)
 
     @classmethod
     def from_model(
@@ -180,12 +210,15 @@ class MemRM:
         *,
         identity: ScorerIdentity | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+        min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
     ) -> MemRM:
         """Wrap an already-loaded causal LM (merged, PeftModel, quantized...) and its tokenizer."""
         if identity is None:
             name = getattr(getattr(model, "config", None), "_name_or_path", None) or "unknown"
             identity = ScorerIdentity(base=str(name))
-        return cls(model, tokenizer, identity=identity, max_length=max_length)
+        return cls(model, tokenizer, identity=identity, max_length=max_length,
+                   prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix)
 
     # ---------------------------------------------------------------------------- accessors
 
@@ -226,7 +259,12 @@ class MemRM:
     def encode(self, text: str) -> list[int]:
         """Token ids exactly as training read them: no special tokens, no BOS."""
         with self._tokenizer_lock:
-            return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+            if self._segments is not None:
+                return self._segments(text)
+            return self._encode_whole(text)
+
+    def _encode_whole(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -236,34 +274,86 @@ class MemRM:
         cut = max(0, len(ids) - self._max_length)
         return ids[cut:], cut
 
-    def score(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
-        """P(HARMFUL) per rendered prompt. `batch_size>1` left-pads; results match batch_size=1."""
+    @property
+    def prefix_store(self) -> PrefixStore | None:
+        """Prefixes kept across calls (None when `prefix_cache_bytes=0`)."""
+        return self._store
+
+    def fit_prompts(self, prompts: list[str]) -> list[tuple[list[int], int]]:
+        """(ids the model reads, tokens cut from the left) per prompt; checks the input."""
         if isinstance(prompts, str):
             raise TypeError("score() takes a list of prompts, not a single string")
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
         fitted = []
         for prompt in prompts:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompts must be strings, got {type(prompt).__name__}")
             ids = self.encode(prompt)
             if not ids:
                 raise ValueError("cannot score an empty prompt")
             fitted.append(self._fit(ids))
-        scores: list[Score] = []
-        for start in range(0, len(fitted), batch_size):
-            chunk = fitted[start : start + batch_size]
-            p_harmful = self._p_harmful([ids for ids, _ in chunk])
-            scores.extend(
-                Score(p_harmful=p, n_tokens=len(ids), n_truncated=cut)
-                for p, (ids, cut) in zip(p_harmful, chunk)
-            )
-        return scores
+        return fitted
+
+    def score(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
+        """P(HARMFUL) per rendered prompt.
+
+        Prompts sharing a long prefix share its prefill; the others run alone, or, with
+        `batch_size>1`, left-padded in batches of similar length. Results match one whole-prompt
+        forward per prompt either way.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        fitted = self.fit_prompts(prompts)
+        p_harmful = self.score_fitted([ids for ids, _ in fitted], batch_size=batch_size)
+        return [
+            Score(p_harmful=p, n_tokens=len(ids), n_truncated=cut)
+            for p, (ids, cut) in zip(p_harmful, fitted)
+        ]
+
+    def score_fitted(self, seqs: list[list[int]], *, batch_size: int = 1) -> list[float]:
+        """P(HARMFUL) for already-tokenized, already-fitted id lists (plans prefix sharing)."""
+        results: list[float | None] = [None] * len(seqs)
+        alone: list[int] = []
+        for group in plan_prefix_groups(seqs, self._min_shared_prefix):
+            if len(group.indices) > 1:
+                ps = self._shared_prefix_p([seqs[i] for i in group.indices], group.prefix_len)
+            elif self._worth_caching(seqs[group.indices[0]]):
+                seq = seqs[group.indices[0]]
+                ps = self._shared_prefix_p([seq], len(seq) - 1)
+            else:
+                alone.extend(group.indices)
+                continue
+            for i, p in zip(group.indices, ps):
+                results[i] = p
+        for batch in length_batches([len(seqs[i]) for i in alone], batch_size):
+            idx = [alone[j] for j in batch]
+            for i, p in zip(idx, self._p_harmful([seqs[i] for i in idx])):
+                results[i] = p
+        return results  # type: ignore[return-value]
+
+    def _worth_caching(self, seq: list[int]) -> bool:
+        """A lone prompt is worth keeping when it is long and its prefix fits the store."""
+        if self._store is None or len(seq) <= self._min_shared_prefix:
+            return False
+        return (len(seq) - 1) * self._kv_per_token <= self._store.max_bytes
+
+    def _shared_prefix_p(self, seqs: list[list[int]], prefix_len: int) -> list[float]:
+        """One prefill of seqs' common first `prefix_len` ids (reusing the store), one pass each."""
+        prefix = seqs[0][:prefix_len]
+        with self._forward_lock, torch.inference_mode():
+            _, start = self._store.lookup(prefix) if self._store else (0, None)
+            kv = prefill(self._model, prefix, start=start)
+            z = torch.stack([suffix_logits(self._model, kv, seq, self._label_ids) for seq in seqs])
+            if self._store is not None:
+                self._store.put(prefix, kv)
+            p = torch.softmax(z, dim=-1)[:, 1]
+        return p.cpu().tolist()
 
     async def ascore(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
         """`score` in a worker thread, so an event loop never blocks on a forward pass."""
         return await asyncio.to_thread(self.score, prompts, batch_size=batch_size)
 
     def score_ids(self, ids: list[int]) -> float:
-        """P(HARMFUL) for already-tokenized, already-fitted ids (benchmarks, tests)."""
+        """P(HARMFUL) for already-tokenized, already-fitted ids, one whole forward (no sharing)."""
         return self._p_harmful([list(ids)])[0]
 
     def _p_harmful(self, batch: list[list[int]]) -> list[float]:

@@ -1,0 +1,541 @@
+"""Scoring benchmark: memguard's scorer against the naive path, side by side, on random weights.
+
+    python benchmarks/bench_scoring.py --quick              # CPU, scaled-down shape, a few minutes
+    python benchmarks/bench_scoring.py --shape qwen3-1.7b --device cuda --lengths 8192 32768 --gpu-report
+
+Models are built from config with random weights (nothing is downloaded). Prompts are real
+SWE-agent trajectories (../shared/data/trajectories, else the bundled ones) rendered by the
+protocol and stretched to the target token counts with the real Qwen tokenizer.
+
+"naive" is the seed card's usage: an unmerged PeftModel, `model(**tokenizer(prompt))` computing
+every position's logits, one full prefill per candidate. "memguard" is `MemRM.score`: merged
+LoRA, last-position logits, one prefill of the candidates' shared prefix.
+
+Shapes. `qwen3-1.7b` is the real one. `mini` keeps roughly Qwen3-1.7B's FLOP proportions per
+token (body : attention at 16K : full lm_head = 1 : 1.3 : 0.25; the real model has 1 : 0.67 : 0.22)
+at ~1/200 of the cost, so speed ratios carry over: 2 layers, hidden 256, 4x64 query heads, 2 KV
+heads, MLP 3840, a 6,144-row vocabulary with the real tokenizer's ids folded into it (the lm_head
+of a 151,936-row vocabulary would otherwise dominate a small model and flatter memguard).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "qwen3-1.7b": dict(num_hidden_layers=28, hidden_size=2048, intermediate_size=6144,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151_936),
+    "mini": dict(num_hidden_layers=2, hidden_size=256, intermediate_size=3840,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=6144),
+}
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
+PROPOSALS = ["ls -la", "cat setup.py", "grep -rn 'def main' ."]
+STRATEGIES = ["observation_masking", "recent_window", "keep_more"]
+
+
+# ------------------------------------------------------------------------------ models
+
+
+class FoldedEmbedding(torch.nn.Module):
+    """The tokenizer's ids folded into a smaller vocabulary (compute shape only; weights are random)."""
+
+    def __init__(self, embedding: torch.nn.Embedding) -> None:
+        super().__init__()
+        self.inner = embedding
+        self.weight = embedding.weight  # keeps tie_word_embeddings working
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.inner(ids % self.inner.num_embeddings)
+
+
+def build_models(shape: str, device: str, dtype: torch.dtype, quant: str | None, need: set[str]):
+    """(tokenizer, {"naive": unmerged PeftModel, "memguard": merged model}) from one random base."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from memguard.testing import LORA_SETTINGS, build_qwen_tokenizer, load_tokenizer
+
+    tok = load_tokenizer(build_qwen_tokenizer())
+    torch.manual_seed(0)
+    folded = SHAPES[shape]["vocab_size"] < len(tok)
+    config = Qwen3Config(**SHAPES[shape], max_position_embeddings=40_960, rope_theta=1_000_000.0,
+                         tie_word_embeddings=True, initializer_range=0.02, bos_token_id=None,
+                         eos_token_id=None if folded else tok.eos_token_id,
+                         pad_token_id=None if folded else tok.pad_token_id)
+    with torch.device(device if quant is None else "cpu"):
+        base = Qwen3ForCausalLM(config).to(dtype).eval()
+    if quant == "nf4":
+        base = _reload_nf4(base, device)
+    if folded:
+        base.model.embed_tokens = FoldedEmbedding(base.model.embed_tokens)
+    models: dict[str, Any] = {}
+    if "naive" in need:
+        naive_base = copy.deepcopy(base) if "memguard" in need and quant is None else base
+        models["naive"] = _with_lora(naive_base, LORA_SETTINGS, merge=False)
+    if "memguard" in need:
+        models["memguard"] = _with_lora(base, LORA_SETTINGS, merge=quant is None)
+    return tok, models
+
+
+def _with_lora(model, settings, *, merge: bool):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    peft = get_peft_model(model, LoraConfig(**settings)).eval()
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn_like(p) * 0.01)
+    return peft.merge_and_unload().eval() if merge else peft
+
+
+def _reload_nf4(model, device: str):
+    """NF4 through the same loading path users take (save, then load with a BitsAndBytesConfig)."""
+    from transformers import AutoModelForCausalLM
+
+    from memguard.scoring.local import _nf4_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        return AutoModelForCausalLM.from_pretrained(tmp, quantization_config=_nf4_config(),
+                                                    device_map={"": device}, dtype=torch.bfloat16).eval()
+
+
+# ------------------------------------------------------------------------------ workloads
+
+
+def trajectory_messages() -> list[dict]:
+    from memguard.data import bundled_trajectories, load_trajectory
+
+    folder = Path(os.environ.get("MEMGUARD_TRAJECTORIES", REPO.parent / "shared/data/trajectories"))
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() else bundled_trajectories()
+    messages: list[dict] = []
+    for path in paths:
+        messages.extend(m for m in load_trajectory(path) if m.get("role") != "system" or not messages)
+    return messages
+
+
+def stretched_view(tok, n_tokens: int, pool: list[dict]) -> list[dict]:
+    """Real turns, cycled until the rendered view holds about `n_tokens` tokens."""
+    from memguard.protocol import render_block
+
+    view, total, i = [], 0, 0
+    budget = n_tokens - 120  # the judgment turn and `Answer:`
+    while total < budget:
+        m = dict(pool[i % len(pool)])
+        i += 1
+        cost = len(tok.encode(render_block(m), add_special_tokens=False)) + 1
+        if total + cost > budget and isinstance(m.get("content"), str):
+            keep = max(1, int(len(m["content"]) * (budget - total) / cost))
+            m["content"] = m["content"][:keep]
+            cost = len(tok.encode(render_block(m), add_special_tokens=False)) + 1
+        view.append(m)
+        total += cost
+    return view
+
+
+def event_prompts(view: list[dict], k: int) -> list[str]:
+    from memguard.protocol import perturbation_tag, render_prompt
+
+    step = sum(1 for m in view if m.get("role") == "assistant")
+    return [render_prompt(view, step=step, recorded="python reproduce.py", proposed=PROPOSALS[i],
+                          perturbation=perturbation_tag(STRATEGIES[i])) for i in range(k)]
+
+
+# ------------------------------------------------------------------------------ scorers
+
+
+def naive_scores(model, tok, prompts: list[str]) -> list[float]:
+    """The seed card's way: whole prompt, every position's logits, one prefill per candidate."""
+    y_id, n_id = tok.encode(" Y")[0], tok.encode(" N")[0]
+    out = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for prompt in prompts:
+            inputs = tok(prompt, return_tensors="pt").to(device)
+            logits = model(**inputs).logits
+            out.append(float(torch.softmax(logits[0, -1, [y_id, n_id]].float(), -1)[1]))
+            del logits
+    return out
+
+
+def make_memrm(model, tok, **options):
+    from memguard import MemRM
+
+    return MemRM.from_model(model, tok, **options)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return min(times), result
+
+
+def rss_peak_bytes() -> int:
+    """Peak RSS of this process: VmHWM (resettable), else getrusage's ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def rss_now_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss_peak_bytes()
+
+
+def reset_rss_peak() -> bool:
+    """Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+def bench_speed(args, tok, models, pool) -> list[dict]:
+    rows = []
+    for n in args.lengths:
+        view = stretched_view(tok, n, pool)
+        for k in args.ks:
+            prompts = event_prompts(view, k)
+            row: dict[str, Any] = {"n_tokens": n, "k": k}
+            for method in ("naive", "memguard"):
+                if method not in models:
+                    continue
+                if method == "naive":
+                    fn = lambda: naive_scores(models["naive"], tok, prompts)
+                else:  # a fresh scorer per run: cold tokenizer and prefix caches, like a new event
+                    fn = lambda: [s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(prompts)]
+                if device_is_cuda(args):
+                    torch.cuda.reset_peak_memory_stats()
+                    base_mem = torch.cuda.memory_allocated()
+                seconds, p = timed(fn, args.device, args.repeats)
+                row[f"{method}_s"] = seconds
+                row[f"{method}_p"] = p
+                if device_is_cuda(args):
+                    row[f"{method}_peak_bytes"] = torch.cuda.max_memory_allocated() - base_mem
+            row["tokens"] = sum(len(tok.encode(p, add_special_tokens=False)) for p in prompts) // k
+            if "naive_s" in row and "memguard_s" in row:
+                row["speedup"] = row["naive_s"] / row["memguard_s"]
+                row["max_abs_diff_p"] = max(abs(a - b) for a, b in zip(row["naive_p"], row["memguard_p"]))
+            rows.append(row)
+            print(f"  speed n={n} k={k}: " + ", ".join(f"{m}={row.get(m + '_s', float('nan')):.3f}s" for m in ("naive", "memguard")), flush=True)
+    return rows
+
+
+def device_is_cuda(args) -> bool:
+    return args.device.startswith("cuda")
+
+
+def bench_memory_cpu(args) -> list[dict]:
+    """Peak RSS above the loaded model, one subprocess per configuration (RSS high-water is per process)."""
+    rows = []
+    n = max(args.lengths)
+    for k in args.memory_ks:
+        row: dict[str, Any] = {"n_tokens": n, "k": k}
+        for method in ("naive", "memguard"):
+            cmd = [sys.executable, __file__, "--_probe", method, "--shape", args.shape, "--device", args.device,
+                   "--dtype", args.dtype, "--lengths", str(n), "--ks", str(k)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            probe = json.loads(out.strip().splitlines()[-1])
+            row[f"{method}_peak_bytes"] = probe["peak_above_model"]
+            row[f"{method}_rss_bytes"] = probe["peak_rss"]
+        rows.append(row)
+        print(f"  memory n={n} k={k}: naive +{row['naive_peak_bytes'] / 2**20:.0f} MiB, memguard +{row['memguard_peak_bytes'] / 2**20:.0f} MiB", flush=True)
+    return rows
+
+
+def probe_memory(args) -> None:
+    method = args._probe
+    tok, models = build_models(args.shape, args.device, dtype_of(args), None, {method})
+    prompts = event_prompts(stretched_view(tok, args.lengths[0], trajectory_messages()), args.ks[0])
+    warm = event_prompts(stretched_view(tok, 256, trajectory_messages()), 1)
+    run = (lambda ps: naive_scores(models["naive"], tok, ps)) if method == "naive" else \
+        (lambda ps: make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(ps))
+    run(warm)
+    gc.collect()
+    reset = reset_rss_peak()
+    before = rss_now_bytes() if reset else rss_peak_bytes()
+    run(prompts)
+    peak = rss_peak_bytes()
+    print(json.dumps({"peak_above_model": peak - before, "peak_rss": peak, "hwm_reset": reset}))
+
+
+def bench_guard_overhead(args, tok, models, pool) -> dict:
+    """Guard.review wall time minus the model's forward time, at 8K tokens, cold caches."""
+    from memguard import CompactionEvent, Guard, JSONLSink, ObservationMasking
+
+    model = models["memguard"]
+    view = stretched_view(tok, 8192, pool)
+    forward = {"t": 0.0, "start": 0.0}
+    def started(*_: Any) -> None:
+        forward["start"] = time.perf_counter()
+
+    def finished(*_: Any) -> None:
+        sync(args.device)
+        forward["t"] += time.perf_counter() - forward["start"]
+
+    pre = model.register_forward_pre_hook(started)
+    post = model.register_forward_hook(finished)
+
+    def chars(messages) -> int:
+        return sum(len(str(m.get("content") if isinstance(m, dict) else m.content)) for m in messages)
+
+    full_chars = chars(view)
+
+    def policy(messages):  # the agent: instant, a different next action on the compacted context
+        full = chars(messages) == full_chars
+        cmd = "python reproduce.py" if full else "ls -la"
+        return {"role": "assistant", "content": f"```bash\n{cmd}\n```"}
+
+    walls, forwards = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats + 1):
+            guard = Guard(make_memrm(model, tok, prefix_cache_bytes=0), band=None,
+                          sinks=[JSONLSink(Path(tmp) / "audit.jsonl")])
+            event = CompactionEvent(before=view, candidate=ObservationMasking(keep_last=2)(view),
+                                    strategy="observation_masking")
+            forward["t"] = 0.0
+            t = time.perf_counter()
+            decision = guard.review(event, policy)
+            walls.append(time.perf_counter() - t)
+            forwards.append(forward["t"])
+            guard.close()
+            assert decision.candidates[0].p_harmful is not None, decision.reasons
+    pre.remove()
+    post.remove()
+    walls, forwards = walls[1:], forwards[1:]  # the first review warms up
+    overheads = [w - f for w, f in zip(walls, forwards)]
+    i = min(range(len(walls)), key=lambda j: walls[j])
+    result = {"n_tokens": 8192, "review_s": walls[i], "forward_s": forwards[i], "overhead_s": overheads[i],
+              "overhead_median_s": statistics.median(overheads), "overhead_fraction": overheads[i] / forwards[i]}
+    print(f"  guard overhead at 8K: {result['overhead_s'] * 1e3:.1f} ms of {result['review_s']:.3f} s", flush=True)
+    return result
+
+
+def bench_audit_latency(args, tok, models, pool, calls: int) -> dict:
+    """review() latency on the caller's path in audit mode (scoring happens on the audit thread)."""
+    from memguard import CompactionEvent, Guard, ObservationMasking
+
+    view = stretched_view(tok, 8192, pool)
+    scorer = make_memrm(models["memguard"], tok, prefix_cache_bytes=0)
+    guard = Guard(scorer, mode="audit", audit_queue_size=2)
+    recorded = {"role": "assistant", "content": "```bash\npython reproduce.py\n```"}
+    proposed = {"role": "assistant", "content": "```bash\nls -la\n```"}
+    candidate = ObservationMasking(keep_last=2)(view)
+    latencies = []
+    for i in range(calls):
+        event = CompactionEvent(before=view, candidate=candidate, step=i,
+                                recorded_response=recorded, proposed_response=proposed)
+        t = time.perf_counter()
+        guard.review(event)
+        latencies.append(time.perf_counter() - t)
+        time.sleep(0.002)  # an agent does other work between compactions
+    guard.close()
+    latencies.sort()
+    result = {"calls": calls, "p50_ms": 1e3 * latencies[len(latencies) // 2],
+              "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+              "max_ms": 1e3 * latencies[-1], "dropped": guard.audit_dropped}
+    print(f"  audit latency: p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms", flush=True)
+    return result
+
+
+# ------------------------------------------------------------------------------ GPU report
+
+
+def model_flops(shape: dict, n: int, k: int, shared: int) -> float:
+    """Forward FLOPs of memguard's work: one prefill of `shared` tokens + k suffixes to n (causal attention)."""
+    h, inter, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    q, kv = shape["num_attention_heads"] * shape["head_dim"], shape["num_key_value_heads"] * shape["head_dim"]
+    per_token = 2 * layers * (h * (2 * q + 2 * kv) + 3 * h * inter)
+
+    def attention(start: int, end: int) -> float:  # 2 matmuls x 2 FLOP per MAC over the visible keys
+        return 4 * layers * q * (end * (end + 1) - start * (start + 1)) / 2
+
+    total = per_token * shared + attention(0, shared)
+    total += k * (per_token * (n - shared) + attention(shared, n))
+    return total + k * 2 * h * shape["vocab_size"]
+
+
+def gpu_report(args, tok, models, pool) -> list[dict]:
+    rows = []
+    name = torch.cuda.get_device_name()
+    peak = next((v for key, v in PEAK_BF16_FLOPS.items() if key in name), None)
+    for n in args.lengths:
+        view = stretched_view(tok, n, pool)
+        for k in args.ks:
+            prompts = event_prompts(view, k)
+            rm = make_memrm(models["memguard"], tok, prefix_cache_bytes=0)
+            seqs = [ids for ids, _ in rm.fit_prompts(prompts)]
+            from memguard.scoring.prefix import plan_prefix_groups
+
+            groups = plan_prefix_groups(seqs, 256)
+            shared = groups[0].prefix_len if len(groups) == 1 and k > 1 else 0
+            rm.score(prompts)  # warm-up (kernels, allocator)
+            torch.cuda.reset_peak_memory_stats()
+            seconds, _ = timed(lambda: make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(prompts), args.device, args.repeats)
+            tokens = len(seqs[0])
+            flops = model_flops(SHAPES[args.shape], tokens, k, shared if k > 1 else 0)
+            row = {"n_tokens": tokens, "k": k, "latency_s": seconds, "tokens_per_s": k * tokens / seconds,
+                   "peak_bytes": torch.cuda.max_memory_allocated(), "flops": flops,
+                   "mfu": flops / seconds / peak if peak else None}
+            rows.append(row)
+            print(f"  gpu n={tokens} k={k}: {seconds * 1e3:.1f} ms, {row['tokens_per_s']:.0f} tok/s, "
+                  f"peak {row['peak_bytes'] / 2**30:.2f} GiB, MFU {row['mfu'] or float('nan'):.1%}", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------ table
+
+
+def verdict(value: float, target: float, *, at_most: bool) -> str:
+    ok = value <= target if at_most else value >= target
+    if ok:
+        return "met"
+    return f"missed by {value / target:.2f}x" if at_most else f"missed by {target / value:.2f}x"
+
+
+def table(report: dict) -> str:
+    lines = ["| section | config | naive | memguard | ratio | target | status |", "|---|---|---|---|---|---|---|"]
+    for row in report.get("speed", []):
+        if "speedup" not in row:
+            continue
+        target = "≥ 2.5x" if (row["k"], row["n_tokens"]) == (3, 4096) else ""
+        status = verdict(row["speedup"], 2.5, at_most=False) if target else ""
+        lines.append(f"| latency | {row['tokens']} tok, k={row['k']} | {row['naive_s']:.3f} s | {row['memguard_s']:.3f} s | "
+                     f"{row['speedup']:.2f}x faster | {target} | {status} |")
+    for row in report.get("memory", []):
+        ratio = row["memguard_peak_bytes"] / max(1, row["naive_peak_bytes"])
+        lines.append(f"| peak memory above model | {row['n_tokens']} tok, k={row['k']} | {row['naive_peak_bytes'] / 2**20:.0f} MiB | "
+                     f"{row['memguard_peak_bytes'] / 2**20:.0f} MiB | {ratio:.3f} of naive | ≤ 0.2 | {verdict(ratio, 0.2, at_most=True)} |")
+    if "guard" in report:
+        g = report["guard"]
+        lines.append(f"| guard overhead outside forward | 8K tok, k=1 | | {g['overhead_s'] * 1e3:.1f} ms of {g['forward_s']:.3f} s forward | "
+                     f"{g['overhead_fraction']:.2%} | ≤ 2% | {verdict(g['overhead_fraction'], 0.02, at_most=True)} |")
+    if "audit" in report:
+        a = report["audit"]
+        lines.append(f"| audit mode, caller latency | 8K tok, {a['calls']} calls | | p50 {a['p50_ms']:.3f} ms, p99 {a['p99_ms']:.3f} ms | | "
+                     f"p99 ≤ 1 ms | {verdict(a['p99_ms'], 1.0, at_most=True)} |")
+    for row in report.get("gpu", []):
+        target = {8192: 0.08, 32768: 0.5}.get(round(row["n_tokens"] / 1024) * 1024)
+        status = verdict(row["latency_s"], target, at_most=True) if target and report["dtype"] == "bfloat16" and not report.get("quant") else ""
+        lines.append(f"| gpu {report.get('quant') or report['dtype']} | {row['n_tokens']} tok, k={row['k']} | | {row['latency_s'] * 1e3:.1f} ms, "
+                     f"{row['tokens_per_s']:.0f} tok/s, {row['peak_bytes'] / 2**30:.2f} GiB | MFU {row['mfu'] or 0:.1%} | "
+                     f"{f'≤ {target * 1e3:.0f} ms' if target else ''} | {status} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def dtype_of(args) -> torch.dtype:
+    return getattr(torch, args.dtype)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mini")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quant", choices=["nf4"], default=None)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--memory-ks", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--audit-calls", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="one timed run per configuration")
+    parser.add_argument("--gpu-report", action="store_true", help="memguard only: latency, tokens/s, peak memory, MFU")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    parser.add_argument("--_probe", choices=["naive", "memguard"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    if args._probe:
+        return probe_memory(args)
+    if args.quick:
+        args.repeats = 1
+
+    started = time.perf_counter()
+    need = {"memguard"} if args.gpu_report else {"naive", "memguard"}
+    tok, models = build_models(args.shape, args.device, dtype_of(args), args.quant, need)
+    pool = trajectory_messages()
+    report: dict[str, Any] = {"machine": machine(), "shape": args.shape, "device": args.device, "dtype": args.dtype,
+                              "quant": args.quant, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"memguard scoring benchmark: {report['machine']}; shape {args.shape}, {args.dtype} {args.quant or ''}", flush=True)
+    if args.gpu_report:
+        report["gpu"] = gpu_report(args, tok, models, pool)
+    else:
+        report["speed"] = bench_speed(args, tok, models, pool)
+        if device_is_cuda(args):
+            report["memory"] = [{"n_tokens": r["n_tokens"], "k": r["k"], "naive_peak_bytes": r["naive_peak_bytes"],
+                                 "memguard_peak_bytes": r["memguard_peak_bytes"]}
+                                for r in report["speed"] if r["n_tokens"] == max(args.lengths)]
+        else:
+            report["memory"] = bench_memory_cpu(args)
+        report["guard"] = bench_guard_overhead(args, tok, models, pool)
+        report["audit"] = bench_audit_latency(args, tok, models, pool, args.audit_calls)
+    report["wall_s"] = time.perf_counter() - started
+    report["table"] = table(report)
+    print()
+    print(report["table"])
+    print(f"\n{report['machine']}; wall {report['wall_s']:.0f} s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"bench-{args.shape}-{args.device.split(':')[0]}-{args.quant or args.dtype}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    (args.out / name).write_text(json.dumps(report, indent=2, default=str))
+    print(f"wrote {args.out / name}")
+
+
+if __name__ == "__main__":
+    main()

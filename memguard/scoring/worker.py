@@ -1,0 +1,173 @@
+"""One thread owns the model; many agents' scoring requests are micro-batched onto it.
+
+Agents in one process (threads, asyncio tasks, or both) call `score`/`ascore` on a shared
+`ScoringWorker`. Requests that arrive within `max_wait_ms` of each other are scored together:
+`MemRM` groups the candidates of one event by shared prefix and pads only short prompts of
+similar length, so long prompts still run maskless on SDPA's fused kernels. Async callers await
+a future resolved from the worker thread, so the event loop never runs a forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from memguard.scoring.base import Score, ScorerIdentity
+
+__all__ = ["ScoringWorker"]
+
+_STOP = object()
+
+
+@dataclass
+class _Request:
+    prompts: list[str]
+    future: Future[list[Score]] = field(default_factory=Future)
+
+
+class ScoringWorker:
+    """A `Scorer` that serialises all forwards on one thread and micro-batches callers.
+
+    `max_batch` bounds the prompts scored together; `max_wait_ms` is how long the worker waits
+    for more requests after the first one arrives (0: take only what is already queued).
+    Use as a context manager or call `close()` to stop the thread.
+    """
+
+    def __init__(self, memrm: Any, *, max_batch: int = 16, max_wait_ms: float = 2.0,
+                 name: str = "memguard-scoring") -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        for needed in ("fit_prompts", "score_fitted"):
+            if not callable(getattr(memrm, needed, None)):
+                raise TypeError(f"ScoringWorker needs an in-process MemRM (missing {needed}())")
+        self.memrm = memrm
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.batches = 0
+        self.requests = 0
+
+    # --------------------------------------------------------------------- Scorer protocol
+
+    @property
+    def identity(self) -> ScorerIdentity:
+        return self.memrm.identity
+
+    def count_tokens(self, text: str) -> int:
+        return self.memrm.count_tokens(text)
+
+    def submit(self, prompts: list[str]) -> Future[list[Score]]:
+        """Queue `prompts`; the future resolves to one Score per prompt, in order."""
+        _check_prompts(prompts)
+        request = _Request(list(prompts))
+        if not request.prompts:
+            request.future.set_result([])
+            return request.future
+        self._ensure_started()
+        self._queue.put(request)
+        return request.future
+
+    def score(self, prompts: list[str], timeout: float | None = None) -> list[Score]:
+        return self.submit(prompts).result(timeout)
+
+    async def ascore(self, prompts: list[str]) -> list[Score]:
+        """Await the scores; the event loop stays free while the worker thread runs the model."""
+        return await asyncio.wrap_future(self.submit(prompts))
+
+    # --------------------------------------------------------------------- lifecycle
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Finish queued requests, then stop the thread. Later submissions raise."""
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+    def __enter__(self) -> ScoringWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError("ScoringWorker is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    # --------------------------------------------------------------------- the worker thread
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch, size = [first], len(first.prompts)
+            deadline = time.monotonic() + self.max_wait
+            while size < self.max_batch:
+                try:
+                    left = deadline - time.monotonic()
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+                size += len(item.prompts)
+            self._score_batch(batch)
+
+    def _score_batch(self, batch: list[_Request]) -> None:
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        fitted: list[tuple[_Request, list[tuple[list[int], int]]]] = []
+        for request in live:
+            try:
+                fitted.append((request, self.memrm.fit_prompts(request.prompts)))
+            except BaseException as exc:  # noqa: BLE001 - a bad request fails alone
+                request.future.set_exception(exc)
+        if not fitted:
+            return
+        self.batches += 1
+        self.requests += len(fitted)
+        seqs = [ids for _, fit in fitted for ids, _ in fit]
+        try:
+            p_harmful = self.memrm.score_fitted(seqs, batch_size=self.max_batch)
+        except BaseException as exc:  # noqa: BLE001 - OOM and friends go to every waiting caller
+            for request, _ in fitted:
+                request.future.set_exception(exc)
+            return
+        at = 0
+        for request, fit in fitted:
+            scores = [
+                Score(p_harmful=p, n_tokens=len(ids), n_truncated=cut)
+                for p, (ids, cut) in zip(p_harmful[at : at + len(fit)], fit)
+            ]
+            at += len(fit)
+            request.future.set_result(scores)
+
+
+def _check_prompts(prompts: Any) -> None:
+    """Fail in the caller's thread, not in everyone's batch."""
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise TypeError("score() takes a list of prompts, not a single string")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompts must be strings, got {type(prompt).__name__}")
+        if not prompt:
+            raise ValueError("cannot score an empty prompt")
