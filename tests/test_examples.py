@@ -20,14 +20,20 @@ def load_example(name):
     return module
 
 
-@pytest.mark.slow
-def test_custom_compaction_example(tmp_path, capsys):
+def test_custom_compaction_example_offline_scorer(tmp_path, capsys):
     example = load_example("custom_compaction")
+    scorer = example.load_scorer(example.argparse.Namespace(base=None))
+    assert "scores below are meaningless" in capsys.readouterr().out
+    assert scorer.identity.fingerprint
+
+
+def test_custom_compaction_example(tmp_path, capsys, monkeypatch, qwen_rm):
+    example = load_example("custom_compaction")
+    monkeypatch.setattr(example, "load_scorer", lambda args: qwen_rm)  # the session's tiny RM
     trajectory = next(p for p in trajectory_paths() if "pydicom" in p.name or "marshmallow" in p.name)
     audit = tmp_path / "audit.jsonl"
     assert example.main(["--trajectory", str(trajectory), "--audit", str(audit)]) == 0
     out = capsys.readouterr().out
-    assert "scores below are meaningless" in out
     rows = [line for line in out.splitlines() if line[:4].strip().isdigit()]
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert len(records) == len(rows) > 0
