@@ -128,7 +128,10 @@ def test_only_last_position_logits(which, request, prompts):
         rm.score(prompts[:1])
     finally:
         handle.remove()
-    assert shapes == [(1, 1, head.weight.shape[0])]
+    # A long lone prompt is scored as prefix prefill (kept for the next event) + suffix pass;
+    # every LM-head call must still see one position only.
+    assert 1 <= len(shapes) <= 2
+    assert all(shape == (1, 1, head.weight.shape[0]) for shape in shapes)
 
 
 # NF4 on CPU works with bitsandbytes 0.50 (no GPU needed). On these tiny random weights (hidden
