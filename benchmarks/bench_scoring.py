@@ -17,10 +17,12 @@ token (body : attention at 16K : full lm_head = 1 : 1.3 : 0.25; the real model h
 at ~1/200 of the cost, so speed ratios carry over: 2 layers, hidden 256, 4x64 query heads, 2 KV
 heads, MLP 3840, a 6,144-row vocabulary with the real tokenizer's ids folded into it (the lm_head
 of a 151,936-row vocabulary would otherwise dominate a small model and flatter memguard).
-`vocab` is for peak memory (the `--memory-shape`, run in bf16): the real 151,936-row tied
-vocabulary and the real MLP width (6144), so per token the naive path's full logits (297 KiB)
-and the MLP temporaries (36 KiB) weigh what they weigh in Qwen3-1.7B; only 2 narrow layers, so
-the KV cache is far smaller than the real 28 layers' (the stream/cache gap shows on the GPU run).
+Two shapes for peak memory (`--memory-configs`, run in bf16 like the real model) keep the real
+151,936-row tied vocabulary, so the naive path's full logits weigh 297 KiB per token as in
+Qwen3-1.7B, and bracket the rest: `vocab` has the real MLP width (6144: 36 KiB of MLP temporaries
+per token) in 2 narrow layers (a KV cache far smaller than the real one); `deep` has the real 28
+layers of 8 KV heads x 128 (112 KiB of KV per token, the real figure) around a narrow body (MLP
+temporaries understated), so it shows what keeping the whole prefix KV costs against streaming it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ SHAPES: dict[str, dict[str, Any]] = {
                  num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=6144),
     "vocab": dict(num_hidden_layers=2, hidden_size=512, intermediate_size=6144,
                   num_attention_heads=8, num_key_value_heads=4, head_dim=64, vocab_size=151_936),
+    "deep": dict(num_hidden_layers=28, hidden_size=256, intermediate_size=768,
+                 num_attention_heads=8, num_key_value_heads=8, head_dim=128, vocab_size=151_936),
 }
+DEFAULT_MEMORY_CONFIGS = ["vocab:16384:1,3", "deep:4096:3"]
 MODES = ("stream", "cache")  # memguard's two ways of running a shared prefix
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
 PROPOSALS = ["ls -la", "cat setup.py", "grep -rn 'def main' ."]
@@ -300,24 +305,35 @@ def cuda_memory_row(speed_row: dict, args) -> dict:
     return row
 
 
+def memory_configs(args) -> list[tuple[str, int, list[int]]]:
+    """(shape, tokens, ks) from `--memory-configs` entries written shape:tokens:k1,k2."""
+    configs = []
+    for entry in args.memory_configs:
+        shape, tokens, ks = entry.split(":")
+        if shape not in SHAPES:
+            raise SystemExit(f"unknown shape {shape!r} in --memory-configs (known: {sorted(SHAPES)})")
+        configs.append((shape, int(tokens), [int(k) for k in ks.split(",")]))
+    return configs
+
+
 def bench_memory_cpu(args) -> list[dict]:
     """Peak RSS above the loaded model, one subprocess per configuration (RSS high-water is per process)."""
     rows = []
-    n = args.memory_length or max(args.lengths)
-    for k in args.memory_ks:
-        row: dict[str, Any] = {"n_tokens": n, "k": k, "shape": args.memory_shape, "dtype": args.memory_dtype}
-        for method in memory_methods(k):
-            cmd = [sys.executable, __file__, "--_probe", method, "--shape", args.memory_shape, "--device", args.device,
-                   "--dtype", args.memory_dtype, "--lengths", str(n), "--ks", str(k)]
-            t = time.perf_counter()
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            probe = json.loads(out.strip().splitlines()[-1])
-            row[f"{method}_peak_bytes"] = probe["peak_above_model"]
-            row[f"{method}_rss_bytes"] = probe["peak_rss"]
-            row[f"{method}_p"] = probe["p"]
-            print(f"  memory n={n} k={k} {method}: +{probe['peak_above_model'] / 2**20:.0f} MiB "
-                  f"({time.perf_counter() - t:.0f} s)", flush=True)
-        rows.append(row)
+    for shape, n, ks in memory_configs(args):
+        for k in ks:
+            row: dict[str, Any] = {"n_tokens": n, "k": k, "shape": shape, "dtype": args.memory_dtype}
+            for method in memory_methods(k):
+                cmd = [sys.executable, __file__, "--_probe", method, "--shape", shape, "--device", args.device,
+                       "--dtype", args.memory_dtype, "--lengths", str(n), "--ks", str(k)]
+                t = time.perf_counter()
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                probe = json.loads(out.strip().splitlines()[-1])
+                row[f"{method}_peak_bytes"] = probe["peak_above_model"]
+                row[f"{method}_rss_bytes"] = probe["peak_rss"]
+                row[f"{method}_p"] = probe["p"]
+                print(f"  memory {shape} n={n} k={k} {method}: +{probe['peak_above_model'] / 2**20:.0f} MiB "
+                      f"({time.perf_counter() - t:.0f} s)", flush=True)
+            rows.append(row)
     return rows
 
 
@@ -546,16 +562,14 @@ def main() -> None:
     parser.add_argument("--quant", choices=["nf4"], default=None)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 3])
-    parser.add_argument("--memory-ks", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--audit-calls", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="one timed run per configuration")
     parser.add_argument("--gpu-report", action="store_true", help="memguard only: latency, tokens/s, peak memory, MFU")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
-    parser.add_argument("--memory-shape", choices=sorted(SHAPES), default="vocab",
-                        help="shape of the CPU peak-memory probes (default: real vocabulary, 2 layers)")
+    parser.add_argument("--memory-configs", nargs="+", default=DEFAULT_MEMORY_CONFIGS, metavar="SHAPE:TOKENS:KS",
+                        help="CPU peak-memory probes, e.g. vocab:16384:1,3 deep:4096:3 (see the shapes above)")
     parser.add_argument("--memory-dtype", default="bfloat16", help="dtype of the CPU peak-memory probes")
-    parser.add_argument("--memory-length", type=int, default=None, help="tokens for the memory probes (default: the longest of --lengths)")
     parser.add_argument("--_probe", choices=["naive", "memguard", "memguard_stream", "memguard_cache"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
