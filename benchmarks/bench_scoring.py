@@ -260,10 +260,11 @@ def bench_speed(args, tok, models, pool) -> list[dict]:
                 if method.split("_")[0] not in models:
                     continue
                 if method == "naive":
-                    fn = lambda: naive_scores(models["naive"], tok, prompts)
+                    fn = lambda prompts=prompts: naive_scores(models["naive"], tok, prompts)
                 else:  # "memguard" streams the shared prefix (no store); "memguard_cache" keeps its KV
                     mode = "cache" if method == "memguard_cache" else "stream"
-                    fn = lambda: [s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_mode=mode).score(prompts)]
+                    fn = lambda mode=mode, prompts=prompts: [
+                        s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_mode=mode).score(prompts)]
                 if device_is_cuda(args):
                     torch.cuda.reset_peak_memory_stats()
                     base_mem = torch.cuda.memory_allocated()
@@ -467,7 +468,8 @@ def gpu_report(args, tok, models, pool) -> list[dict]:
             flops = model_flops(SHAPES[args.shape], tokens, k, shared)
             ps: dict[str, list[float]] = {}
             for mode in MODES if k > 1 else ("stream",):
-                score = lambda: [s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_mode=mode).score(prompts)]
+                score = lambda mode=mode, prompts=prompts: [
+                    s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_mode=mode).score(prompts)]
                 score()  # warm-up (kernels, allocator)
                 torch.cuda.empty_cache()
                 base_mem = torch.cuda.memory_allocated()
