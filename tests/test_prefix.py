@@ -265,6 +265,8 @@ def test_prefix_mode_is_checked(qwen_rm):
 
     with pytest.raises(ValueError, match="after the shared prefix"):
         streamed_label_logits(qwen_rm.model, [[1, 2, 3], [1, 2]], 2, qwen_rm.label_ids)
+    with pytest.raises(ValueError, match="at least one id"):
+        streamed_label_logits(qwen_rm.model, [[1, 2, 3], [4, 5]], 0, qwen_rm.label_ids)
 
 
 # ------------------------------------------------------------------------------ planning units

@@ -75,6 +75,8 @@ def streamed_label_logits(
     """
     if not can_stream(model):
         raise ValueError(f"{type(_causal_lm(model)).__name__} cannot be layer-streamed")
+    if prefix_len < 1:
+        raise ValueError(f"a shared prefix needs at least one id, got prefix_len={prefix_len}")
     if any(len(s) <= prefix_len for s in seqs):
         raise ValueError("every sequence needs at least one id after the shared prefix")
     lm = _causal_lm(model)
