@@ -9,13 +9,20 @@ protocol and stretched to the target token counts with the real Qwen tokenizer.
 
 "naive" is the seed card's usage: an unmerged PeftModel, `model(**tokenizer(prompt))` computing
 every position's logits, one full prefill per candidate. "memguard" is `MemRM.score`: merged
-LoRA, last-position logits, one prefill of the candidates' shared prefix.
+LoRA, last-position logits, one run of the candidates' shared prefix, either layer-streamed
+("stream", the default with the prefix store off) or prefilled into a whole KV cache ("cache").
 
 Shapes. `qwen3-1.7b` is the real one. `mini` keeps roughly Qwen3-1.7B's FLOP proportions per
 token (body : attention at 16K : full lm_head = 1 : 1.3 : 0.25; the real model has 1 : 0.67 : 0.22)
 at ~1/200 of the cost, so speed ratios carry over: 2 layers, hidden 256, 4x64 query heads, 2 KV
 heads, MLP 3840, a 6,144-row vocabulary with the real tokenizer's ids folded into it (the lm_head
 of a 151,936-row vocabulary would otherwise dominate a small model and flatter memguard).
+Two shapes for peak memory (`--memory-configs`, run in bf16 like the real model) keep the real
+151,936-row tied vocabulary, so the naive path's full logits weigh 297 KiB per token as in
+Qwen3-1.7B, and bracket the rest: `vocab` has the real MLP width (6144: 36 KiB of MLP temporaries
+per token) in 2 narrow layers (a KV cache far smaller than the real one); `deep` has the real 28
+layers of 8 KV heads x 128 (112 KiB of KV per token, the real figure) around a narrow body (MLP
+temporaries understated), so it shows what keeping the whole prefix KV costs against streaming it.
 """
 
 from __future__ import annotations
@@ -47,7 +54,13 @@ SHAPES: dict[str, dict[str, Any]] = {
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151_936),
     "mini": dict(num_hidden_layers=2, hidden_size=256, intermediate_size=3840,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=6144),
+    "vocab": dict(num_hidden_layers=2, hidden_size=512, intermediate_size=6144,
+                  num_attention_heads=8, num_key_value_heads=4, head_dim=64, vocab_size=151_936),
+    "deep": dict(num_hidden_layers=28, hidden_size=256, intermediate_size=768,
+                 num_attention_heads=8, num_key_value_heads=8, head_dim=128, vocab_size=151_936),
 }
+DEFAULT_MEMORY_CONFIGS = ["vocab:16384:1,3", "deep:4096:3"]
+MODES = ("stream", "cache")  # memguard's two ways of running a shared prefix
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
 PROPOSALS = ["ls -la", "cat setup.py", "grep -rn 'def main' ."]
 STRATEGIES = ["observation_masking", "recent_window", "keep_more"]
@@ -179,8 +192,10 @@ def naive_scores(model, tok, prompts: list[str]) -> list[float]:
 
 
 def make_memrm(model, tok, **options):
+    """A fresh scorer: cold tokenizer and prefix caches, like a new event; no prefix store."""
     from memguard import MemRM
 
+    options.setdefault("prefix_cache_bytes", 0)
     return MemRM.from_model(model, tok, **options)
 
 
@@ -240,13 +255,16 @@ def bench_speed(args, tok, models, pool) -> list[dict]:
         for k in args.ks:
             prompts = event_prompts(view, k)
             row: dict[str, Any] = {"n_tokens": n, "k": k}
-            for method in ("naive", "memguard"):
-                if method not in models:
+            methods = ["naive", "memguard"] + (["memguard_cache"] if k > 1 else [])
+            for method in methods:
+                if method.split("_")[0] not in models:
                     continue
                 if method == "naive":
-                    fn = lambda: naive_scores(models["naive"], tok, prompts)
-                else:  # a fresh scorer per run: cold tokenizer and prefix caches, like a new event
-                    fn = lambda: [s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(prompts)]
+                    fn = lambda prompts=prompts: naive_scores(models["naive"], tok, prompts)
+                else:  # "memguard" streams the shared prefix (no store); "memguard_cache" keeps its KV
+                    mode = "cache" if method == "memguard_cache" else "stream"
+                    fn = lambda mode=mode, prompts=prompts: [
+                        s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_mode=mode).score(prompts)]
                 if device_is_cuda(args):
                     torch.cuda.reset_peak_memory_stats()
                     base_mem = torch.cuda.memory_allocated()
@@ -259,8 +277,11 @@ def bench_speed(args, tok, models, pool) -> list[dict]:
             if "naive_s" in row and "memguard_s" in row:
                 row["speedup"] = row["naive_s"] / row["memguard_s"]
                 row["max_abs_diff_p"] = max(abs(a - b) for a, b in zip(row["naive_p"], row["memguard_p"]))
+            if "memguard_cache_s" in row:
+                row["stream_vs_cache"] = row["memguard_s"] / row["memguard_cache_s"]
+                row["max_abs_diff_p_stream_cache"] = max(abs(a - b) for a, b in zip(row["memguard_p"], row["memguard_cache_p"]))
             rows.append(row)
-            print(f"  speed n={n} k={k}: " + ", ".join(f"{m}={row.get(m + '_s', float('nan')):.3f}s" for m in ("naive", "memguard")), flush=True)
+            print(f"  speed n={n} k={k}: " + ", ".join(f"{m}={row[m + '_s']:.3f}s" for m in methods if m + "_s" in row), flush=True)
     return rows
 
 
@@ -268,38 +289,69 @@ def device_is_cuda(args) -> bool:
     return args.device.startswith("cuda")
 
 
+def memory_methods(k: int) -> list[str]:
+    """naive, and memguard in each prefix mode where the mode matters (a lone prompt keeps no KV)."""
+    return ["naive", *(f"memguard_{mode}" for mode in MODES)] if k > 1 else ["naive", "memguard"]
+
+
+def cuda_memory_row(speed_row: dict, args) -> dict:
+    """On CUDA the speed runs already measured peak allocation; rename them like the CPU probes."""
+    row = {"n_tokens": speed_row["n_tokens"], "k": speed_row["k"], "shape": args.shape, "dtype": args.dtype,
+           "naive_peak_bytes": speed_row["naive_peak_bytes"]}
+    if speed_row["k"] > 1:
+        row["memguard_stream_peak_bytes"] = speed_row["memguard_peak_bytes"]
+        row["memguard_cache_peak_bytes"] = speed_row["memguard_cache_peak_bytes"]
+    else:
+        row["memguard_peak_bytes"] = speed_row["memguard_peak_bytes"]
+    return row
+
+
+def memory_configs(args) -> list[tuple[str, int, list[int]]]:
+    """(shape, tokens, ks) from `--memory-configs` entries written shape:tokens:k1,k2."""
+    configs = []
+    for entry in args.memory_configs:
+        shape, tokens, ks = entry.split(":")
+        if shape not in SHAPES:
+            raise SystemExit(f"unknown shape {shape!r} in --memory-configs (known: {sorted(SHAPES)})")
+        configs.append((shape, int(tokens), [int(k) for k in ks.split(",")]))
+    return configs
+
+
 def bench_memory_cpu(args) -> list[dict]:
     """Peak RSS above the loaded model, one subprocess per configuration (RSS high-water is per process)."""
     rows = []
-    n = max(args.lengths)
-    for k in args.memory_ks:
-        row: dict[str, Any] = {"n_tokens": n, "k": k}
-        for method in ("naive", "memguard"):
-            cmd = [sys.executable, __file__, "--_probe", method, "--shape", args.shape, "--device", args.device,
-                   "--dtype", args.dtype, "--lengths", str(n), "--ks", str(k)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            probe = json.loads(out.strip().splitlines()[-1])
-            row[f"{method}_peak_bytes"] = probe["peak_above_model"]
-            row[f"{method}_rss_bytes"] = probe["peak_rss"]
-        rows.append(row)
-        print(f"  memory n={n} k={k}: naive +{row['naive_peak_bytes'] / 2**20:.0f} MiB, memguard +{row['memguard_peak_bytes'] / 2**20:.0f} MiB", flush=True)
+    for shape, n, ks in memory_configs(args):
+        for k in ks:
+            row: dict[str, Any] = {"n_tokens": n, "k": k, "shape": shape, "dtype": args.memory_dtype}
+            for method in memory_methods(k):
+                cmd = [sys.executable, __file__, "--_probe", method, "--shape", shape, "--device", args.device,
+                       "--dtype", args.memory_dtype, "--lengths", str(n), "--ks", str(k)]
+                t = time.perf_counter()
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                probe = json.loads(out.strip().splitlines()[-1])
+                row[f"{method}_peak_bytes"] = probe["peak_above_model"]
+                row[f"{method}_rss_bytes"] = probe["peak_rss"]
+                row[f"{method}_p"] = probe["p"]
+                print(f"  memory {shape} n={n} k={k} {method}: +{probe['peak_above_model'] / 2**20:.0f} MiB "
+                      f"({time.perf_counter() - t:.0f} s)", flush=True)
+            rows.append(row)
     return rows
 
 
 def probe_memory(args) -> None:
-    method = args._probe
+    method, _, mode = args._probe.partition("_")
     tok, models = build_models(args.shape, args.device, dtype_of(args), None, {method})
     prompts = event_prompts(stretched_view(tok, args.lengths[0], trajectory_messages()), args.ks[0])
-    warm = event_prompts(stretched_view(tok, 256, trajectory_messages()), 1)
+    warm = event_prompts(stretched_view(tok, 600, trajectory_messages()), args.ks[0])
     run = (lambda ps: naive_scores(models["naive"], tok, ps)) if method == "naive" else \
-        (lambda ps: make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(ps))
-    run(warm)
+        (lambda ps: [s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_mode=mode or "auto").score(ps)])
+    run(warm)  # the same code path on a short event: lazy allocations happen before the reset
     gc.collect()
     reset = reset_rss_peak()
     before = rss_now_bytes() if reset else rss_peak_bytes()
-    run(prompts)
+    p = run(prompts)
     peak = rss_peak_bytes()
-    print(json.dumps({"peak_above_model": peak - before, "peak_rss": peak, "hwm_reset": reset}))
+    print(json.dumps({"peak_above_model": peak - before, "peak_rss": peak, "hwm_reset": reset, "p": p}))
 
 
 def bench_guard_overhead(args, tok, models, pool) -> dict:
@@ -332,7 +384,7 @@ def bench_guard_overhead(args, tok, models, pool) -> dict:
     walls, forwards = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats + 1):
-            guard = Guard(make_memrm(model, tok, prefix_cache_bytes=0), band=None,
+            guard = Guard(make_memrm(model, tok), band=None,
                           sinks=[JSONLSink(Path(tmp) / "audit.jsonl")])
             event = CompactionEvent(before=view, candidate=ObservationMasking(keep_last=2)(view),
                                     strategy="observation_masking")
@@ -359,7 +411,7 @@ def bench_audit_latency(args, tok, models, pool, calls: int) -> dict:
     from memguard import CompactionEvent, Guard, ObservationMasking
 
     view = stretched_view(tok, 8192, pool)
-    scorer = make_memrm(models["memguard"], tok, prefix_cache_bytes=0)
+    scorer = make_memrm(models["memguard"], tok)
     guard = Guard(scorer, mode="audit", audit_queue_size=2)
     recorded = {"role": "assistant", "content": "```bash\npython reproduce.py\n```"}
     proposed = {"role": "assistant", "content": "```bash\nls -la\n```"}
@@ -399,6 +451,9 @@ def model_flops(shape: dict, n: int, k: int, shared: int) -> float:
 
 
 def gpu_report(args, tok, models, pool) -> list[dict]:
+    """memguard alone on the GPU: k > 1 in both prefix modes (stream, cache), checked against each other."""
+    from memguard.scoring.prefix import plan_prefix_groups
+
     rows = []
     name = torch.cuda.get_device_name()
     peak = next((v for key, v in PEAK_BF16_FLOPS.items() if key in name), None)
@@ -406,23 +461,30 @@ def gpu_report(args, tok, models, pool) -> list[dict]:
         view = stretched_view(tok, n, pool)
         for k in args.ks:
             prompts = event_prompts(view, k)
-            rm = make_memrm(models["memguard"], tok, prefix_cache_bytes=0)
-            seqs = [ids for ids, _ in rm.fit_prompts(prompts)]
-            from memguard.scoring.prefix import plan_prefix_groups
-
+            seqs = [ids for ids, _ in make_memrm(models["memguard"], tok).fit_prompts(prompts)]
             groups = plan_prefix_groups(seqs, 256)
             shared = groups[0].prefix_len if len(groups) == 1 and k > 1 else 0
-            rm.score(prompts)  # warm-up (kernels, allocator)
-            torch.cuda.reset_peak_memory_stats()
-            seconds, _ = timed(lambda: make_memrm(models["memguard"], tok, prefix_cache_bytes=0).score(prompts), args.device, args.repeats)
             tokens = len(seqs[0])
-            flops = model_flops(SHAPES[args.shape], tokens, k, shared if k > 1 else 0)
-            row = {"n_tokens": tokens, "k": k, "latency_s": seconds, "tokens_per_s": k * tokens / seconds,
-                   "peak_bytes": torch.cuda.max_memory_allocated(), "flops": flops,
-                   "mfu": flops / seconds / peak if peak else None}
-            rows.append(row)
-            print(f"  gpu n={tokens} k={k}: {seconds * 1e3:.1f} ms, {row['tokens_per_s']:.0f} tok/s, "
-                  f"peak {row['peak_bytes'] / 2**30:.2f} GiB, MFU {row['mfu'] or float('nan'):.1%}", flush=True)
+            flops = model_flops(SHAPES[args.shape], tokens, k, shared)
+            ps: dict[str, list[float]] = {}
+            for mode in MODES if k > 1 else ("stream",):
+                score = lambda mode=mode, prompts=prompts: [
+                    s.p_harmful for s in make_memrm(models["memguard"], tok, prefix_mode=mode).score(prompts)]
+                score()  # warm-up (kernels, allocator)
+                torch.cuda.empty_cache()
+                base_mem = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                seconds, ps[mode] = timed(score, args.device, args.repeats)
+                row = {"n_tokens": tokens, "k": k, "mode": mode if k > 1 else "", "latency_s": seconds,
+                       "tokens_per_s": k * tokens / seconds, "peak_bytes": torch.cuda.max_memory_allocated(),
+                       "peak_above_model_bytes": torch.cuda.max_memory_allocated() - base_mem, "flops": flops,
+                       "mfu": flops / seconds / peak if peak else None, "p": ps[mode]}
+                if mode == "cache":
+                    row["max_abs_diff_p_stream_cache"] = max(abs(a - b) for a, b in zip(ps["stream"], ps["cache"]))
+                rows.append(row)
+                print(f"  gpu n={tokens} k={k} {row['mode']}: {seconds * 1e3:.1f} ms, {row['tokens_per_s']:.0f} tok/s, "
+                      f"peak {row['peak_bytes'] / 2**30:.2f} GiB (+{row['peak_above_model_bytes'] / 2**30:.2f} above model), "
+                      f"MFU {row['mfu'] or float('nan'):.1%}", flush=True)
     return rows
 
 
@@ -443,12 +505,20 @@ def table(report: dict) -> str:
             continue
         target = "≥ 2.5x" if (row["k"], row["n_tokens"]) == (3, 4096) else ""
         status = verdict(row["speedup"], 2.5, at_most=False) if target else ""
-        lines.append(f"| latency | {row['tokens']} tok, k={row['k']} | {row['naive_s']:.3f} s | {row['memguard_s']:.3f} s | "
+        how = ", stream" if row["k"] > 1 else ""
+        lines.append(f"| latency | {row['tokens']} tok, k={row['k']}{how} | {row['naive_s']:.3f} s | {row['memguard_s']:.3f} s | "
                      f"{row['speedup']:.2f}x faster | {target} | {status} |")
+        if "memguard_cache_s" in row:
+            lines.append(f"| latency | {row['tokens']} tok, k={row['k']}, cache | {row['naive_s']:.3f} s | {row['memguard_cache_s']:.3f} s | "
+                         f"{row['naive_s'] / row['memguard_cache_s']:.2f}x faster; stream/cache {row['stream_vs_cache']:.2f} | | |")
     for row in report.get("memory", []):
-        ratio = row["memguard_peak_bytes"] / max(1, row["naive_peak_bytes"])
-        lines.append(f"| peak memory above model | {row['n_tokens']} tok, k={row['k']} | {row['naive_peak_bytes'] / 2**20:.0f} MiB | "
-                     f"{row['memguard_peak_bytes'] / 2**20:.0f} MiB | {ratio:.3f} of naive | ≤ 0.2 | {verdict(ratio, 0.2, at_most=True)} |")
+        where = f"{row['n_tokens']} tok, k={row['k']}, {row.get('shape', '')} {row.get('dtype', '')}"
+        for method in memory_methods(row["k"])[1:]:
+            ratio = row[f"{method}_peak_bytes"] / max(1, row["naive_peak_bytes"])
+            mode = method.partition("_")[2]
+            lines.append(f"| peak memory above model | {where}{', ' + mode if mode else ''} | "
+                         f"{row['naive_peak_bytes'] / 2**20:.0f} MiB | {row[f'{method}_peak_bytes'] / 2**20:.0f} MiB | "
+                         f"{ratio:.3f} of naive | ≤ 0.2 | {verdict(ratio, 0.2, at_most=True)} |")
     if "guard" in report:
         g = report["guard"]
         lines.append(f"| guard overhead outside forward | 8K tok, k=1 | | {g['overhead_s'] * 1e3:.1f} ms of {g['forward_s']:.3f} s forward | "
@@ -460,8 +530,9 @@ def table(report: dict) -> str:
     for row in report.get("gpu", []):
         target = {8192: 0.08, 32768: 0.5}.get(round(row["n_tokens"] / 1024) * 1024)
         status = verdict(row["latency_s"], target, at_most=True) if target and report["dtype"] == "bfloat16" and not report.get("quant") else ""
-        lines.append(f"| gpu {report.get('quant') or report['dtype']} | {row['n_tokens']} tok, k={row['k']} | | {row['latency_s'] * 1e3:.1f} ms, "
-                     f"{row['tokens_per_s']:.0f} tok/s, {row['peak_bytes'] / 2**30:.2f} GiB | MFU {row['mfu'] or 0:.1%} | "
+        mode = f", {row['mode']}" if row.get("mode") else ""
+        lines.append(f"| gpu {report.get('quant') or report['dtype']} | {row['n_tokens']} tok, k={row['k']}{mode} | | {row['latency_s'] * 1e3:.1f} ms, "
+                     f"{row['tokens_per_s']:.0f} tok/s, {row['peak_bytes'] / 2**30:.2f} GiB (+{row['peak_above_model_bytes'] / 2**30:.2f}) | MFU {row['mfu'] or 0:.1%} | "
                      f"{f'≤ {target * 1e3:.0f} ms' if target else ''} | {status} |")
     return "\n".join(lines)
 
@@ -493,13 +564,15 @@ def main() -> None:
     parser.add_argument("--quant", choices=["nf4"], default=None)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 3])
-    parser.add_argument("--memory-ks", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--audit-calls", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="one timed run per configuration")
     parser.add_argument("--gpu-report", action="store_true", help="memguard only: latency, tokens/s, peak memory, MFU")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
-    parser.add_argument("--_probe", choices=["naive", "memguard"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-configs", nargs="+", default=DEFAULT_MEMORY_CONFIGS, metavar="SHAPE:TOKENS:KS",
+                        help="CPU peak-memory probes, e.g. vocab:16384:1,3 deep:4096:3 (see the shapes above)")
+    parser.add_argument("--memory-dtype", default="bfloat16", help="dtype of the CPU peak-memory probes")
+    parser.add_argument("--_probe", choices=["naive", "memguard", "memguard_stream", "memguard_cache"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     if args._probe:
@@ -519,9 +592,7 @@ def main() -> None:
     else:
         report["speed"] = bench_speed(args, tok, models, pool)
         if device_is_cuda(args):
-            report["memory"] = [{"n_tokens": r["n_tokens"], "k": r["k"], "naive_peak_bytes": r["naive_peak_bytes"],
-                                 "memguard_peak_bytes": r["memguard_peak_bytes"]}
-                                for r in report["speed"] if r["n_tokens"] == max(args.lengths)]
+            report["memory"] = [cuda_memory_row(r, args) for r in report["speed"] if r["n_tokens"] == max(args.lengths)]
         else:
             report["memory"] = bench_memory_cpu(args)
         report["guard"] = bench_guard_overhead(args, tok, models, pool)

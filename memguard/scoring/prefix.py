@@ -12,6 +12,8 @@ whole-prompt forward. Causal attention means keys/values at positions < m depend
 
 A `PrefixStore` keeps prefixes across calls (bounded by bytes, least recently used out), so the
 next event of a conversation whose view extends the last one prefills only the new turns.
+`memguard.scoring.stream` runs the same split one decoder layer at a time instead, holding one
+layer's keys/values rather than all of them, when the prefix is not going to be kept.
 """
 
 from __future__ import annotations
