@@ -65,13 +65,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # MemRM pulls in torch (~2 s); users of a remote scorer should not pay for it.
-    if name == "MemRM":
-        from memguard.scoring.local import MemRM
+    # The scorers load lazily (MemRM pulls in torch, ~2 s): memguard.scoring decides how.
+    if name in ("MemRM", "RemoteMemRM", "RemoteScorerError"):
+        from memguard import scoring
 
-        return MemRM
-    if name in ("RemoteMemRM", "RemoteScorerError"):  # httpx only, no torch
-        from memguard.scoring import remote
-
-        return getattr(remote, name)
+        return getattr(scoring, name)
     raise AttributeError(f"module 'memguard' has no attribute {name!r}")
