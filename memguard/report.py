@@ -288,6 +288,7 @@ def plot_score_histogram(decisions: Sequence[AuditDecision]) -> str:
 def plot_timelines(decisions: Sequence[AuditDecision], limit: int = MAX_TIMELINES) -> tuple[str, list[str]]:
     """P(HARMFUL) along the steps of the busiest conversations, each point coloured by verdict."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     groups: dict[str, list[AuditDecision]] = defaultdict(list)
     for d in decisions:
@@ -304,6 +305,9 @@ def plot_timelines(decisions: Sequence[AuditDecision], limit: int = MAX_TIMELINE
         ax.set_ylim(-0.05, 1.05)
         ax.axhline(0.5, color="#424242", linestyle="--", linewidth=0.6)
         ax.set_ylabel("P(HARMFUL)", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        if xs and max(xs) - min(xs) < 2:  # one or two steps: widen so ticks stay on integers
+            ax.set_xlim(min(xs) - 1, max(xs) + 1)
         ax.set_title(f"conversation {conversation} ({len(items)} decisions)", fontsize=9, loc="left")
     if not shown:
         axes[0].text(0.5, 0.5, "no decisions", ha="center", va="center", transform=axes[0].transAxes)
