@@ -1,0 +1,126 @@
+"""A real SDK agent for the tests: a function tool, a context-dependent `ScriptedModel`, three turns.
+
+Turn 1 looks the launch code up (the tool's long report ends with FACT), turn 2 checks the
+weather, turn 3 asks for the code again. `ToolOutputTrimmer(recent_turns=1)` trims every tool
+report from earlier turns to a preview that no longer holds FACT. The model mentions FACT
+whenever it can still see it, and in turn 3 looks the code up again when it cannot: trimming
+changes the transcript, and the probes on the full and the trimmed input differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agents import Agent, Model, RunConfig, Runner, function_tool
+from agents.extensions import ToolOutputTrimmer
+from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
+
+FACT = "FACT-42"
+TURNS = ("Look up the launch code for project alpha.", "Check the weather.", "What was the launch code?")
+INSTRUCTIONS = "You are a careful assistant. Use the lookup tool for facts."
+FILLER = "Lorem ipsum dolor sit amet. " * 25
+
+
+@function_tool
+def lookup(topic: str) -> str:
+    """Look a topic up in the archive."""
+    report = f"Report on {topic}: {FILLER}"
+    return report + (f" The launch code is {FACT}." if topic == "alpha" else " Sunny, 21 degrees.")
+
+
+def trimmer() -> ToolOutputTrimmer:
+    return ToolOutputTrimmer(recent_turns=1, max_output_chars=200, preview_chars=60)
+
+
+def _text(items: Sequence[Any]) -> str:
+    return json.dumps(list(items), default=str)
+
+
+def _current_turn(items: Sequence[Any]) -> tuple[str, list[Any]]:
+    """The last user message and the items after it."""
+    for index in range(len(items) - 1, -1, -1):
+        item = items[index]
+        if isinstance(item, dict) and item.get("role") == "user":
+            content = item.get("content")
+            return (content if isinstance(content, str) else json.dumps(content)), list(items[index + 1:])
+    return "", list(items)
+
+
+def respond(call: ModelCall) -> list[Any]:
+    """The agent's policy: what it does next depends on what its input still shows."""
+    items = list(call.input) if isinstance(call.input, list) else [{"role": "user", "content": call.input}]
+    sees_fact = FACT in _text(items)
+    n_calls = sum(1 for i in items if isinstance(i, dict) and i.get("type") == "function_call")
+    n_messages = sum(1 for i in items if isinstance(i, dict) and i.get("role") == "assistant")
+    call_id, message_id = f"call_{n_calls + 1}", f"msg_{n_messages + 1}"
+    ask, after = _current_turn(items)
+    looked_up = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in after)
+    memo = " I still have the launch code at hand." if sees_fact else ""  # never repeats FACT itself
+    if ask == TURNS[0]:
+        if not looked_up:
+            return [function_call("lookup", {"topic": "alpha"}, call_id=call_id)]
+        return [assistant_message("Noted the launch code.", item_id=message_id)]
+    if ask == TURNS[1]:
+        if not looked_up:
+            return [function_call("lookup", {"topic": "weather"}, call_id=call_id)]
+        return [assistant_message("It is sunny." + memo, item_id=message_id)]
+    if sees_fact:
+        return [assistant_message(f"The launch code is {FACT}.", item_id=message_id)]
+    return [function_call("lookup", {"topic": "alpha"}, call_id=call_id)]
+
+
+def scripted_model(steps: int = 200) -> ScriptedModel:
+    return ScriptedModel([ModelStep.respond(respond) for _ in range(steps)])
+
+
+def make_agent(model: Model) -> Agent[Any]:
+    return Agent(name="archivist", instructions=INSTRUCTIONS, model=model, tools=[lookup])
+
+
+def normalise(items: Sequence[Any]) -> list[Any]:
+    """A transcript without SDK bookkeeping (statuses, annotations), keeping roles, texts and calls."""
+    out: list[Any] = []
+    for item in items:
+        kind = item.get("type") or "message"
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, list):
+                content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            out.append((item.get("role"), content))
+        elif kind == "function_call":
+            out.append(("call", item.get("call_id"), item.get("name"), item.get("arguments")))
+        elif kind == "function_call_output":
+            out.append(("output", item.get("call_id"), item.get("output")))
+        else:
+            out.append((kind,))
+    return out
+
+
+def run_turns(agent: Agent[Any], config: RunConfig, *, mode: str, turns: Sequence[str] = TURNS,
+              session: Any = None, after_turn: Callable[[int], Any] | None = None) -> list[Any]:
+    """Run the conversation turn by turn (history carried by hand, or by `session`); the final history."""
+    if mode == "sync":
+        history: list[Any] = []
+        for index, turn in enumerate(turns):
+            given = turn if session is not None else [*history, {"role": "user", "content": turn}]
+            result = Runner.run_sync(agent, given, run_config=config, session=session)
+            history = result.to_input_list()
+            if after_turn is not None:
+                after_turn(index)
+        return history
+    return asyncio.run(_arun_turns(agent, config, turns, session, after_turn))
+
+
+async def _arun_turns(agent: Agent[Any], config: RunConfig, turns: Sequence[str], session: Any,
+                      after_turn: Callable[[int], Any] | None) -> list[Any]:
+    history: list[Any] = []
+    for index, turn in enumerate(turns):
+        given = turn if session is not None else [*history, {"role": "user", "content": turn}]
+        result = await Runner.run(agent, given, run_config=config, session=session)
+        history = result.to_input_list()
+        if after_turn is not None:
+            after_turn(index)
+    return history
