@@ -34,7 +34,7 @@ from openai_agents_memguard.items import from_view, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
 from openai_agents_memguard.reuse import MemGuardModel, ProbeStore
 
-__all__ = ["ConversationId", "FilterStrategy", "MemGuardInputFilter", "filter_name"]
+__all__ = ["AsyncFilterStrategy", "ConversationId", "FilterStrategy", "MemGuardInputFilter", "filter_name"]
 
 logger = logging.getLogger("memguard.openai_agents")
 
@@ -54,13 +54,17 @@ def filter_name(input_filter: Any) -> str:
     return snake
 
 
+def _checked(input_filter: InputFilter, result: Any) -> ModelInputData:
+    if not isinstance(result, ModelInputData):
+        raise TypeError(f"{filter_name(input_filter)} returned {type(result).__name__}, not a ModelInputData")
+    return result
+
+
 async def _run_filter(input_filter: InputFilter, data: CallModelData[Any]) -> ModelInputData:
     result = input_filter(data)
     if inspect.isawaitable(result):
         result = await result
-    if not isinstance(result, ModelInputData):
-        raise TypeError(f"{filter_name(input_filter)} returned {type(result).__name__}, not a ModelInputData")
-    return result
+    return _checked(input_filter, result)
 
 
 def _fresh(data: CallModelData[Any], items: list[Any], instructions: str | None) -> CallModelData[Any]:
@@ -70,16 +74,37 @@ def _fresh(data: CallModelData[Any], items: list[Any], instructions: str | None)
 
 
 class FilterStrategy:
-    """An input filter used as a memguard fallback strategy, bound to one model call."""
+    """An input filter used as a memguard fallback strategy, bound to one model call.
+
+    Messages in (the guard's view of the call's input), messages out; `bind` picks the async
+    variant for a coroutine filter (the guard awaits async strategies).
+    """
 
     def __init__(self, input_filter: InputFilter, data: CallModelData[Any]) -> None:
         self.input_filter = input_filter
         self.data = data
         self.name = filter_name(input_filter)
 
-    async def __call__(self, messages: Sequence[Any]) -> list[Any]:
+    @staticmethod
+    def bind(input_filter: InputFilter, data: CallModelData[Any]) -> FilterStrategy:
+        is_async = inspect.iscoroutinefunction(input_filter) or inspect.iscoroutinefunction(
+            getattr(input_filter, "__call__", None))
+        return (AsyncFilterStrategy if is_async else FilterStrategy)(input_filter, data)
+
+    def _data(self, messages: Sequence[Any]) -> CallModelData[Any]:
         instructions, items = from_view(list(messages))
-        result = await _run_filter(self.input_filter, _fresh(self.data, items, instructions))
+        return _fresh(self.data, items, instructions)
+
+    def __call__(self, messages: Sequence[Any]) -> list[Any]:
+        result = self.input_filter(self._data(messages))
+        return to_view(_checked(self.input_filter, result).input, result.instructions)
+
+
+class AsyncFilterStrategy(FilterStrategy):
+    """`FilterStrategy` for a coroutine input filter."""
+
+    async def __call__(self, messages: Sequence[Any]) -> list[Any]:  # type: ignore[override]
+        result = await _run_filter(self.input_filter, self._data(messages))
         return to_view(result.input, result.instructions)
 
 
@@ -175,7 +200,7 @@ class MemGuardInputFilter:
     def _fallbacks_for(self, data: CallModelData[Any]) -> tuple[Any, ...] | None:
         if not self.fallbacks:
             return None
-        bound = [fallback if _is_strategy(fallback) else FilterStrategy(fallback, data) for fallback in self.fallbacks]
+        bound = [fallback if _is_strategy(fallback) else FilterStrategy.bind(fallback, data) for fallback in self.fallbacks]
         return (*(as_strategy(b) for b in bound), *self.guard.fallbacks)
 
     @staticmethod
