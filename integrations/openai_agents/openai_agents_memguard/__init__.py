@@ -6,18 +6,23 @@ history (`OpenAIResponsesCompactionSession` or your own); `to_view`/`from_view` 
 input items to memguard's messages and back without loss.
 """
 
-from openai_agents_memguard.filter import FilterStrategy, MemGuardInputFilter, filter_name
+from openai_agents_memguard.filter import AsyncFilterStrategy, FilterStrategy, MemGuardInputFilter, filter_name
 from openai_agents_memguard.items import ITEMS_KEY, from_view, input_digest, is_opaque, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
 from openai_agents_memguard.reuse import MemGuardModel, ProbeStore
+from openai_agents_memguard.session import HistoryRestoreError, MemGuardSession, audit_twin
 
 __all__ = [
     "ITEMS_KEY",
     "AgentProbe",
+    "AsyncFilterStrategy",
     "FilterStrategy",
+    "HistoryRestoreError",
     "MemGuardInputFilter",
     "MemGuardModel",
+    "MemGuardSession",
     "ProbeStore",
+    "audit_twin",
     "filter_name",
     "from_view",
     "input_digest",

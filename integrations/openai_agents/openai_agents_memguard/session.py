@@ -1,8 +1,9 @@
 """`MemGuardSession`: guard a session that rewrites its stored history (persistent compaction).
 
 `OpenAIResponsesCompactionSession` replaces the stored history with the server's compacted items
-after a turn (`run_compaction`, which the Runner calls after each turn); a session of your own
-may rewrite its items in `run_compaction` or in `add_items`. The SDK offers no hook between
+in `run_compaction`, which the Runner calls after a turn (any session of your own with a
+`run_compaction` is guarded the same way; one that rewrites inside `add_items` cannot be put back
+through its own `add_items` and is refused at the first veto). The SDK offers no hook between
 computing the compacted items and writing them, so the wrapper lets the write happen, reads the
 history before and after, and has the guard review that pair:
 
@@ -142,15 +143,7 @@ class MemGuardSession:
         return list(await self.session.get_items(limit))
 
     async def add_items(self, items: list[Any]) -> None:
-        if callable(getattr(self.session, "run_compaction", None)):
-            await self.session.add_items(items)  # a compaction-aware session rewrites in run_compaction
-            return
-        before = await self._all()
         await self.session.add_items(items)
-        after = await self._all()
-        expected = [*before, *items]
-        if not _same(after, expected):
-            await self._review(expected, after)
 
     async def pop_item(self) -> Any:
         return await self.session.pop_item()
@@ -207,13 +200,18 @@ class MemGuardSession:
         return decision
 
     async def _replace(self, items: list[Any]) -> None:
-        await self.session.clear_session()
+        """Store exactly `items`, through the wrapped session's public API, and check it took."""
         try:
+            await self.session.clear_session()
             if items:
                 await self.session.add_items(list(items))
+            stored = await self._all()
         except Exception as exc:
             logger.error("memguard: restoring %d session items failed (%s)", len(items), type(exc).__name__)
             raise HistoryRestoreError(list(items), exc) from exc
+        if not _same(stored, items):
+            # A session that rewrites inside add_items rewrote what we put back.
+            raise HistoryRestoreError(list(items), RuntimeError("the session changed the items it was given"))
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait for audit reviews of opaque compactions (they run in the background)."""
