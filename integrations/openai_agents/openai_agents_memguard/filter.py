@@ -87,8 +87,10 @@ class FilterStrategy:
 
     @staticmethod
     def bind(input_filter: InputFilter, data: CallModelData[Any]) -> FilterStrategy:
-        is_async = inspect.iscoroutinefunction(input_filter) or inspect.iscoroutinefunction(
-            getattr(input_filter, "__call__", None))
+        # A coroutine function, or a filter object whose (possibly inherited) __call__ is one.
+        methods = [vars(klass)["__call__"] for klass in type(input_filter).__mro__ if "__call__" in vars(klass)]
+        is_async = inspect.iscoroutinefunction(input_filter) or (
+            bool(methods) and inspect.iscoroutinefunction(methods[0]))
         return (AsyncFilterStrategy if is_async else FilterStrategy)(input_filter, data)
 
     def _data(self, messages: Sequence[Any]) -> CallModelData[Any]:
