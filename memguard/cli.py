@@ -45,6 +45,7 @@ from memguard.datasets import BadRow, DataRow, OnBadLine, read_rows
 from memguard.metrics import COVERAGE_T, EvalMetrics, SweepMetric, ThresholdSweep
 from memguard.scorefile import OutputError, existing_keys, score_rows, score_to_file
 from memguard.scoring.base import Scorer
+from memguard.settings import DEFAULT_SUBFOLDER
 
 __all__ = ["app", "main", "ScorerOptions", "make_scorer"]
 
@@ -191,7 +192,7 @@ def make_scorer(options: ScorerOptions) -> Scorer:
             highlight=False,
         )
         root = _tiny_model_dir()
-        return build_local_scorer(base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500")
+        return build_local_scorer(base=str(root / "base"), adapter=str(root / "adapter"), subfolder=DEFAULT_SUBFOLDER)
     return GuardConfig(scorer=options.settings()).build_scorer()
 
 
