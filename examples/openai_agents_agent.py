@@ -32,9 +32,9 @@ from typing import Any
 from agents import Agent, Model, RunConfig, Runner, function_tool, set_tracing_disabled
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
+from openai_agents_memguard import MemGuardInputFilter
 
 from memguard import Guard, JSONLSink, LoggingSink, Score
-from openai_agents_memguard import MemGuardInputFilter
 
 FACT = "ALPHA-7731"
 TURNS = ("Look up the launch code for project alpha.", "Check the weather.", "What was the launch code?")

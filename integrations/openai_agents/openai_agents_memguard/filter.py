@@ -27,9 +27,9 @@ from typing import Any
 
 from agents import Model
 from agents.run import CallModelData, ModelInputData
+
 from memguard import CompactionEvent, Decision, Guard, Verdict
 from memguard.strategies import as_strategy
-
 from openai_agents_memguard.items import from_view, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
 from openai_agents_memguard.reuse import MemGuardModel, ProbeStore

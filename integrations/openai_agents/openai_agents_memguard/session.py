@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents import Agent, Model, RunContextWrapper
-from memguard import CompactionEvent, Decision, Guard, Verdict
 
+from memguard import CompactionEvent, Decision, Guard, Verdict
 from openai_agents_memguard.items import from_view, is_opaque, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
 

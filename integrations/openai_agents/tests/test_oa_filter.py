@@ -8,9 +8,6 @@ from typing import Any
 import pytest
 from agents import Agent, RunConfig, Runner
 from agents.run import CallModelData, ModelInputData
-from memguard import Guard, Verdict
-from memguard.testing.contract import ConstantScorer, RecordingSink
-
 from oa_agent import (
     FACT,
     FORGETFUL,
@@ -25,6 +22,9 @@ from oa_agent import (
     trimmer,
 )
 from openai_agents_memguard import MemGuardInputFilter, MemGuardModel, filter_name
+
+from memguard import Guard, Verdict
+from memguard.testing.contract import ConstantScorer, RecordingSink
 
 
 def guard_with(scorer: Any, **options: Any) -> tuple[Guard, RecordingSink]:
@@ -76,21 +76,29 @@ def keep_facts(data: CallModelData[Any]) -> ModelInputData:
     return ModelInputData(input=out, instructions=data.model_data.instructions)
 
 
+async def akeep_facts(data: CallModelData[Any]) -> ModelInputData:
+    """`keep_facts` as a coroutine filter."""
+    await asyncio.sleep(0)
+    return keep_facts(data)
+
+
+@pytest.mark.parametrize("fallback", [keep_facts, akeep_facts], ids=["sync-filter", "async-filter"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_harmful_trim_falls_back_to_a_safer_filter_whose_probe_answers_the_call(mode):
+def test_a_harmful_trim_falls_back_to_a_safer_filter_whose_probe_answers_the_call(mode, fallback):
     scorer = ActionScorer(FORGETFUL)
     guard, sink = guard_with(scorer, cooldown=0)
     model = scripted_model()
-    guarded = MemGuardInputFilter(trimmer(), guard, fallbacks=[keep_facts])
+    guarded = MemGuardInputFilter(trimmer(), guard, fallbacks=[fallback])
     history = run_turns(make_agent(guarded.wrap_model(model)), RunConfig(call_model_input_filter=guarded), mode=mode)
     verdicts = [(d.verdict, d.strategy) for d in sink.decisions]
     # turn 2: trimming is harmless for the lookup, harmful for the answer (no safer filter yet);
     # turn 3: the gentler filter trims the weather report and keeps the launch code.
-    assert verdicts == [(Verdict.COMMIT, guarded.strategy), (Verdict.VETO, None), (Verdict.FALLBACK, "keep_facts")]
+    name = fallback.__name__
+    assert verdicts == [(Verdict.COMMIT, guarded.strategy), (Verdict.VETO, None), (Verdict.FALLBACK, name)]
     assert normalise(history)[-1] == ("assistant", f"The launch code is {FACT}.")
     assert scorer.seen[-1] == ("strategy_swap__tool_output_trimmer_recent_1_max_200", "lookup({'topic': 'alpha'})")
-    fallback = sink.decisions[-1].candidates[-1]
-    assert fallback.strategy == "keep_facts" and fallback.identical  # same answer as with everything in view
+    report = sink.decisions[-1].candidates[-1]
+    assert report.strategy == name and report.identical  # same answer as with everything in view
     fallback_probe = model.calls[-1].input  # the fallback's probe, reused as the run's own call
     outputs = [i["output"] for i in fallback_probe if i.get("type") == "function_call_output"]
     assert FACT in outputs[0] and outputs[1].endswith("...")

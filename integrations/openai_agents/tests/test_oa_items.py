@@ -7,9 +7,9 @@ import json
 
 import pytest
 from agents.testing import function_call
-from memguard import MessageFormat, ObservationMasking, render_prompt, restore_messages, to_messages
-
 from openai_agents_memguard import ITEMS_KEY, from_view, input_digest, is_opaque, to_view
+
+from memguard import MessageFormat, ObservationMasking, render_prompt, restore_messages, to_messages
 
 INSTRUCTIONS = "You are careful."
 

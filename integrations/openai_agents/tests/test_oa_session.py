@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from agents import OpenAIResponsesCompactionSession, RunConfig, Runner, SQLiteSession
-from memguard import Guard, ObservationMasking, Verdict
-from memguard.testing.contract import ConstantScorer, RecordingSink
-
 from oa_agent import FACT, TURNS, make_agent, normalise, scripted_model
 from openai_agents_memguard import MemGuardSession
 from openai_agents_memguard.session import HistoryRestoreError
+
+from memguard import Guard, ObservationMasking, Verdict
+from memguard.testing.contract import ConstantScorer, RecordingSink
 
 SESSION_TURNS = (TURNS[0], TURNS[2], "Say the launch code once more.")
 SUMMARY = {"role": "user", "content": "[Summary] The assistant looked some things up."}
