@@ -524,6 +524,10 @@ class Guard:
                 self._vetoed_at.popitem(last=False)
 
 
+_LOOP_POLL_S = 0.05
+"""How often an audit probe waiting on the caller's loop checks that the loop still runs."""
+
+
 def _on_loop(policy: Policy, loop: asyncio.AbstractEventLoop) -> Policy:
     """`policy` for the audit worker thread: a coroutine it returns runs on the caller's `loop`.
 
@@ -536,7 +540,18 @@ def _on_loop(policy: Policy, loop: asyncio.AbstractEventLoop) -> Policy:
         if not inspect.isawaitable(result) or loop.is_closed() or not loop.is_running():
             return result
         try:
-            return asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
+            future = asyncio.run_coroutine_threadsafe(_awaited(result), loop)
+        except RuntimeError:  # the loop closed meanwhile
+            return policy(messages)
+        while not future.done():
+            concurrent.futures.wait([future], timeout=_LOOP_POLL_S)
+            if not future.done() and (loop.is_closed() or not loop.is_running()):
+                # The loop stopped with our coroutine still queued (a loop left open between
+                # runs, as `Runner.run_sync` and `run_until_complete` callers do): run it afresh.
+                future.cancel()
+                return policy(messages)
+        try:
+            return future.result()
         except (concurrent.futures.CancelledError, RuntimeError):  # the loop shut down meanwhile
             return policy(messages)
 

@@ -193,6 +193,27 @@ async def test_a_coroutine_from_a_sync_policy_runs_on_the_callers_loop():
     assert loops and all(loop is asyncio.get_running_loop() for loop in loops)
 
 
+def test_an_audit_probe_queued_on_a_loop_that_stopped_runs_on_a_fresh_one():
+    # Runner.run_sync (OpenAI Agents SDK) and run_until_complete callers leave their loop open but
+    # stopped between runs: a probe queued on it just before it stopped must not wait forever.
+    sink = RecordingSink()
+    guard = Guard(ValueScorer(0.1), mode="audit", sinks=[sink], identical_is_safe=False)
+    before = swe_conversation(8, fact=FACT)
+    loop = asyncio.new_event_loop()
+
+    async def run() -> None:
+        await guard.areview(CompactionEvent(before=before, candidate=lossy(before)), AsyncFactPolicy(FACT))
+        time.sleep(0.3)  # the loop is busy while the audit worker queues its probe on it
+
+    try:
+        loop.run_until_complete(run())
+        assert guard.flush(10), "the audit probe waited on a stopped loop"
+        assert len(sink.decisions) == 1 and sink.decisions[0].error is None
+        loop.run_until_complete(asyncio.sleep(0))  # the stranded attempt is cancelled when the loop runs again
+    finally:
+        loop.close()
+
+
 # ---------------------------------------------------------------------- 5. the agent: needed or not
 
 
