@@ -30,6 +30,7 @@ from agents.run import CallModelData, ModelInputData
 
 from memguard import CompactionEvent, Decision, Guard, Verdict
 from memguard.strategies import as_strategy
+from openai_agents_memguard.hooks import notify
 from openai_agents_memguard.items import from_view, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
 from openai_agents_memguard.reuse import MemGuardModel, ProbeStore
@@ -215,12 +216,7 @@ class MemGuardInputFilter:
 
     def _record(self, decision: Decision) -> None:
         self.last_decision = decision
-        if self.on_decision is None:
-            return
-        try:
-            self.on_decision(decision)
-        except Exception:  # noqa: BLE001 - a user hook must not break the agent
-            logger.exception("memguard: on_decision hook failed")
+        notify(self.on_decision, decision)
 
 
 def _is_strategy(fallback: Any) -> bool:

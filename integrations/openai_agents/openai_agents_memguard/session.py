@@ -37,6 +37,7 @@ from typing import Any
 from agents import Agent, Model, RunContextWrapper
 
 from memguard import CompactionEvent, Decision, Guard, Verdict
+from openai_agents_memguard.hooks import notify
 from openai_agents_memguard.items import from_view, is_opaque, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
 
@@ -220,12 +221,7 @@ class MemGuardSession:
 
     def _record(self, decision: Decision) -> None:
         self.last_decision = decision
-        if self.on_decision is None:
-            return
-        try:
-            self.on_decision(decision)
-        except Exception:  # noqa: BLE001 - a user hook must not break the agent
-            logger.exception("memguard: on_decision hook failed")
+        notify(self.on_decision, decision)
 
 
 class _SessionProbe:
