@@ -539,27 +539,35 @@ def _on_loop(policy: Policy, loop: asyncio.AbstractEventLoop) -> Policy:
         result = policy(messages)
         if not inspect.isawaitable(result) or loop.is_closed() or not loop.is_running():
             return result
+        started = threading.Event()
+
+        async def on_callers_loop() -> Any:
+            started.set()
+            return await result
+
+        queued = on_callers_loop()
         try:
-            future = asyncio.run_coroutine_threadsafe(_awaited(result), loop)
+            future = asyncio.run_coroutine_threadsafe(queued, loop)
         except RuntimeError:  # the loop closed meanwhile
-            return policy(messages)
+            queued.close()
+            return result
         while not future.done():
             concurrent.futures.wait([future], timeout=_LOOP_POLL_S)
             if not future.done() and (loop.is_closed() or not loop.is_running()):
                 # The loop stopped with our coroutine still queued (a loop left open between
-                # runs, as `Runner.run_sync` and `run_until_complete` callers do): run it afresh.
+                # runs, as `Runner.run_sync` and `run_until_complete` callers do): run it on a
+                # fresh loop instead, or probe afresh if it had already started there.
                 future.cancel()
-                return policy(messages)
+                if started.is_set():
+                    return policy(messages)
+                queued.close()
+                return result
         try:
             return future.result()
         except (concurrent.futures.CancelledError, RuntimeError):  # the loop shut down meanwhile
             return policy(messages)
 
     return on_loop
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _require(policy: Policy | None) -> Policy:
