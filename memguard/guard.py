@@ -64,8 +64,8 @@ def conversation_key(messages: Sequence[Any]) -> str:
     Only the first few messages are read (this runs on the agent's path even in audit mode).
     """
     opening: list[tuple[str, str]] = []
-    for item in messages:
-        role, text = role_and_text(item)
+    for index, item in enumerate(messages):
+        role, text = role_and_text(item, index=index)
         opening.append((role, text))
         if role == "assistant" or len(opening) >= 8:
             break
