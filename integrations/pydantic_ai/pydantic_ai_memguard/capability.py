@@ -28,13 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from memguard import CompactionEvent, Decision, Guard, Message, Verdict
 from pydantic_ai.capabilities import AbstractCapability, WrapperCapability
 from pydantic_ai.messages import InstructionPart, ModelMessage, ModelResponse
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.usage import RunUsage
 
+from memguard import CompactionEvent, Decision, Guard, Message, Verdict
 from pydantic_ai_memguard.fallbacks import CapabilityStrategy, check_compaction, strategy_name
 from pydantic_ai_memguard.messages import MessageBridge
 from pydantic_ai_memguard.probing import ObservedModel, ReplayModel, probe
@@ -165,18 +165,19 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
     async def before_model_request(self, ctx: RunContext[AgentDepsT],
                                    request_context: ModelRequestContext) -> ModelRequestContext:
         before = _Snapshot.take(ctx, request_context)
-        proposed = await _resolve(self.wrapped.before_model_request(ctx, request_context))
+        proposed: ModelRequestContext = await _resolve(self.wrapped.before_model_request(ctx, request_context))
         if _same(proposed.messages, before.messages) and _same(ctx.messages, before.history):
             return proposed
         bridge = MessageBridge(_instructions(request_context))
-        ids = {"conversation_id": ctx.conversation_id} if ctx.conversation_id else {}
-        event = CompactionEvent(
-            before=bridge.to_view(before.messages),
-            candidate=bridge.to_view(proposed.messages),
-            strategy=self.strategy,
-            metadata={"framework": "pydantic_ai", "capability": type(self.wrapped).__name__, "run_id": ctx.run_id},
-            **ids,
-        )
+        fields: dict[str, Any] = {
+            "before": bridge.to_view(before.messages),
+            "candidate": bridge.to_view(proposed.messages),
+            "strategy": self.strategy,
+            "metadata": {"framework": "pydantic_ai", "capability": type(self.wrapped).__name__, "run_id": ctx.run_id},
+        }
+        if ctx.conversation_id:  # else the guard tells conversations apart itself
+            fields["conversation_id"] = ctx.conversation_id
+        event = CompactionEvent(**fields)
         if self.guard.mode == "audit":
             return self._audit(ctx, proposed, before, bridge, event)
         return await self._enforce(ctx, request_context, proposed, before, bridge, event)
@@ -228,11 +229,9 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
 
     @staticmethod
     def _bill_unused_probes(ctx: RunContext[AgentDepsT], probes: _Probes, used: ModelResponse | None) -> None:
-        """Probes that are not the step's response were still real requests: the run's usage counts them."""
         for _, response in probes.responses:
             if response is not used:
-                ctx.usage.incr(RunUsage(requests=1))
-                ctx.usage.incr(response.usage)
+                _bill(ctx, response)
 
     # ------------------------------------------------------------------ audit mode
 
@@ -258,6 +257,8 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             full = await recorded
         except Exception as exc:  # noqa: BLE001 - the guard records it as a failed probe
             failure = exc
+        else:
+            _bill(ctx, full)
         update: dict[str, Any] = {"proposed_response": bridge.response_view(proposed)}
         if failure is None:
             update["recorded_response"] = bridge.response_view(full)
@@ -292,6 +293,12 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             self.on_decision(decision)
         except Exception as exc:  # noqa: BLE001 - a user hook must not break the agent
             logger.error("memguard: on_decision hook failed (%s)", type(exc).__name__)
+
+
+def _bill(ctx: RunContext[Any], response: ModelResponse) -> None:
+    """A probe that is not the step's response was still a real request: the run's usage counts it."""
+    ctx.usage.incr(RunUsage(requests=1))
+    ctx.usage.incr(response.usage)
 
 
 def _instructions(request_context: ModelRequestContext) -> str | None:

@@ -23,12 +23,12 @@ from copy import copy
 from dataclasses import dataclass
 from typing import Any
 
-from memguard import Message
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import RunContext
 
+from memguard import Message
 from pydantic_ai_memguard.messages import MessageBridge
 
 __all__ = ["CapabilityStrategy", "check_compaction", "compact_with", "strategy_name"]

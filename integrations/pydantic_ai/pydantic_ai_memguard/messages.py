@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from memguard import Message
 from pydantic_ai.messages import (
     BaseToolReturnPart,
     CompactionPart,
@@ -36,7 +35,9 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-__all__ = ["INSTRUCTIONS_REF", "REF", "MessageBridge", "SUMMARY_PREFIX"]
+from memguard import Message
+
+__all__ = ["INSTRUCTIONS_REF", "REF", "SUMMARY_PREFIX", "MessageBridge"]
 
 REF = "pydantic_ai_ref"
 """The extra `Message` field naming the Pydantic AI message (and part) a view message shows."""
@@ -78,7 +79,7 @@ class MessageBridge:
         """memguard's view of `messages` (instructions first, summaries as ``[Summary]`` turns)."""
         view: list[Message] = []
         if self.instructions:
-            view.append(Message(role="system", content=self.instructions, **{REF: INSTRUCTIONS_REF}))
+            view.append(Message.model_validate({"role": "system", "content": self.instructions, REF: INSTRUCTIONS_REF}))
         previous: int | None = None
         trailing: dict[int | None, list[ModelMessage]] = {}
         for message in messages:
@@ -89,8 +90,8 @@ class MessageBridge:
                 previous = key
             else:  # nothing MemRM can read: it travels with the message before it
                 trailing.setdefault(previous, []).append(message)
-        for key, hidden in trailing.items():
-            self._trailing.setdefault(key, hidden)
+        for after, hidden in trailing.items():
+            self._trailing.setdefault(after, hidden)
         return view
 
     def response_view(self, response: ModelResponse) -> Message:
@@ -253,8 +254,9 @@ def _changed_request_part(part: ModelRequestPart, message: Message, shown: _Show
     if isinstance(part, UserPromptPart):
         return replace(part, content=_user_content(part, message, shown))
     if isinstance(part, BaseToolReturnPart):
-        return replace(part, content=text, tool_call_id=message.tool_call_id or part.tool_call_id,
-                       tool_name=message.name or part.tool_name)
+        changes: dict[str, Any] = {"content": text, "tool_call_id": message.tool_call_id or part.tool_call_id,
+                                   "tool_name": message.name or part.tool_name}
+        return replace(part, **changes)
     if isinstance(part, RetryPromptPart):
         return replace(part, content=text, tool_call_id=message.tool_call_id or part.tool_call_id)
     if isinstance(part, CompactionPart):
@@ -269,14 +271,19 @@ def _user_content(part: UserPromptPart, message: Message, shown: _Shown) -> Any:
     if not isinstance(content, list) or isinstance(part.content, str):
         return message.text()
     before = shown.fields.get("content") or []
+    hidden = [i for i in range(len(part.content)) if i not in shown.items]  # cache points: kept in place
     rebuilt: list[Any] = []
     for position, item in enumerate(content):
+        if position < len(shown.items):
+            while hidden and hidden[0] < shown.items[position]:
+                rebuilt.append(part.content[hidden.pop(0)])
         if position < len(before) and item == before[position]:
             rebuilt.append(part.content[shown.items[position]])
         elif isinstance(item, Mapping) and isinstance(item.get("text"), str):
             rebuilt.append(item["text"])
         else:
             rebuilt.append(str(item))
+    rebuilt.extend(part.content[i] for i in hidden)
     return rebuilt
 
 
@@ -299,8 +306,9 @@ def _changed_response(original: ModelResponse, message: Message) -> ModelRespons
             if function is None:
                 continue
             same = function.get("name") == part.tool_name and function.get("arguments") == part.args_as_json_str()
-            parts.append(part if same else replace(part, tool_name=str(function.get("name") or part.tool_name),
-                                                   args=function.get("arguments")))
+            changes: dict[str, Any] = {"tool_name": str(function.get("name") or part.tool_name),
+                                       "args": function.get("arguments")}
+            parts.append(part if same else replace(part, **changes))
         else:
             parts.append(part)
     if not text_done and message.content:

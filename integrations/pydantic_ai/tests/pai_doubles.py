@@ -15,7 +15,6 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from memguard import Score
 from pydantic_ai import Agent
 from pydantic_ai.messages import (
     BaseToolReturnPart,
@@ -26,6 +25,8 @@ from pydantic_ai.messages import (
     ToolCallPart,
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+
+from memguard import Score
 
 FACT = "FACT-42"
 TASK = "Find the fact, then report it."
@@ -73,6 +74,7 @@ class ScriptedModel:
     def __init__(self, n_steps: int = N_STEPS) -> None:
         self.n_steps = n_steps
         self.inputs: list[list[ModelMessage]] = []
+        self.infos: list[AgentInfo] = []
         self._lock = threading.Lock()
         self.model = FunctionModel(self._respond, stream_function=self._stream, model_name="scripted-agent")
 
@@ -80,16 +82,17 @@ class ScriptedModel:
     def calls(self) -> int:
         return len(self.inputs)
 
-    def _note(self, messages: list[ModelMessage]) -> ModelResponse:
+    def _note(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         with self._lock:
             self.inputs.append(list(messages))
+            self.infos.append(info)
         return next_action(messages, self.n_steps)
 
     def _respond(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        return self._note(messages)
+        return self._note(messages, info)
 
     async def _stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
-        response = self._note(messages)
+        response = self._note(messages, info)
         for part in response.parts:
             if isinstance(part, TextPart):
                 for word in re.split(r"(?<= )", part.content):
@@ -127,10 +130,13 @@ def transcript(messages: Sequence[ModelMessage]) -> list[tuple[Any, ...]]:
 
 
 class ActionScorer:
-    """P(HARMFUL) looked up by the start of the proposed action in each real rendered prompt."""
+    """P(HARMFUL) looked up in each real rendered prompt: by the strategy in the perturbation tag
+    (`by_strategy`), else by the start of the proposed action (`table`), else `default`."""
 
-    def __init__(self, table: dict[str, float] | None = None, default: float = 0.02) -> None:
+    def __init__(self, table: dict[str, float] | None = None, default: float = 0.02, *,
+                 by_strategy: dict[str, float] | None = None) -> None:
         self.table = dict(table or {})
+        self.by_strategy = dict(by_strategy or {})
         self.default = default
         self.prompts: list[str] = []
         self._lock = threading.Lock()
@@ -143,8 +149,10 @@ class ActionScorer:
             assert prompt.endswith("\n\nAnswer:")
             found = PROPOSED.search(prompt)
             assert found is not None, "no proposed action in the prompt"
-            action = found.group(2)
-            p = next((v for k, v in self.table.items() if action.startswith(k)), self.default)
+            tag, action = found.groups()
+            p = self.by_strategy.get(tag.removeprefix("strategy_swap__"))
+            if p is None:
+                p = next((v for k, v in self.table.items() if action.startswith(k)), self.default)
             out.append(Score(p_harmful=p, n_tokens=len(prompt) // 4))
         return out
 

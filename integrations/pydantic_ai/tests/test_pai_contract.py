@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from memguard import Guard
-from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
+from pai_doubles import TASK, ScriptedModel, make_agent, transcript
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai_harness.compaction import ClearToolResults, SlidingWindowCompaction
-
-from pai_doubles import TASK, ScriptedModel, make_agent, transcript
 from pydantic_ai_memguard import MemGuardCompaction
+
+from memguard import Guard
+from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
 
 
 def sliding_window() -> Any:
