@@ -219,9 +219,8 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         """This capability's fallbacks bound to this request, before the guard's own chain."""
         if not self.fallbacks:
             return None
-        loop = asyncio.get_running_loop()
         bound = [
-            CapabilityStrategy(fallback, bridge, ctx, request_context, loop, strategy_name(fallback))
+            CapabilityStrategy(fallback, bridge, ctx, request_context, strategy_name(fallback))
             if isinstance(fallback, AbstractCapability) else fallback
             for fallback in self.fallbacks
         ]

@@ -6,18 +6,14 @@ pydantic-ai-harness `CompactionStrategy` protocol: the transform, applied uncond
 `TieredCompaction` uses it), else through its `before_model_request` on a scratch copy of the run
 and request contexts, so the agent's real history is never touched by a candidate.
 
-The guard may call a strategy on the event loop's own thread (memguard before 0.2's `areview`)
-or on a worker thread while the loop waits (later cores run sync strategies off the loop). The
-coroutine runs on the agent's loop when that loop is free, so loop-bound clients (a summarizer's
-HTTP client) keep working, and on a private loop otherwise.
+The strategy is a coroutine function: `Guard.areview` awaits it on the agent's own event loop, so
+a fallback that calls a model (`SummarizingCompaction`) uses the run's loop-bound clients.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import re
-import threading
 from collections.abc import Sequence
 from copy import copy
 from dataclasses import dataclass
@@ -77,24 +73,6 @@ async def compact_with(capability: AbstractCapability[Any], messages: Sequence[M
     return list(result.messages)
 
 
-def _run_private(coro: Any) -> Any:
-    """Run `coro` to completion on a new loop in a helper thread (the caller's loop is busy)."""
-    box: dict[str, Any] = {}
-
-    def runner() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=runner, name="pydantic-ai-memguard-fallback", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 @dataclass(frozen=True)
 class CapabilityStrategy:
     """A compaction capability as a memguard strategy, bound to one model request."""
@@ -103,18 +81,9 @@ class CapabilityStrategy:
     bridge: MessageBridge
     ctx: RunContext[Any]
     request_context: ModelRequestContext
-    loop: asyncio.AbstractEventLoop
     name: str
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+    async def __call__(self, messages: Sequence[Message]) -> list[Message]:
         agent_messages = self.bridge.from_view(messages)
-        coro = compact_with(self.capability, agent_messages, self.ctx, self.request_context)
-        try:
-            on_loop = asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop or self.loop.is_closed():
-            compacted = _run_private(coro)
-        else:
-            compacted = asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        compacted = await compact_with(self.capability, agent_messages, self.ctx, self.request_context)
         return self.bridge.to_view(compacted)

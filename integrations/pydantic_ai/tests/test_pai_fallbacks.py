@@ -8,23 +8,23 @@ from typing import Any
 
 from pai_doubles import ScriptedModel, make_agent
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, ToolReturnPart
 from pydantic_ai.models import ModelRequestContext, ModelRequestParameters
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RunUsage
-from pydantic_ai_harness.compaction import ClearToolResults
-from pydantic_ai_memguard import CapabilityStrategy, MessageBridge, compact_with, strategy_name
+from pydantic_ai_harness.compaction import ClearToolResults, SlidingWindowCompaction
+from pydantic_ai_memguard import CapabilityStrategy, MemGuardCompaction, MessageBridge, compact_with, strategy_name
 
 
 @dataclass
 class LoopRecordingClear(AbstractCapability[None]):
-    """Clears every tool result; notes the event loop its `compact` ran on."""
+    """Clears all but the latest tool result; notes the event loop its `compact` ran on."""
 
     loops: list[Any] = field(default_factory=list)
 
     async def compact(self, messages: list[ModelMessage], ctx: RunContext[None]) -> list[ModelMessage]:
         self.loops.append(asyncio.get_running_loop())
-        return await ClearToolResults(max_messages=1, keep_pairs=0).compact(messages, ctx)
+        return await ClearToolResults(max_messages=1, keep_pairs=1).compact(messages, ctx)
 
 
 @dataclass
@@ -49,24 +49,37 @@ def contexts(messages: list[ModelMessage]) -> tuple[RunContext[None], ModelReque
     return ctx, request
 
 
-def test_a_call_from_a_worker_thread_runs_on_the_agent_loop():
+def test_the_guard_awaits_a_capability_fallback_on_the_agent_loop():
+    from pai_doubles import TASK, ActionScorer
+
+    from memguard import Guard
+
+    capability = LoopRecordingClear()
+    scorer = ActionScorer(by_strategy={"sliding_window_compaction_keep_messages_3": 0.9})
+    guard = Guard(scorer, identical_is_safe=False)
+    model = ScriptedModel()
+    agent = make_agent(model, [MemGuardCompaction(SlidingWindowCompaction(max_messages=6, keep_messages=3), guard,
+                                                  fallbacks=[capability])])
+
+    async def main() -> Any:
+        return asyncio.get_running_loop(), await agent.run(TASK)
+
+    loop, result = asyncio.run(main())
+    assert capability.loops and all(used is loop for used in capability.loops)
+    returns = [p for m in result.all_messages() for p in m.parts if isinstance(p, ToolReturnPart)]
+    assert returns[0].content == "[tool result cleared]"  # the fallback was committed to the history
+
+
+def test_a_capability_strategy_speaks_memguard_messages():
     messages = history()
-    capability, bridge = LoopRecordingClear(), MessageBridge()
+    bridge = MessageBridge()
     ctx, request = contexts(messages)
-
-    async def main() -> tuple[Any, list[Any], list[Any]]:
-        loop = asyncio.get_running_loop()
-        strategy = CapabilityStrategy(capability, bridge, ctx, request, loop, "clear")
-        view = bridge.to_view(messages)
-        from_thread = await asyncio.to_thread(strategy, view)  # a core that runs sync strategies off the loop
-        on_loop = strategy(view)  # a core that calls strategies on the loop's own thread
-        return loop, from_thread, on_loop
-
-    loop, from_thread, on_loop = asyncio.run(main())
-    assert capability.loops[0] is loop and capability.loops[1] is not loop
-    assert [(m.role, m.content) for m in from_thread] == [(m.role, m.content) for m in on_loop]
-    cleared = [m.content for m in from_thread if m.role == "tool"]
-    assert cleared and all(c == "[tool result cleared]" for c in cleared)
+    strategy = CapabilityStrategy(LoopRecordingClear(), bridge, ctx, request, "clear")
+    view = asyncio.run(strategy(bridge.to_view(messages)))
+    assert [m.role for m in view] == [m.role for m in bridge.to_view(messages)]
+    assert [m.content for m in view if m.role == "tool"] == ["[tool result cleared]", "step 2"]
+    back = bridge.from_view(view)
+    assert back[0] is messages[0] and back[1] is messages[1]  # untouched turns are the agent's own
 
 
 def test_a_hook_only_capability_compacts_a_scratch_copy():
