@@ -8,10 +8,14 @@ capability, unguarded or guarded by `MemGuardCompaction`.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pai_doubles import TASK, ScriptedModel, make_agent, transcript
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import ModelRequestContext
+from pydantic_ai.tools import RunContext
 from pydantic_ai_harness.compaction import ClearToolResults, SlidingWindowCompaction
 from pydantic_ai_memguard import MemGuardCompaction
 
@@ -25,6 +29,17 @@ def sliding_window() -> Any:
 
 def clear_tool_results() -> Any:
     return ClearToolResults(max_messages=4, keep_pairs=1)
+
+
+@dataclass
+class KeepTaskAndLastStep(AbstractCapability[None]):
+    """A hand-written compaction (no harness): the task and the latest tool call with its result."""
+
+    async def before_model_request(self, ctx: RunContext[None], request_context: ModelRequestContext) -> ModelRequestContext:
+        if len(ctx.messages) <= 6:
+            return request_context
+        ctx.messages[:] = [ctx.messages[0], *ctx.messages[-2:]]
+        return replace(request_context, messages=list(ctx.messages))
 
 
 class _Contract(IntegrationContract):
@@ -53,6 +68,12 @@ class TestClearToolResultsContract(_Contract):
     """`run_sync` and `run` with `ClearToolResults` (blanks old tool outputs in place)."""
 
     make_compaction = staticmethod(clear_tool_results)
+
+
+class TestOwnCapabilityContract(_Contract):
+    """A compaction capability of the user's own, without pydantic-ai-harness."""
+
+    make_compaction = KeepTaskAndLastStep
 
 
 class TestStreamingContract(_Contract):
