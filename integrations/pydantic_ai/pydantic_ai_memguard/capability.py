@@ -251,21 +251,20 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         except BaseException:  # noqa: BLE001 - the step never got its answer: there is nothing to judge
             recorded.cancel()
             return
-        failure: BaseException | None = None
+        update: dict[str, Any] = {"proposed_response": bridge.response_view(proposed)}
         try:
             full = await recorded
-        except Exception as exc:  # noqa: BLE001 - the guard records it as a failed probe
+        except Exception as exc:  # noqa: BLE001 - the guard records it as a failed probe on the full context
             failure = exc
-        else:
-            _bill(ctx, full)
-        update: dict[str, Any] = {"proposed_response": bridge.response_view(proposed)}
-        if failure is None:
-            update["recorded_response"] = bridge.response_view(full)
 
-        def failed_probe(messages: list[Any]) -> Any:
-            raise failure if failure is not None else RuntimeError("no probe")
+            def failed_probe(messages: list[Any]) -> Any:
+                raise failure
 
-        self._record(self.guard.review(event.model_copy(update=update), failed_probe))
+            self._record(await self.guard.areview(event.model_copy(update=update), failed_probe))
+            return
+        _bill(ctx, full)
+        update["recorded_response"] = bridge.response_view(full)
+        self._record(await self.guard.areview(event.model_copy(update=update)))
 
     async def wrap_run(self, ctx: RunContext[AgentDepsT], *, handler: Any) -> Any:
         try:

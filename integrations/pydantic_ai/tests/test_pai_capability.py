@@ -263,3 +263,28 @@ def test_streamed_runs_stream_the_replayed_probe():
     assert len(starts) == 7 and len(responses) == len([m for m in compacting.all_messages() if m.kind == "response"])
     assert [getattr(p, "args", None) or p.content for p in starts][-1] == "done, I forgot the fact"
     assert model.calls == 7 + 4  # every step streamed once; each of the 4 reviews added one probe
+
+
+def test_audit_records_a_failed_full_context_probe_and_leaves_the_run_alone():
+    from pai_doubles import _last_step, _texts
+
+    class FailsOnTheFullContext(ScriptedModel):
+        """Fails only where the agent still remembers at step 3+: the audit probes, never the run."""
+
+        def _note(self, messages: list[Any], info: Any) -> Any:
+            response = super()._note(messages, info)
+            if FACT in _texts(messages) and _last_step(messages) >= 3:
+                raise RuntimeError("provider unavailable")
+            return response
+
+    compacting, _ = unguarded([sliding_window()])
+    sink = RecordingSink()
+    guard = Guard(ConstantScorer(0.5), mode="audit", sinks=[sink])
+    model = FailsOnTheFullContext()
+    result = run(make_agent(model, [MemGuardCompaction(sliding_window(), guard)]))
+    assert guard.flush(30.0)
+    guard.close()
+    assert transcript(result.all_messages()) == transcript(compacting.all_messages())
+    failed = [d for d in sink.decisions if d.error]
+    assert failed and "agent probe on the full context failed: RuntimeError" in failed[0].error
+    assert all(d.verdict is Verdict.AUDIT and not d.pending for d in sink.decisions)
