@@ -288,3 +288,29 @@ def test_audit_records_a_failed_full_context_probe_and_leaves_the_run_alone():
     failed = [d for d in sink.decisions if d.error]
     assert failed and "agent probe on the full context failed: RuntimeError" in failed[0].error
     assert all(d.verdict is Verdict.AUDIT and not d.pending for d in sink.decisions)
+
+
+def keep_task_and_last_step(messages: list[Any]) -> list[Any]:
+    """A history processor: the task and the latest tool call with its result."""
+    return messages if len(messages) <= 6 else [messages[0], *messages[-2:]]
+
+
+async def akeep_task_and_last_step(messages: list[Any]) -> list[Any]:
+    await asyncio.sleep(0)
+    return keep_task_and_last_step(messages)
+
+
+@pytest.mark.parametrize("processor", [keep_task_and_last_step, akeep_task_and_last_step], ids=["sync", "async"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_history_processor_sync_or_async_is_guarded(processor, mode):
+    from pydantic_ai.capabilities import ProcessHistory
+
+    compacting, _ = unguarded([ProcessHistory(processor)])
+    plain, _ = unguarded([])
+    safe, safe_decisions, _, _ = guarded(ConstantScorer(0.0), mode=mode, inner=ProcessHistory(processor),
+                                         guard_options={"identical_is_safe": False})
+    harmful, harmful_decisions, _, _ = guarded(ConstantScorer(1.0), mode=mode, inner=ProcessHistory(processor),
+                                               guard_options={"identical_is_safe": False})
+    assert transcript(safe.all_messages()) == transcript(compacting.all_messages()) != transcript(plain.all_messages())
+    assert transcript(harmful.all_messages()) == transcript(plain.all_messages())
+    assert {d.verdict for d in safe_decisions} == {Verdict.COMMIT} and Verdict.VETO in {d.verdict for d in harmful_decisions}
