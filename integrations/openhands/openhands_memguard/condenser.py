@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from memguard import CompactionEvent, Decision, Guard, Verdict, to_messages
-from memguard.strategies import Strategy
 from openhands.sdk.agent.base import AgentBase
 from openhands.sdk.context.condenser import CondenserBase
 from openhands.sdk.context.condenser.base import CondensationRequirement
@@ -59,7 +58,7 @@ class _Review:
     event: CompactionEvent
     probe: AgentProbe
     hard: bool
-    fallbacks: tuple[Strategy, ...] | None
+    fallbacks: tuple[Any, ...] | None
     hard_budget: int | None
 
 
@@ -84,7 +83,7 @@ def _reviewer(guard: Guard, review: _Review) -> Guard:
 
 
 def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 class MemGuardCondenser(CondenserBase):
@@ -103,7 +102,7 @@ class MemGuardCondenser(CondenserBase):
 
     _guard: Guard | None = PrivateAttr(default=None)
     _llm: LLM | None = PrivateAttr(default=None)
-    _tools: tuple[ToolDefinition, ...] = PrivateAttr(default=())
+    _tools: tuple[ToolDefinition[Any, Any], ...] = PrivateAttr(default=())
     _fallbacks: tuple[Any, ...] = PrivateAttr(default=())
     _on_decision: Callable[[Decision], Any] | None = PrivateAttr(default=None)
     _last_decision: Decision | None = PrivateAttr(default=None)
@@ -114,7 +113,7 @@ class MemGuardCondenser(CondenserBase):
         guard: Guard | None = None,
         *,
         llm: LLM | None = None,
-        tools: Sequence[ToolDefinition] = (),
+        tools: Sequence[ToolDefinition[Any, Any]] = (),
         fallbacks: Sequence[Any] = (),
         strategy: str | None = None,
         on_decision: Callable[[Decision], Any] | None = None,
@@ -122,7 +121,8 @@ class MemGuardCondenser(CondenserBase):
     ) -> None:
         if inner is not None:
             data["inner"] = inner
-        super().__init__(strategy=strategy, **data)
+        data["strategy"] = strategy
+        super().__init__(**data)
         if guard is not None:
             self.attach(guard, llm=llm, tools=tools, fallbacks=fallbacks, on_decision=on_decision)
         elif llm is not None or tools or fallbacks or on_decision is not None:
@@ -131,8 +131,9 @@ class MemGuardCondenser(CondenserBase):
     @field_validator("inner")
     @classmethod
     def _not_guarded_twice(cls, inner: CondenserBase) -> CondenserBase:
-        if isinstance(inner, MemGuardCondenser):
-            raise ValueError("the condenser is already a MemGuardCondenser: attach a guard to it instead of wrapping it")
+        if isinstance(inner, MemGuardCondenser):  # pydantic turns only ValueError into a ValidationError
+            raise ValueError(  # noqa: TRY004
+                "the condenser is already a MemGuardCondenser: attach a guard to it instead of wrapping it")
         return inner
 
     def attach(
@@ -140,7 +141,7 @@ class MemGuardCondenser(CondenserBase):
         guard: Guard,
         *,
         llm: LLM | None = None,
-        tools: Sequence[ToolDefinition] = (),
+        tools: Sequence[ToolDefinition[Any, Any]] = (),
         fallbacks: Sequence[Any] = (),
         on_decision: Callable[[Decision], Any] | None = None,
     ) -> MemGuardCondenser:
@@ -230,7 +231,8 @@ class MemGuardCondenser(CondenserBase):
                  conversation_id: str | None) -> _Review:
         llm = self._llm or agent_llm
         if llm is None:
-            raise ValueError("MemGuardCondenser needs the agent's LLM to probe: pass llm=... or let the agent call condense")
+            raise ValueError("MemGuardCondenser needs the agent's LLM to probe: pass llm=..., "
+                             "or let the agent call condense (it passes its own)")
         guard_view = GuardView(view)
         hard = requirement_after_proposal(self.inner, view, agent_llm) is CondensationRequirement.HARD
         identity = {"conversation_id": conversation_id} if conversation_id is not None else {}
@@ -285,7 +287,7 @@ def guard_agent(
     guard: Guard,
     *,
     llm: LLM | None = None,
-    tools: Sequence[ToolDefinition] = (),
+    tools: Sequence[ToolDefinition[Any, Any]] = (),
     fallbacks: Sequence[Any] = (),
     strategy: str | None = None,
     on_decision: Callable[[Decision], Any] | None = None,

@@ -58,12 +58,12 @@ class CondenserStrategy:
 class PersistableOnly:
     """A fallback allowed under a HARD requirement only when its result is a `Condensation`."""
 
-    strategy: Strategy
+    strategy: Any
     view: GuardView
 
     @property
     def name(self) -> str:
-        return self.strategy.name
+        return str(self.strategy.name)
 
     def __call__(self, messages: Sequence[Any]) -> Any:
         result = self.strategy(messages)
@@ -84,11 +84,15 @@ def check_fallbacks(fallbacks: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def bind_fallbacks(fallbacks: Sequence[Any], guard_chain: Sequence[Strategy], view: GuardView,
-                   agent_llm: LLM | None, *, hard: bool) -> tuple[Strategy, ...] | None:
-    """The chain for this review: our fallbacks, then the guard's own; None keeps the guard's."""
+                   agent_llm: LLM | None, *, hard: bool) -> tuple[Any, ...] | None:
+    """The chain for this review: our fallbacks, then the guard's own; None keeps the guard's.
+
+    The strategies here hand back the guard's dicts (the caller's message type), not memguard's
+    own `Message` objects: the guard accepts either from a fallback.
+    """
     if not fallbacks and not hard:
         return None
-    chain: list[Strategy] = [
+    chain: list[Any] = [
         CondenserStrategy(f, view, agent_llm, strategy_name(f)) if isinstance(f, CondenserBase) else as_strategy(f)
         for f in fallbacks
     ]

@@ -23,7 +23,7 @@ from openhands_memguard.views import GuardView
 __all__ = ["AgentProbe", "tools_of"]
 
 
-def tools_of(events: Sequence[LLMConvertibleEvent]) -> list[ToolDefinition]:
+def tools_of(events: Sequence[LLMConvertibleEvent]) -> list[ToolDefinition[Any, Any]]:
     """The tools the agent offered in this conversation (its system prompt event's)."""
     for event in events:
         if isinstance(event, SystemPromptEvent):
@@ -38,7 +38,7 @@ class AgentProbe:
     copy of the caller's context, so OpenHands' per-conversation LLM call context follows them.
     """
 
-    def __init__(self, llm: LLM, tools: Sequence[ToolDefinition], view: GuardView) -> None:
+    def __init__(self, llm: LLM, tools: Sequence[ToolDefinition[Any, Any]], view: GuardView) -> None:
         self.llm = llm
         self.tools = list(tools)
         self.view = view

@@ -16,7 +16,7 @@ from openhands.sdk.context.condenser.base import CondensationRequirement
 from openhands.sdk.context.view import View
 from openhands.sdk.llm import LLM
 
-__all__ = ["UNKNOWN", "Requirement", "requirement_of", "requirement_after_proposal"]
+__all__ = ["UNKNOWN", "Requirement", "requirement_after_proposal", "requirement_of"]
 
 UNKNOWN: Literal["unknown"] = "unknown"
 Requirement = CondensationRequirement | None | Literal["unknown"]

@@ -40,7 +40,7 @@ class ShellObservation(Observation):
 
 
 class ShellExecutor(ToolExecutor):
-    def __call__(self, action: ShellAction, conversation: Any = None) -> ShellObservation:  # noqa: ARG002
+    def __call__(self, action: ShellAction, conversation: Any = None) -> ShellObservation:
         output = f"ran: {action.command}"
         if action.command.endswith(" step 1"):
             output += f" -> {FACT}"
@@ -53,7 +53,7 @@ class ShellTool(ToolDefinition[ShellAction, ShellObservation]):
     name = "terminal"
 
     @classmethod
-    def create(cls, conv_state: Any = None, **params: Any) -> Sequence[ShellTool]:  # noqa: ARG003
+    def create(cls, conv_state: Any = None, **params: Any) -> Sequence[ShellTool]:
         return [cls(description="Run a shell command.", action_type=ShellAction,
                     observation_type=ShellObservation, executor=ShellExecutor())]
 
@@ -101,24 +101,26 @@ class _Scripted(TestLLM):
         """The text of every context this LLM was called on, in order."""
         return self._contexts
 
-    def answer(self, text: str, n: int) -> Message:
+    def answer(self, text: str) -> Message:
         raise NotImplementedError
 
-    def completion(self, messages: list[Message], tools: Any = None, add_security_risk_prediction: bool = False,  # noqa: ARG002
-                   on_token: Any = None, call_context: Any = None, **kwargs: Any) -> LLMResponse:  # noqa: ARG002
-        n = self._counter.tick()
+    def completion(self, messages: list[Message], tools: Any = None, add_security_risk_prediction: bool = False,
+                   on_token: Any = None, call_context: Any = None, **kwargs: Any) -> LLMResponse:
+        self._counter.tick()
         self._contexts.append(context_text(messages))
         if self._overflow_at is not None and len(messages) > self._overflow_at:
             raise LLMContextWindowExceedError(f"{len(messages)} messages do not fit")
-        message = self.answer(context_text(messages), n)
-        return LLMResponse(message=message, metrics=self._zero_metrics(), raw_response=self._create_model_response(message))
+        message = self.answer(context_text(messages))
+        raw = self._create_model_response(message)
+        return LLMResponse(message=message, metrics=self._zero_metrics(), raw_response=raw)
 
 
 class AgentLLM(_Scripted):
-    def answer(self, text: str, n: int) -> Message:
+    def answer(self, text: str) -> Message:
         k = last_step(text)
         if k >= N_STEPS:
-            return Message(role="assistant", content=[TextContent(text="done: " + (FACT if FACT in text else "forgot"))])
+            answer = "done: " + (FACT if FACT in text else "forgot")
+            return Message(role="assistant", content=[TextContent(text=answer)])
         command = f"echo step {k + 1}" if FACT in text or k == 0 else f"ls step {k + 1}"
         call = MessageToolCall(id=f"call-{k + 1}", name="terminal", origin="completion",
                                arguments=json.dumps({"command": command, "security_risk": "LOW"}))
@@ -126,7 +128,7 @@ class AgentLLM(_Scripted):
 
 
 class SummarizerLLM(_Scripted):
-    def answer(self, text: str, n: int) -> Message:
+    def answer(self, text: str) -> Message:
         return Message(role="assistant", content=[TextContent(text=f"Commands ran up to step {last_step(text)}.")])
 
 

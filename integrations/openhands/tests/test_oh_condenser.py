@@ -57,7 +57,7 @@ def test_memrm_reads_commands_and_summaries_as_in_training():
 # ---------------------------------------------------------------------------------- SOFT
 
 
-def test_soft_vetoes_lose_nothing_and_cooldown_spares_the_summarizer(monkeypatch):
+def test_soft_vetoes_lose_nothing_and_cooldown_spares_the_summarizer():
     plain_llm = agent_llm()
     plain = run(make_agent(plain_llm, None))
     condenser = summarizing()
@@ -202,7 +202,7 @@ def test_clear_errors_for_bad_setups():
     guard = Guard(ConstantScorer(0.0))
     with pytest.raises(ValueError, match="no condenser"):
         guard_agent(make_agent(agent_llm(), None), guard)
-    with pytest.raises(TypeError, match="memguard.Guard"):
+    with pytest.raises(TypeError, match=r"memguard\.Guard"):
         guard_agent(make_agent(agent_llm(), summarizing()), object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="OpenHands agent"):
         guard_agent(object(), guard)  # type: ignore[type-var]

@@ -45,7 +45,7 @@ def test_the_guard_sees_the_messages_the_agent_sends(events):
 def test_unchanged_messages_map_back_to_the_very_same_events(events):
     view = GuardView(View(events=events))
     back = view.to_events(view.messages)
-    assert len(back) == len(events) and all(a is b for a, b in zip(back, events))
+    assert len(back) == len(events) and all(a is b for a, b in zip(back, events, strict=True))
     assert view.as_condensation(back) is None  # nothing forgotten: not a condensation
 
 
