@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
-from memguard.guard import Guard, Policy, band_of, guarded
+from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, render_action, render_prompt
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
+from memguard.settings import GuardSettings, commits
 from memguard.strategies import (
     KeepMore,
     ObservationMasking,
@@ -31,6 +32,7 @@ __all__ = [
     "CompactionEvent",
     "Decision",
     "Guard",
+    "GuardSettings",
     "JSONLSink",
     "KeepMore",
     "LABEL_HARMFUL",
@@ -54,6 +56,8 @@ __all__ = [
     "Timings",
     "Verdict",
     "band_of",
+    "commits",
+    "conversation_key",
     "default_fallbacks",
     "guarded",
     "render_action",

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from memguard.settings import DEFAULT_SUBFOLDER
 from memguard.testing.tokenizers import (
     QWEN3_VOCAB_SIZE,
     build_byte_tokenizer,
@@ -17,7 +18,7 @@ from memguard.testing.tokenizers import (
     load_tokenizer,
 )
 
-SUBFOLDER = "checkpoint-500"
+SUBFOLDER = DEFAULT_SUBFOLDER  # laid out like the real adapter: in a subfolder, not at the root
 # The real adapter's LoRA settings (MemGym checkpoint-500).
 LORA_SETTINGS = dict(
     r=16,
