@@ -22,6 +22,8 @@ its condenser a guard.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -67,19 +69,30 @@ def _conversation_id() -> str | None:
     return resolve_llm_call_context(None).session_id
 
 
-def _reviewer(guard: Guard, review: _Review) -> Guard:
-    """The guard for this review; under HARD, a twin with a hard budget (no veto), sharing scorer and sinks.
+class _VetoClock:
+    """When the guard last vetoed each conversation here, so cooling steps can skip the inner condenser.
 
-    Stands in for the core's per-call ``hard_budget`` until that lands.
+    Mirrors the guard's own cooldown rule (no review while ``step - vetoed_at < cooldown``) from
+    the decisions this condenser received; bounded like the guard's own table.
     """
-    if not review.hard:
-        return guard
-    return Guard(
-        guard.scorer, mode=guard.mode, threshold=guard.threshold, band=guard.band, uncertain=guard.uncertain,
-        fallbacks=guard.fallbacks, search=guard.search, hard_budget=review.hard_budget, on_error=guard.on_error,
-        timeout=guard.timeout, sinks=guard.sinks, cooldown=guard.cooldown,
-        identical_is_safe=guard.identical_is_safe, on_decision=guard.on_decision,
-    )
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._vetoed_at: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def record(self, decision: Decision) -> None:
+        if decision.verdict is Verdict.VETO and decision.reviewed and decision.mode == "enforce":
+            with self._lock:
+                self._vetoed_at[decision.conversation_id] = decision.step
+                self._vetoed_at.move_to_end(decision.conversation_id)
+                while len(self._vetoed_at) > self._size:
+                    self._vetoed_at.popitem(last=False)
+
+    def cooling(self, conversation_id: str, step: int, cooldown: int) -> bool:
+        with self._lock:
+            last = self._vetoed_at.get(conversation_id)
+        return last is not None and last <= step and step - last < cooldown
 
 
 def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:
@@ -106,6 +119,7 @@ class MemGuardCondenser(CondenserBase):
     _fallbacks: tuple[Any, ...] = PrivateAttr(default=())
     _on_decision: Callable[[Decision], Any] | None = PrivateAttr(default=None)
     _last_decision: Decision | None = PrivateAttr(default=None)
+    _vetoes: _VetoClock = PrivateAttr(default_factory=_VetoClock)
 
     def __init__(
         self,
@@ -187,7 +201,7 @@ class MemGuardCondenser(CondenserBase):
         if guard.mode == "audit":
             self._record(guard.review(review.event, review.probe))
             return result
-        decision = _reviewer(guard, review).review(review.event, review.probe, fallbacks=review.fallbacks)
+        decision = guard.review(review.event, review.probe, fallbacks=review.fallbacks, hard_budget=review.hard_budget)
         return self._outcome(decision, review)
 
     async def acondense(self, view: View, agent_llm: LLM | None = None) -> View | Condensation:
@@ -202,7 +216,8 @@ class MemGuardCondenser(CondenserBase):
         if guard.mode == "audit":  # scored on the guard's worker thread: the blocking probe
             self._record(await guard.areview(review.event, review.probe))
             return result
-        decision = await _reviewer(guard, review).areview(review.event, review.probe.acall, fallbacks=review.fallbacks)
+        decision = await guard.areview(review.event, review.probe.acall, fallbacks=review.fallbacks,
+                                       hard_budget=review.hard_budget)
         return self._outcome(decision, review)
 
     # ------------------------------------------------------------------ steps
@@ -223,7 +238,7 @@ class MemGuardCondenser(CondenserBase):
         """
         if guard.mode != "enforce" or conversation_id is None or guard.cooldown == 0:
             return False
-        if guard.cooldown_left(conversation_id, assistant_turns(view.events)) == 0:
+        if not self._vetoes.cooling(conversation_id, assistant_turns(view.events), guard.cooldown):
             return False
         return requirement_of(self.inner, view, agent_llm) is CondensationRequirement.SOFT
 
@@ -274,6 +289,7 @@ class MemGuardCondenser(CondenserBase):
 
     def _record(self, decision: Decision) -> None:
         self._last_decision = decision
+        self._vetoes.record(decision)
         if self._on_decision is None:
             return
         try:
