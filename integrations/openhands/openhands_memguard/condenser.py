@@ -21,6 +21,7 @@ its condenser a guard.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict
@@ -61,7 +62,18 @@ class _Review:
     probe: AgentProbe
     hard: bool
     fallbacks: tuple[Any, ...] | None
-    hard_budget: int | None
+
+
+def _hard_budget(guard: Guard, review: _Review) -> int | None:
+    """Under HARD, a budget every candidate smaller than the full view fits: no veto, lowest risk wins.
+
+    The wrapped condenser sized its own proposal for the real limit (in the agent LLM's tokens);
+    a candidate that still overflows brings a context-window error, a new request and a new HARD
+    review of the now smaller, stored view, so the rounds end.
+    """
+    if not review.hard:
+        return None
+    return max(1, guard.count_tokens(to_messages(review.event.before)) - 1)
 
 
 def _conversation_id() -> str | None:
@@ -201,7 +213,8 @@ class MemGuardCondenser(CondenserBase):
         if guard.mode == "audit":
             self._record(guard.review(review.event, review.probe))
             return result
-        decision = guard.review(review.event, review.probe, fallbacks=review.fallbacks, hard_budget=review.hard_budget)
+        decision = guard.review(review.event, review.probe, fallbacks=review.fallbacks,
+                                hard_budget=_hard_budget(guard, review))
         return self._outcome(decision, review)
 
     async def acondense(self, view: View, agent_llm: LLM | None = None) -> View | Condensation:
@@ -216,8 +229,9 @@ class MemGuardCondenser(CondenserBase):
         if guard.mode == "audit":  # scored on the guard's worker thread: the blocking probe
             self._record(await guard.areview(review.event, review.probe))
             return result
+        budget = await asyncio.to_thread(_hard_budget, guard, review)  # counting may tokenize a long view
         decision = await guard.areview(review.event, review.probe.acall, fallbacks=review.fallbacks,
-                                       hard_budget=review.hard_budget)
+                                       hard_budget=budget)
         return self._outcome(decision, review)
 
     # ------------------------------------------------------------------ steps
@@ -267,7 +281,6 @@ class MemGuardCondenser(CondenserBase):
             probe=AgentProbe(llm, self._tools or tools_of(view.events), guard_view),
             hard=hard,
             fallbacks=bind_fallbacks(self._fallbacks, guard.fallbacks, guard_view, agent_llm, hard=hard),
-            hard_budget=max(1, guard.count_tokens(to_messages(event.before)) - 1) if hard else None,
         )
 
     def _outcome(self, decision: Decision, review: _Review) -> View | Condensation:

@@ -9,8 +9,9 @@ step (or, after a context-window error, into a loop). `PersistableOnly` refuses 
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,14 @@ class PersistableOnly:
 
     def __call__(self, messages: Sequence[Any]) -> Any:
         result = self.strategy(messages)
+        if inspect.isawaitable(result):  # an async fallback: checked once the guard awaited it
+            return self._checked_later(result)
+        return self._checked(result)
+
+    async def _checked_later(self, pending: Awaitable[Any]) -> Any:
+        return self._checked(await pending)
+
+    def _checked(self, result: Any) -> Any:
         if not self.view.persistable(result):
             raise ValueError(
                 "its result edits messages, so it cannot be stored as a Condensation "

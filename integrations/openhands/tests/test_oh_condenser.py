@@ -131,6 +131,21 @@ def test_hard_commits_the_lowest_risk_candidate_that_can_be_stored():
     assert len(kept) == 7  # system, task, and the last two steps with the final answer
 
 
+def test_an_async_user_fallback_writing_its_own_summary_is_stored_as_a_condensation():
+    async def keep_task_and_summarize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [*messages[:2], {"role": "user", "content": f"[Summary] {FACT} was found at step 1."}, *messages[-3:]]
+
+    scorer = TagScorer({"keep_task_and_summarize": 0.1}, default=0.9)
+    conversation, sink, _ = guarded_run(scorer, summarizing(max_size=100), fallbacks=(keep_task_and_summarize,))
+    conversation.condense()  # HARD: only what can be stored is allowed, and this can
+    (decision,) = sink.decisions
+    assert decision.verdict is Verdict.FALLBACK and decision.strategy == "keep_task_and_summarize"
+    condensation = conversation.state.events[-1]
+    assert isinstance(condensation, Condensation)
+    assert (condensation.summary, condensation.summary_offset) == (f"{FACT} was found at step 1.", 2)
+    assert len(conversation.state.view.events) == 6
+
+
 @pytest.mark.parametrize("on_error", ["open", "closed"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_context_window_overflow_never_loops(mode: str, on_error: str):
