@@ -64,8 +64,8 @@ def conversation_key(messages: Sequence[Any]) -> str:
     Only the first few messages are read (this runs on the agent's path even in audit mode).
     """
     opening: list[tuple[str, str]] = []
-    for item in messages:
-        role, text = role_and_text(item)
+    for index, item in enumerate(messages):
+        role, text = role_and_text(item, index=index)
         opening.append((role, text))
         if role == "assistant" or len(opening) >= 8:
             break
@@ -389,7 +389,7 @@ class Guard:
         if isinstance(request, TokenCountRequest):
             return self._count_tokens(request.messages)
         if isinstance(request, CooldownRequest):
-            return self._cooldown_left(request.conversation_id, request.step)
+            return self._cooldown_answer(request)
         raise TypeError(f"unknown review request {type(request).__name__}")
 
     async def _answer_async(self, request: Any, policy: Policy | None) -> Any:
@@ -405,7 +405,7 @@ class Guard:
         if isinstance(request, TokenCountRequest):
             return await asyncio.to_thread(self._count_tokens, request.messages)
         if isinstance(request, CooldownRequest):
-            return self._cooldown_left(request.conversation_id, request.step)
+            return self._cooldown_answer(request)
         raise TypeError(f"unknown review request {type(request).__name__}")
 
     def _failure(self, exc: BaseException) -> Failure:
@@ -501,20 +501,43 @@ class Guard:
         """The size the hard budget sees for `messages` (blocking)."""
         return self._count_tokens(messages)
 
-    def _cooldown_left(self, conversation_id: str, step: int) -> int:
-        """Steps left before this conversation is reviewed again after a veto (0: review now)."""
+    def cooldown_left(self, conversation_id: str, step: int) -> int:
+        """Steps left before `conversation_id` is reviewed again after a veto (0: review now).
+
+        Read-only: integrations that must skip work during a cooldown (not even ask their
+        compaction) consult it; the review asks the same through a `CooldownRequest`.
+        """
         if self.cooldown == 0:
             return 0
         with self._state_lock:
             last = self._vetoed_at.get(conversation_id)
-            if last is not None:
-                self._vetoed_at.move_to_end(conversation_id)
         if last is None or step < last:
             return 0
-        left = max(0, self.cooldown - (step - last))
+        return max(0, self.cooldown - (step - last))
+
+    def step_of(self, event: CompactionEvent) -> int:
+        """The event's step, or the number of assistant turns in `before`."""
+        return step_of(event)
+
+    def acceptable(self, p_harmful: float) -> bool:
+        """The commit rule (and the band, with `band_gate`) for one score."""
+        return self.settings.acceptable(p_harmful)
+
+    def band_for(self, p_harmful: float) -> str:
+        return self.settings.band_of(p_harmful)
+
+    def _cooldown_answer(self, request: CooldownRequest) -> int:
+        left = self.cooldown_left(request.conversation_id, request.step)
+        with self._state_lock:
+            if request.conversation_id in self._vetoed_at:
+                self._vetoed_at.move_to_end(request.conversation_id)  # recently seen: kept longest
         if left:
             self._stats.add("cooldown_skips")
         return left
+
+    def record_veto(self, conversation_id: str, step: int) -> None:
+        """Start a cooldown for `conversation_id` at `step` (the guard does this after each veto)."""
+        self._record_veto(conversation_id, step)
 
     def _record_veto(self, conversation_id: str, step: int) -> None:
         with self._state_lock:

@@ -105,7 +105,7 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
-def role_and_text(item: Any) -> tuple[str, str]:
+def role_and_text(item: Any, *, index: int | None = None) -> tuple[str, str]:
     """A message's role and plain text without building a `Message` (cheap: for hot paths)."""
     if isinstance(item, Mapping):
         return str(item.get("role", "user")), content_text(item.get("content"))
@@ -114,7 +114,7 @@ def role_and_text(item: Any) -> tuple[str, str]:
     if is_langchain_message(item):
         kind = getattr(item, "type", None)
         return str(_LC_ROLE.get(kind) or getattr(item, "role", None) or kind), content_text(item.content)
-    message = to_message(item)
+    message = to_message(item, index=index)
     return str(message.role), message.text()
 
 
