@@ -7,14 +7,14 @@ strategy, or vetoed (nothing lost). See `Guard`.
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from memguard._concurrency import run_coroutine_blocking
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
-from memguard.guard import Guard, Policy, band_of, guarded
+from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, SUMMARY_PREFIX, render_action, render_prompt
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
+from memguard.settings import GuardSettings, commits
 from memguard.strategies import (
     KeepMore,
     ObservationMasking,
@@ -34,6 +34,7 @@ __all__ = [
     "CompactionEvent",
     "Decision",
     "Guard",
+    "GuardSettings",
     "JSONLSink",
     "KeepMore",
     "LABEL_HARMFUL",
@@ -58,12 +59,13 @@ __all__ = [
     "Verdict",
     "as_strategy",
     "band_of",
+    "commits",
+    "conversation_key",
     "default_fallbacks",
     "guarded",
     "render_action",
     "render_prompt",
     "restore_messages",
-    "run_coroutine_blocking",
     "to_messages",
 ]
 # `MemRM` is importable by name (`from memguard import MemRM`) but left out of `__all__`: it needs

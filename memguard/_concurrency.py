@@ -1,7 +1,10 @@
-"""Running user callables (policies, scorers) with timeouts, from sync and async code alike.
+"""Running user callables (policies, strategies, scorers) with timeouts, from sync and async code.
 
 Timed calls run on daemon threads: a hung model or agent call must never keep the process from
-exiting, which a `ThreadPoolExecutor` worker (joined at interpreter exit) would.
+exiting, which a `ThreadPoolExecutor` worker (joined at interpreter exit) would. A call that
+times out keeps running on its thread; a `StallTracker` counts those until they end.
+From async code, a coroutine that a sync callable returns is awaited on the caller's own loop
+(never on a second one: loop-bound clients such as httpx's `AsyncClient` break there).
 """
 
 from __future__ import annotations
@@ -10,11 +13,19 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["call_blocking", "call_async", "run_coroutine_blocking"]
+__all__ = ["StallTracker", "call_async", "call_blocking", "run_coroutine_blocking"]
+
+
+class StallTracker(Protocol):
+    """Told when a timed-out call's thread is left running, and when it finally ends."""
+
+    def stall_started(self) -> None: ...
+
+    def stall_ended(self) -> None: ...
 
 
 def run_coroutine_blocking(awaitable: Awaitable[T]) -> T:
@@ -47,12 +58,39 @@ def _resolve(value: Any) -> Any:
     return run_coroutine_blocking(value) if inspect.isawaitable(value) else value
 
 
-def call_blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+class _Abandon:
+    """Shared by a timed call and its thread: who finishes last reports the stall's end."""
+
+    def __init__(self, stalls: StallTracker | None) -> None:
+        self.stalls = stalls
+        self.lock = threading.Lock()
+        self.finished = False
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        with self.lock:
+            if self.finished or self.abandoned:
+                return
+            self.abandoned = True
+        if self.stalls is not None:
+            self.stalls.stall_started()
+
+    def finish(self) -> None:
+        with self.lock:
+            self.finished = True
+            ended = self.abandoned
+        if ended and self.stalls is not None:
+            self.stalls.stall_ended()
+
+
+def call_blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+                  stalls: StallTracker | None = None) -> Any:
     """Call `fn` (sync, or returning an awaitable) and wait at most `timeout` seconds."""
     if timeout is None:
         return _resolve(fn(*args))
     box: dict[str, Any] = {}
     done = threading.Event()
+    state = _Abandon(stalls)
 
     def runner() -> None:
         try:
@@ -61,23 +99,44 @@ def call_blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = No
             box["error"] = exc
         finally:
             done.set()
+            state.finish()
 
     threading.Thread(target=runner, name="memguard-call", daemon=True).start()
     if not done.wait(timeout):
+        state.abandon()
         raise TimeoutError(f"no answer within {timeout:g} s")
     if "error" in box:
         raise box["error"]
     return box["value"]
 
 
-async def call_async(
-    fn: Callable[..., Any], *args: Any, timeout: float | None = None, prefer_thread: bool = True
-) -> Any:
-    """Await `fn(*args)`: coroutine functions directly, sync ones on a daemon thread."""
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+def is_async_callable(fn: Any) -> bool:
+    """A coroutine function, or an object whose `__call__` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+async def call_async(fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+                     stalls: StallTracker | None = None) -> Any:
+    """Await `fn(*args)`: coroutine functions on this loop, sync ones on a daemon thread.
+
+    An awaitable returned by a sync `fn` is awaited here, on the caller's loop, within what is
+    left of `timeout`.
+    """
+    if is_async_callable(fn):
         return await asyncio.wait_for(fn(*args), timeout)
     loop = asyncio.get_running_loop()
+    started = loop.time()
+    value = await _in_thread(loop, fn, args, timeout, stalls)
+    if inspect.isawaitable(value):
+        left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
+        value = await asyncio.wait_for(_await(value), left)
+    return value
+
+
+async def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...],
+                     timeout: float | None, stalls: StallTracker | None) -> Any:
     future: asyncio.Future[Any] = loop.create_future()
+    state = _Abandon(stalls)
 
     def settle(setter: Callable[[Any], None], value: Any) -> None:
         if not future.done():
@@ -92,12 +151,16 @@ async def call_async(
     def runner() -> None:
         try:
             value = fn(*args)
-            if inspect.isawaitable(value):
-                value = run_coroutine_blocking(value)
         except BaseException as exc:  # noqa: BLE001
             deliver(future.set_exception, exc)
         else:
             deliver(future.set_result, value)
+        finally:
+            state.finish()
 
     threading.Thread(target=runner, name="memguard-acall", daemon=True).start()
-    return await asyncio.wait_for(future, timeout)
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        state.abandon()
+        raise

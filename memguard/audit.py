@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from memguard.events import Decision
 
-__all__ = ["Sink", "JSONLSink", "LoggingSink", "OpenTelemetrySink", "AuditWorker", "emit_all"]
+__all__ = ["AuditWorker", "JSONLSink", "LoggingSink", "OpenTelemetrySink", "Sink", "emit_all"]
 
 logger = logging.getLogger("memguard")
 
@@ -70,6 +70,7 @@ class JSONLSink:
         self.fsync = fsync
         self.written = 0
         self._lock = threading.Lock()
+        self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = self._open()
 
@@ -82,8 +83,10 @@ class JSONLSink:
         record = decision.to_record(redact=self.redact, include_messages=self.include_messages)
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
         with self._lock:
-            if self._fd < 0:
+            if self._closed:
                 raise RuntimeError(f"JSONLSink({self.path}) is closed")
+            if self._fd < 0:  # a failed rotation left no file open: try again before writing
+                self._fd = self._open()
             if self.max_bytes and os.fstat(self._fd).st_size + len(line) > self.max_bytes:
                 self._rotate()
             os.write(self._fd, line)  # one write per line, O_APPEND: lines never interleave
@@ -92,19 +95,31 @@ class JSONLSink:
             self.written += 1
 
     def _rotate(self) -> None:
-        os.close(self._fd)
-        for index in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{index}")
-            if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
-        if self.backups > 0:
-            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink(missing_ok=True)
+        """Shift the backups and reopen `path`.
+
+        A failed rename is logged and the line still goes to `path` (late rotation beats a lost
+        line). A failed reopen leaves the sink without a file (`_fd = -1`, retried at the next
+        line), never holding a stale descriptor number the process may have reused elsewhere.
+        """
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        try:
+            for index in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{index}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+            if self.backups > 0:
+                self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.error("memguard: rotating %s failed (%s); appending to it unrotated",
+                         self.path.name, type(exc).__name__)
         self._fd = self._open()
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
@@ -133,14 +148,46 @@ class LoggingSink:
 
 
 class OpenTelemetrySink:
-    """One span per decision with verdict, scores and timings as attributes (extra: ``otel``)."""
+    """One span per decision, and the guard's health counters as metrics (extra: ``otel``).
 
-    def __init__(self, tracer_provider: Any = None, *, name: str = "memguard") -> None:
+    Spans carry verdict, scores and timings as attributes. Metrics are the very figures of
+    `Guard.stats()`, observed at export time: ``memguard.<counter>`` (monotonic counters such as
+    ``memguard.veto``, ``memguard.errors``, ``memguard.timeouts``, ``memguard.audit_dropped``) and
+    gauges (``memguard.stalled_scorer_calls``, ``memguard.latency_p99_ms``, ...). Each guard the
+    sink is attached to reports under its own ``memguard.guard`` attribute.
+    """
+
+    def __init__(self, tracer_provider: Any = None, *, meter_provider: Any = None, name: str = "memguard") -> None:
         try:
-            from opentelemetry import trace
+            from opentelemetry import metrics, trace
         except ImportError as exc:  # pragma: no cover - exercised only without the extra
             raise ImportError("OpenTelemetrySink needs the otel extra: pip install 'memguard[otel]'") from exc
         self._tracer = trace.get_tracer(name, tracer_provider=tracer_provider)
+        self._meter = metrics.get_meter(name, meter_provider=meter_provider)
+        self._sources: list[Callable[[], dict[str, Any]]] = []
+        self._instruments_made = False
+
+    def attach(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Export `stats()` (a guard's health counters) as metrics; `Guard` calls this itself."""
+        self._sources.append(stats)
+        if self._instruments_made:
+            return
+        self._instruments_made = True
+        from memguard.stats import GuardStats
+
+        for counter in GuardStats.COUNTERS:
+            self._meter.create_observable_counter(f"memguard.{counter}", callbacks=[self._observe(counter)])
+        for gauge, unit in (("stalled_scorer_calls", "1"), ("latency_p50_ms", "ms"), ("latency_p90_ms", "ms"),
+                            ("latency_p99_ms", "ms"), ("latency_max_ms", "ms")):
+            self._meter.create_observable_gauge(f"memguard.{gauge}", callbacks=[self._observe(gauge)], unit=unit)
+
+    def _observe(self, key: str) -> Callable[[Any], list[Any]]:
+        from opentelemetry.metrics import Observation
+
+        def callback(options: Any) -> list[Any]:
+            return [Observation(source()[key], {"memguard.guard": index}) for index, source in enumerate(self._sources)]
+
+        return callback
 
     def emit(self, decision: Decision) -> None:
         attributes: dict[str, Any] = {
@@ -188,6 +235,11 @@ class AuditWorker:
         self._thread = threading.Thread(target=self._run, name="memguard-audit", daemon=True)
         self._thread.start()
         _live_workers.add(self)
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting (approximate: the queue moves while it is read)."""
+        return self._queue.qsize()
 
     def submit(self, job: Callable[[], None]) -> bool:
         try:

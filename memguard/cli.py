@@ -23,6 +23,7 @@ from memguard._quiet import quiet_model_libraries
 from memguard.config import (
     ConfigError,
     GuardConfig,
+    GuardSettings,
     ScorerSettings,
     ScorerUnavailable,
     build_local_scorer,
@@ -31,6 +32,7 @@ from memguard.config import (
 )
 from memguard.datasets import BadRow, DataRow, OnBadLine, read_rows
 from memguard.scoring.base import Scorer
+from memguard.settings import DEFAULT_SUBFOLDER
 
 with needs_extra("cli", "the memguard command"):
     import typer
@@ -215,7 +217,7 @@ def make_scorer(options: ScorerOptions) -> Scorer:
             with quiet_model_libraries():
                 root = _tiny_model_dir()
                 return build_local_scorer(
-                    base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500"
+                    base=str(root / "base"), adapter=str(root / "adapter"), subfolder=DEFAULT_SUBFOLDER
                 )
         except MissingExtra as missing:
             raise ScorerUnavailable(f"--offline: {missing}") from None
@@ -445,10 +447,11 @@ def calibrate(
     offline: OfflineOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Sweep t = 0.05..0.95 (SAFE iff P(SAFE) >= t) and write the best as the guard's threshold.
+    """Sweep t = 0.05..0.95 on P(SAFE) and write the best as the guard's threshold (1 - t).
 
-    The guard's `threshold` is on P(HARMFUL), so it is written as 1 - t. Settings other than the
-    threshold come from --config when given, else the defaults.
+    Each point predicts SAFE iff P(HARMFUL) < threshold, the guard's own commit rule, so the
+    written config decides exactly as the chosen point did. Settings other than the threshold
+    come from --config when given, else the defaults.
     """
     from memguard.metrics import sweep_thresholds
 
@@ -467,22 +470,23 @@ def calibrate(
     best = sweep.best
     if best is None:
         fail(f"no threshold reaches {constraint} >= {minimum:g} on {file}; lower --min or check the scores", EXIT_FAILED)
-    threshold = round(1.0 - best.t, 4)
+    threshold = best.threshold
     with user_errors():
         scorer = start.scorer if offline else options.settings()
     if offline:
         warn("--offline scores come from a random model: this threshold is meaningless")
-    calibrated = start.model_copy(update={"guard": start.guard.model_copy(update={"threshold": threshold}), "scorer": scorer})
+    guard_settings = GuardSettings.model_validate({**dict(start.guard), "threshold": threshold})
+    calibrated = start.model_copy(update={"guard": guard_settings, "scorer": scorer})
     header = (
         f"Calibrated by `memguard calibrate` on {file.name} ({len(rows)} rows).\n"
         f"Best {objective} with {constraint} >= {minimum:g}: t = {best.t:.2f} on P(SAFE), i.e.\n"
-        f"HARMFUL iff P(HARMFUL) > {threshold:g}; {objective} = {getattr(best, objective):.4f}, "
+        f"commit iff P(HARMFUL) < {threshold:g}; {objective} = {getattr(best, objective):.4f}, "
         f"{constraint} = {getattr(best, constraint):.4f}."
     )
-    if calibrated.guard.band > 0.5 and calibrated.guard.uncertain == "harmful":
+    if guard_settings.band_gate:
         header += (
-            f"\nNote: band = {calibrated.guard.band:g} with uncertain = \"harmful\" also counts every score with"
-            f"\n{1 - calibrated.guard.band:.2f} < P(HARMFUL) < {calibrated.guard.band:g} as harmful; band = 0.5 uses the threshold alone."
+            f"\nNote: band_gate = true also refuses every score with {1 - (guard_settings.band or 0.5):.2f} < "
+            f"P(HARMFUL) < {guard_settings.band or 0.5:g}; the sweep above did not; set it false to decide by the threshold alone."
         )
     text = dump_config(calibrated, header=header)
     err.print(

@@ -3,26 +3,28 @@
 ```toml
 [guard]
 mode = "enforce"          # enforce | audit
-threshold = 0.5           # on P(HARMFUL): a candidate is acceptable iff P(HARMFUL) < threshold
-band = 0.88               # coverage band t: uncertain iff 1 - t < P(SAFE) < t (0.5: no band)
-uncertain = "harmful"     # what an uncertain score counts as: harmful | safe
+threshold = 0.5           # the commit rule: commit iff P(HARMFUL) < threshold
+band = 0.88               # coverage band t, reported: uncertain iff 1 - t < P(SAFE) < t
+band_gate = false         # true: an uncertain score is not committed either
 fallbacks = ["observation_masking", "observation_masking+keep_more_x2", "recent_window"]
 on_error = "open"         # open (commit) | closed (veto) when the scorer fails
-# optional: search = "sequential" | "parallel", hard_budget (tokens), timeout (s), cooldown (steps)
+# optional: search = "sequential" | "parallel", hard_budget (tokens), timeout (s), cooldown (steps),
+# identical_is_safe, audit_queue_size, max_conversations, max_stalled_calls
 
 [scorer]
 kind = "local"            # local (in-process MemRM) | remote (vLLM server)
 base = "Qwen/Qwen3-1.7B-Base"
 adapter = "MemGym/memgym-rm-1p7b"
 subfolder = "checkpoint-500"
-# revision, quantization ("nf4", ...), max_length; url for kind = "remote"
+# revision, adapter_revision, quantization ("nf4", ...), max_length; url for kind = "remote"
 
 [audit]                   # optional: a JSONL audit log (what `memguard report` reads)
 jsonl = "memguard-audit.jsonl"
 redact = false            # true: hashes and sizes instead of any text
 ```
 
-TOML has no null: a key left out takes its default.
+TOML has no null: a key left out takes its default. The `[guard]` table is
+`memguard.settings.GuardSettings` itself, so its keys and defaults are exactly `Guard`'s.
 
 `GuardConfig.build_scorer()` loads the scorer the `[scorer]` table describes, `build_guard` (and
 `Guard.from_config`) the whole guard. Fallbacks are named like the strategies' own `name`s:
@@ -32,12 +34,14 @@ TOML has no null: a key left out takes its default.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from memguard.settings import DEFAULT_ADAPTER, DEFAULT_BASE, DEFAULT_SUBFOLDER, GuardSettings
+from memguard.strategies import resolve_strategy
 
 if TYPE_CHECKING:
     from memguard.guard import Guard
@@ -45,26 +49,22 @@ if TYPE_CHECKING:
     from memguard.strategies import Strategy
 
 __all__ = [
-    "DEFAULT_BASE",
     "DEFAULT_ADAPTER",
+    "DEFAULT_BASE",
     "DEFAULT_SUBFOLDER",
+    "AuditSettings",
     "ConfigError",
-    "ScorerUnavailable",
+    "GuardConfig",
     "GuardSettings",
     "ScorerSettings",
-    "AuditSettings",
-    "GuardConfig",
-    "load_config",
+    "ScorerUnavailable",
     "build_guard",
-    "resolve_fallbacks",
-    "dump_config",
     "build_local_scorer",
     "build_remote_scorer",
+    "dump_config",
+    "load_config",
+    "resolve_fallbacks",
 ]
-
-DEFAULT_BASE = "Qwen/Qwen3-1.7B-Base"
-DEFAULT_ADAPTER = "MemGym/memgym-rm-1p7b"
-DEFAULT_SUBFOLDER = "checkpoint-500"
 
 
 class ConfigError(ValueError):
@@ -79,52 +79,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_KEEP_MORE = re.compile(r"^(?P<base>.+)\+keep_more_x(?P<factor>\d+(?:\.\d+)?)$")
-
-
 def resolve_fallbacks(names: list[str]) -> list[Strategy]:
     """Strategies for fallback names; `ValueError` names the unknown one and lists the known."""
-    from memguard.strategies import KeepMore, ObservationMasking, RecentWindow, default_fallbacks
-
-    known: dict[str, Strategy] = {"observation_masking": ObservationMasking(), "recent_window": RecentWindow()}
-    known.update({s.name: s for s in default_fallbacks()})  # the default chain's own settings win
-
-    def one(name: str) -> Strategy:
-        if name in known:
-            return known[name]
-        match = _KEEP_MORE.match(name)
-        if match and float(match["factor"]) > 1:
-            return KeepMore(one(match["base"]), float(match["factor"]))
-        raise ValueError(
-            f"unknown strategy {name!r}; known: {', '.join(sorted(known))}, or <name>+keep_more_x<factor>"
-        )
-
-    return [one(name) for name in names]
-
-
-class GuardSettings(_Strict):
-    """The `[guard]` table: the policy applied to each score (see `memguard.Guard`)."""
-
-    mode: Literal["enforce", "audit"] = "enforce"
-    threshold: float = Field(default=0.5, gt=0.0, le=1.0, description="Acceptable iff P(HARMFUL) < threshold.")
-    band: float = Field(
-        default=0.88, ge=0.5, le=1.0, description="Coverage band t; 0.5 means no uncertain band."
-    )
-    uncertain: Literal["harmful", "safe"] = "harmful"
-    fallbacks: list[str] = Field(
-        default_factory=lambda: ["observation_masking", "observation_masking+keep_more_x2", "recent_window"]
-    )
-    on_error: Literal["open", "closed"] = "open"
-    search: Literal["sequential", "parallel"] = "sequential"
-    hard_budget: int | None = Field(default=None, gt=0, description="Tokens the context must fit in.")
-    timeout: float | None = Field(default=None, gt=0, description="Seconds for a probe or a score.")
-    cooldown: int = Field(default=3, ge=0, description="Steps to wait after a veto.")
-
-    @field_validator("fallbacks")
-    @classmethod
-    def _known_fallbacks(cls, names: list[str]) -> list[str]:
-        resolve_fallbacks(names)
-        return names
+    return [resolve_strategy(name) for name in names]
 
 
 class AuditSettings(_Strict):
@@ -144,6 +101,7 @@ class ScorerSettings(_Strict):
     adapter: str = DEFAULT_ADAPTER
     subfolder: str = Field(default=DEFAULT_SUBFOLDER, description='"" when the adapter is at the root.')
     revision: str | None = None
+    adapter_revision: str | None = None
     quantization: str | None = None
     max_length: int | None = Field(default=None, gt=0)
     url: str | None = None
@@ -172,7 +130,7 @@ class GuardConfig(_Strict):
             return build_remote_scorer(s.url, max_length=s.max_length)
         return build_local_scorer(
             base=s.base, adapter=s.adapter, subfolder=s.subfolder or None, revision=s.revision,
-            quantization=s.quantization, max_length=s.max_length,
+            adapter_revision=s.adapter_revision, quantization=s.quantization, max_length=s.max_length,
         )  # fmt: skip
 
 
@@ -182,17 +140,11 @@ def build_guard(config: GuardConfig, *, scorer: Scorer | None = None, **override
     from memguard.audit import JSONLSink
     from memguard.guard import Guard
 
-    g = config.guard
-    options: dict[str, Any] = dict(
-        mode=g.mode, threshold=g.threshold, band=g.band, uncertain=g.uncertain,
-        fallbacks=resolve_fallbacks(g.fallbacks), on_error=g.on_error, search=g.search,
-        hard_budget=g.hard_budget, timeout=g.timeout, cooldown=g.cooldown,
-    )  # fmt: skip
-    if config.audit.jsonl and "sinks" not in overrides:
-        a = config.audit
-        options["sinks"] = [JSONLSink(a.jsonl, redact=a.redact, include_messages=a.include_messages, max_bytes=a.max_bytes)]
-    options.update(overrides)
-    return Guard(scorer if scorer is not None else config.build_scorer(), **options)
+    a = config.audit
+    if a.jsonl and "sinks" not in overrides:
+        overrides["sinks"] = [JSONLSink(a.jsonl, redact=a.redact, include_messages=a.include_messages,
+                                        max_bytes=a.max_bytes)]
+    return Guard(scorer if scorer is not None else config.build_scorer(), settings=config.guard, **overrides)
 
 
 def build_local_scorer(**options: Any) -> Scorer:

@@ -13,7 +13,7 @@ import uuid
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from memguard.scoring.base import ScorerIdentity
 
@@ -56,7 +56,9 @@ class CompactionEvent(BaseModel):
     strategy: str = "compaction"
     step: int | None = Field(default=None, description="Agent step; default: assistant turns in `before`.")
     perturbation: str | None = Field(default=None, description="Tag shown to the RM; default strategy_swap__<strategy>.")
-    conversation_id: str = "default"
+    conversation_id: str | None = Field(
+        default=None,
+        description="Keys the cooldown state; default: derived from the system prompt and the first turns.")
     metadata: dict[str, Any] = Field(default_factory=dict)
     recorded_response: Any = None
     proposed_response: Any = None
@@ -126,15 +128,25 @@ class Decision(BaseModel):
     truncated_tokens: int = 0
     scorer: ScorerIdentity | None = None
     step: int = 0
-    conversation_id: str = "default"
+    conversation_id: str = ""
     event_id: str = ""
     timestamp: float = Field(default_factory=time.time)
     pending: bool = Field(default=False, description="Audit mode: scoring still runs in the background.")
+    reviewed: bool = Field(
+        default=True,
+        description="False when no review ran: a cooldown veto, a dropped audit job, a failed compaction.")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def p_harmful(self) -> float | None:
         """P(HARMFUL) of the proposed compaction (the first candidate), when it was scored."""
         return self.candidates[0].p_harmful if self.candidates else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def band(self) -> Band | None:
+        """Coverage band of the proposed compaction's score ("safe" / "uncertain" / "harmful")."""
+        return self.candidates[0].band if self.candidates else None
 
     def to_record(self, *, redact: bool = False, include_messages: bool = False) -> dict[str, Any]:
         """A JSON-ready audit record. `redact` replaces every piece of text by hash and size."""

@@ -69,20 +69,7 @@ class Message(BaseModel):
 
     def text(self) -> str:
         """Best-effort plain text of the content (for sizes, rails and strategies, not the RM)."""
-        content = self.content
-        if content is None:
-            return ""
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            parts = []
-            for item in content:
-                if isinstance(item, Mapping) and isinstance(item.get("text"), str):
-                    parts.append(item["text"])
-                elif isinstance(item, str):
-                    parts.append(item)
-            return "\n".join(parts)
-        return str(content)
+        return content_text(self.content)
 
     def tool_call_ids(self) -> list[str]:
         """Ids of this message's tool calls (assistant turns only), in order."""
@@ -99,6 +86,36 @@ class Message(BaseModel):
 
     def unchanged_since_source(self) -> bool:
         return self._source is not None and self._fields_at_source == self.model_dump()
+
+
+def content_text(content: Any) -> str:
+    """Best-effort plain text of any message content: strings, text parts, else `str()`."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for item in content:
+            if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+                parts.append(item["text"])
+            elif isinstance(item, str):
+                parts.append(item)
+        return "\n".join(parts)
+    return str(content)
+
+
+def role_and_text(item: Any) -> tuple[str, str]:
+    """A message's role and plain text without building a `Message` (cheap: for hot paths)."""
+    if isinstance(item, Mapping):
+        return str(item.get("role", "user")), content_text(item.get("content"))
+    if isinstance(item, Message):
+        return str(item.role), content_text(item.content)
+    if is_langchain_message(item):
+        kind = getattr(item, "type", None)
+        return str(_LC_ROLE.get(kind) or getattr(item, "role", None) or kind), content_text(item.content)
+    message = to_message(item)
+    return str(message.role), message.text()
 
 
 def is_langchain_message(obj: Any) -> bool:

@@ -34,6 +34,7 @@ __all__ = [
     "summary_message",
     "split_judgment",
     "COVERAGE_T",
+    "MAX_LENGTH",
     "coverage_band",
 ]
 
@@ -43,6 +44,7 @@ RESPONSE_PREFIX = "\n\nAnswer:"
 SUMMARY_PREFIX = "[Summary] "
 ACTION_MAX_CHARS = 500
 COVERAGE_T = 0.88  # the published operating point: covered iff P(SAFE) >= t or <= 1 - t
+MAX_LENGTH = 32_768  # training cut over-long prompts from the left to this many tokens
 ROLE_HEADERS: Mapping[str, str] = {
     "system": "[System]",
     "user": "[User]",

@@ -277,12 +277,15 @@ def plot_score_histogram(decisions: Sequence[AuditDecision]) -> str:
         ax.legend(title="verdict", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no scored decisions", ha="center", va="center", transform=ax.transAxes)
-    for x, style in ((0.12, ":"), (0.5, "--"), (0.88, ":")):
+    from memguard.settings import COVERAGE_T, DEFAULT_THRESHOLD
+
+    for x, style in ((1 - COVERAGE_T, ":"), (DEFAULT_THRESHOLD, "--"), (COVERAGE_T, ":")):
         ax.axvline(x, color="#424242", linestyle=style, linewidth=0.8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("P(HARMFUL) of the proposed compaction")
     ax.set_ylabel("decisions")
-    ax.set_title("Scores by verdict (dashed: 0.5 cut; dotted: coverage band t = 0.88)", fontsize=9)
+    ax.set_title(f"Scores by verdict (dashed: {DEFAULT_THRESHOLD:g} cut; dotted: coverage band t = {COVERAGE_T:g})",
+                 fontsize=9)
     return _png(fig)
 
 

@@ -1,9 +1,18 @@
 """One review of one proposed compaction, written once as a sans-IO state machine.
 
-`Review.steps()` is a generator that *asks* for agent probes (`ProbeRequest`) and RM scores
-(`ScoreRequest`) and receives their results, or a `Failure` when a call raised or timed out. It
-never performs I/O itself, so `Guard.review` can drive it with blocking calls and
-`Guard.areview` with awaits, and both reach the same decision by construction.
+`Review.steps()` is a generator that *asks* for everything outside itself and receives the
+answers (or a `Failure` when a call raised or timed out):
+
+- `CooldownRequest`: how many steps this conversation still waits after a veto (guard state);
+- `StrategyRequest`: apply a fallback strategy to the caller's messages;
+- `TokenCountRequest`: the size of a candidate context, for a hard budget;
+- `ProbeRequest`: the agent's next response on each context;
+- `ScoreRequest`: P(HARMFUL) of each rendered prompt.
+
+It performs no I/O, holds no reference to the guard and calls nothing back on it: its inputs are
+the frozen `GuardSettings`, the event and plain values. `Guard.review` answers the requests with
+blocking calls and `Guard.areview` with awaits (blocking work off the event loop), so both reach
+the same decision by construction, like an httpx auth flow driven by either client.
 """
 
 from __future__ import annotations
@@ -12,21 +21,54 @@ import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from memguard._privacy import WITHHELD, exception_text, quotes
-from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
+from memguard.events import Band, CandidateReport, CompactionEvent, Decision, Timings, Verdict
 from memguard.messages import Message, detect_format, restore_messages, to_messages
 from memguard.protocol import perturbation_tag, render_action, render_prompt, render_turns
 from memguard.rails import check_candidate
+from memguard.scoring.base import ScorerIdentity
+from memguard.settings import GuardSettings
 from memguard.strategies import Strategy
 
-if TYPE_CHECKING:
-    from memguard.guard import Guard
-
-__all__ = ["Failure", "ProbeRequest", "Review", "ScoreRequest", "describe_exception"]
+__all__ = [
+    "CooldownRequest",
+    "Failure",
+    "ProbeRequest",
+    "Review",
+    "ScoreRequest",
+    "StrategyRequest",
+    "TokenCountRequest",
+    "describe_exception",
+    "needs_agent",
+    "step_of",
+]
 
 Steps = Generator[Any, Any, Decision]
+
+
+@dataclass
+class CooldownRequest:
+    """Ask for the steps left before `conversation_id` may be reviewed again (0: review now)."""
+
+    conversation_id: str
+    step: int
+
+
+@dataclass
+class StrategyRequest:
+    """Ask for `strategy(messages)`; `messages` are the caller's own, the answer is in that type."""
+
+    strategy: Strategy
+    messages: list[Any]
+
+
+@dataclass
+class TokenCountRequest:
+    """Ask for the token count of a context (for the hard budget)."""
+
+    messages: list[Message]
 
 
 @dataclass
@@ -44,7 +86,7 @@ class ScoreRequest:
 
 
 class Failure:
-    """A probe or score that raised or timed out: carried as a value, handled by `on_error`."""
+    """A call that raised or timed out: carried as a value, handled by `on_error`."""
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -60,30 +102,43 @@ def describe_exception(exc: BaseException, conversation: Callable[[], str] | Non
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def step_of(event: CompactionEvent, before: list[Message] | None = None) -> int:
+    """The event's step, or the number of assistant turns in `before`."""
+    if event.step is not None:
+        return event.step
+    messages = before if before is not None else to_messages(event.before)
+    return sum(1 for m in messages if m.role == "assistant")
+
+
 @dataclass
 class _Candidate:
     strategy: str
     messages: list[Message]
-    original: list[Any] | None  # the caller's own objects, when this is the proposed candidate
+    original: list[Any] | None  # the caller's own objects (the proposal, or a fallback's output)
     report: CandidateReport
+    proposed: bool = False
     response: Any = None
 
 
 class Review:
     """The state of one review: the event, its candidates, the reasons and the timings."""
 
-    def __init__(self, guard: Guard, event: CompactionEvent, *, audit: bool,
-                 fallbacks: tuple[Strategy, ...]) -> None:
-        self.guard = guard
+    def __init__(self, settings: GuardSettings, event: CompactionEvent, *, conversation_id: str,
+                 audit: bool = False, fallbacks: tuple[Strategy, ...] = (), hard_budget: int | None = None,
+                 identity: ScorerIdentity | None = None) -> None:
+        self.settings = settings
         self.event = event
+        self.conversation_id = conversation_id
         self.audit = audit
         self.fallbacks = () if audit else fallbacks
+        self.hard_budget = hard_budget
+        self.identity = identity
         self.started = time.perf_counter()
         self.timings = Timings()
         self.fmt = detect_format(event.before)
         self.before = to_messages(event.before)
         self.proposed = to_messages(event.candidate)
-        self.step = guard.step_of(event)
+        self.step = step_of(event, self.before)
         self.reasons: list[str] = []
         self.candidates: list[_Candidate] = []
         self.recorded_action: str | None = None
@@ -93,21 +148,21 @@ class Review:
     # ------------------------------------------------------------------ the decision
 
     def steps(self) -> Steps:
-        guard, event = self.guard, self.event
-        if not self.audit:
-            left = guard.cooldown_left(event.conversation_id, self.step)
-            if left:
+        settings = self.settings
+        if not self.audit and self.hard_budget is None and settings.cooldown:
+            left = yield CooldownRequest(self.conversation_id, self.step)
+            if isinstance(left, int) and left > 0:
                 self.cooling = True
                 self.reasons.append(f"cooldown after a veto: not reviewed for {left} more step(s)")
                 return self.finish(Verdict.VETO, None, response=None)
 
-        first = self.make(event.strategy, self.proposed, list(event.candidate))
+        first = yield from self.make(self.event.strategy, self.proposed, list(self.event.candidate), proposed=True)
         self.candidates.append(first)
         batch = [first]
-        if guard.search == "parallel":
-            batch.extend(self.fallback_candidates())
+        if settings.search == "parallel":
+            for fallback in self.fallbacks:
+                batch.append((yield from self.apply(fallback)))
             self.candidates[:] = batch
-        later = self.fallback_candidates() if guard.search == "sequential" else iter(())
 
         # The agent's next step under the full context, probed together with the first batch.
         recorded = yield from self.probe_batch(batch)
@@ -133,11 +188,12 @@ class Review:
                 self.reasons.append(f"proposed {first.strategy}: {_why_not(first)}")
 
         # Sequential search: one fallback at a time, stopping at the first acceptable one.
-        for cand in later:
+        for fallback in self.fallbacks if settings.search == "sequential" else ():
+            cand = yield from self.apply(fallback)
             self.candidates.append(cand)
             if cand.report.rejected is None:
                 probe_t = time.perf_counter()
-                (cand.response,) = yield ProbeRequest([restore_messages(cand.messages, self.fmt)])
+                (cand.response,) = yield ProbeRequest([self.context_of(cand)])
                 self.timings.probe += time.perf_counter() - probe_t
             error = yield from self.assess([cand])
             if error is not None:
@@ -147,42 +203,52 @@ class Review:
 
         for cand in self.candidates[1:]:
             self.reasons.append(f"fallback {cand.strategy}: {_why_not(cand)}")
-        if guard.hard_budget is not None:
+        if self.hard_budget is not None:
             forced = _lowest_risk(self.candidates)
             if forced is not None:
                 self.reasons.append(
-                    f"hard budget of {guard.hard_budget} tokens: committing the lowest-risk candidate that fits")
+                    f"hard budget of {self.hard_budget} tokens: committing the lowest-risk candidate that fits")
                 return self.finish(Verdict.FORCED, forced, response=forced.response)
             self.reasons.append("hard budget: no candidate passed the rails and fit; nothing could be committed")
         return self.finish(Verdict.VETO, None, response=recorded)
 
     # ------------------------------------------------------------------ candidates
 
-    def make(self, strategy: str, messages: list[Message], original: list[Any] | None) -> _Candidate:
+    def make(self, strategy: str, messages: list[Message], original: list[Any] | None, *,
+             proposed: bool = False) -> Generator[Any, Any, _Candidate]:
         """A candidate with its report: the rails' verdict and, under a hard budget, its size."""
         event = self.event
-        tag = event.perturbation if (event.perturbation and original is not None) else perturbation_tag(strategy)
+        tag = event.perturbation if (event.perturbation and proposed) else perturbation_tag(strategy)
         report = CandidateReport(strategy=strategy, perturbation=tag, n_messages=len(messages))
         rejected = check_candidate(self.before, messages)
-        if not rejected and original is None and _same_messages(messages, self.before):
+        if not rejected and not proposed and _same_messages(messages, self.before):
             rejected = "no-op: the strategy left the context unchanged"
         report.rejected = rejected or None
-        if self.guard.hard_budget is not None:
-            report.context_tokens = self.guard.count_tokens(messages)
-            report.fits_budget = report.context_tokens <= self.guard.hard_budget
-        return _Candidate(strategy, messages, original, report)
+        if self.hard_budget is not None:
+            counted = yield TokenCountRequest(messages)
+            report.context_tokens = counted if isinstance(counted, int) else None
+            report.fits_budget = report.context_tokens is not None and report.context_tokens <= self.hard_budget
+        return _Candidate(strategy, messages, original, report, proposed=proposed)
 
-    def fallback_candidates(self) -> Generator[_Candidate, None, None]:
-        """The fallbacks applied to `before`, lazily (sequential search may stop early)."""
-        for fallback in self.fallbacks:
-            try:
-                messages = to_messages(fallback(self.before))
-            except Exception as exc:  # noqa: BLE001 - a broken fallback is skipped, not fatal
-                report = CandidateReport(strategy=fallback.name, perturbation=perturbation_tag(fallback.name),
-                                         rejected=f"strategy failed: {self.describe(exc)}")
-                yield _Candidate(fallback.name, [], None, report)
-                continue
-            yield self.make(fallback.name, messages, None)
+    def apply(self, fallback: Strategy) -> Generator[Any, Any, _Candidate]:
+        """A fallback applied to the caller's own `before` (the caller's type in and out)."""
+        result = yield StrategyRequest(fallback, list(self.event.before))
+        try:
+            if isinstance(result, Failure):
+                raise result.exc
+            original = list(result)
+            messages = to_messages(original)
+        except Exception as exc:  # noqa: BLE001 - a broken fallback is skipped, not fatal
+            report = CandidateReport(strategy=fallback.name, perturbation=perturbation_tag(fallback.name),
+                                     rejected=f"strategy failed: {self.describe(exc)}")
+            return _Candidate(fallback.name, [], None, report)
+        return (yield from self.make(fallback.name, messages, original))
+
+    def context_of(self, cand: _Candidate) -> list[Any]:
+        """The candidate's context in the caller's type, for probing and for the Decision."""
+        if cand.original is not None:
+            return list(cand.original)
+        return restore_messages(cand.messages, self.fmt)
 
     # ------------------------------------------------------------------ probing and scoring
 
@@ -199,11 +265,10 @@ class Review:
         if recorded is None:
             contexts.append(list(event.before))
         for cand in need:
-            if cand.original is not None and event.proposed_response is not None:
+            if cand.proposed and event.proposed_response is not None:
                 cand.response = event.proposed_response
             else:
-                contexts.append(cand.original if cand.original is not None
-                                else restore_messages(cand.messages, self.fmt))
+                contexts.append(self.context_of(cand))
         if not contexts:
             return recorded
         probe_t = time.perf_counter()
@@ -218,7 +283,7 @@ class Review:
 
     def assess(self, batch: list[_Candidate]) -> Generator[Any, Any, str | None]:
         """Fill the reports of `batch` (probes done); returns a reason when scoring failed."""
-        guard = self.guard
+        settings = self.settings
         to_score: list[tuple[_Candidate, str]] = []
         render_t = time.perf_counter()
         for cand in batch:
@@ -229,7 +294,8 @@ class Review:
                 report.error = f"agent probe failed: {self.describe(cand.response.exc)}"
                 continue
             report.proposed_action = render_action(cand.response)
-            if guard.identical_is_safe and report.proposed_action == self.recorded_action:
+            # Two empty actions are not "the same action": no action is what HARMFUL labels mean.
+            if settings.identical_is_safe and report.proposed_action and report.proposed_action == self.recorded_action:
                 report.identical, report.band = True, "safe"
                 report.acceptable = report.fits_budget is not False
                 continue
@@ -259,10 +325,10 @@ class Review:
                 report.error = f"non-finite or out-of-range P(HARMFUL): {p!r}"
                 return report.error
             report.p_harmful = p
-            report.band = guard.band_for(p)
+            report.band = _band(settings.band_of(p))
             report.prompt_tokens = getattr(score, "n_tokens", None)
             report.truncated_tokens = int(getattr(score, "n_truncated", 0) or 0)
-            report.acceptable = guard.acceptable(p) and report.fits_budget is not False
+            report.acceptable = settings.acceptable(p) and report.fits_budget is not False
         return None
 
     # ------------------------------------------------------------------ outcomes
@@ -270,29 +336,28 @@ class Review:
     def won(self, first: _Candidate, cand: _Candidate) -> Decision:
         how = "identical next action" if cand.report.identical else f"P(HARMFUL)={cand.report.p_harmful:.3f}"
         if cand is first:
-            self.reasons.append(f"committed: {how}")
+            self.reasons.append(f"committed: {how} (threshold {self.settings.threshold:g})")
             return self.finish(Verdict.COMMIT, cand, response=cand.response)
         self.reasons.append(f"fallback {cand.strategy} accepted: {how}")
         return self.finish(Verdict.FALLBACK, cand, response=cand.response)
 
     def on_failure(self, cand: _Candidate, reason: str) -> Decision:
         """The `on_error` policy: open commits the candidate, closed keeps the full context."""
-        guard = self.guard
-        guard.log_failure(reason)
+        on_error = self.settings.on_error
         usable = cand.report.rejected is None and cand.report.fits_budget is not False
         response = None if isinstance(cand.response, Failure) else cand.response
         if self.audit:
             self.reasons.append(f"error: {reason}")
             return self.finish(Verdict.AUDIT, cand, response=None, error=reason)
-        if (guard.on_error == "open" or guard.hard_budget is not None) and usable:
-            self.reasons.append(f"error, failing open ({reason})" if guard.on_error == "open"
+        if (on_error == "open" or self.hard_budget is not None) and usable:
+            self.reasons.append(f"error, failing open ({reason})" if on_error == "open"
                                 else f"error under a hard budget, committing ({reason})")
-            if guard.on_error == "closed":
+            if on_error == "closed":
                 verdict = Verdict.FORCED
             else:
-                verdict = Verdict.COMMIT if cand.original is not None else Verdict.FALLBACK
+                verdict = Verdict.COMMIT if cand.proposed else Verdict.FALLBACK
             return self.finish(verdict, cand, response=response, error=reason)
-        self.reasons.append(f"error, failing closed ({reason})" if guard.on_error == "closed"
+        self.reasons.append(f"error, failing closed ({reason})" if on_error == "closed"
                             else f"error, and the candidate is unusable ({reason})")
         return self.finish(Verdict.VETO, None, response=None, error=reason)
 
@@ -304,12 +369,8 @@ class Review:
             verdict, messages = Verdict.AUDIT, list(event.candidate)
         elif chosen is None:
             messages = list(event.before)
-        elif chosen.original is not None:
-            messages = list(chosen.original)
         else:
-            messages = restore_messages(chosen.messages, self.fmt)
-        if verdict is Verdict.VETO and not self.cooling:
-            self.guard.record_veto(event.conversation_id, self.step)
+            messages = self.context_of(chosen)
         return Decision(
             verdict=verdict,
             mode="audit" if self.audit else "enforce",
@@ -323,10 +384,11 @@ class Review:
             error=error,
             timings=self.timings,
             truncated_tokens=max((c.report.truncated_tokens for c in self.candidates), default=0),
-            scorer=self.guard.identity,
+            scorer=self.identity,
             step=self.step,
-            conversation_id=event.conversation_id,
+            conversation_id=self.conversation_id,
             event_id=event.event_id,
+            reviewed=not self.cooling,
         )
 
     # ------------------------------------------------------------------ privacy
@@ -340,6 +402,10 @@ class Review:
             actions = [self.recorded_action or "", *(c.report.proposed_action or "" for c in self.candidates)]
             self._corpus = "\n".join([render_turns(self.before), render_turns(self.proposed), *actions])
         return self._corpus
+
+
+def _band(label: str) -> Band:
+    return "safe" if label == "safe" else "harmful" if label == "harmful" else "uncertain"
 
 
 def _why_not(cand: _Candidate) -> str:
@@ -364,4 +430,16 @@ def _lowest_risk(candidates: list[_Candidate]) -> _Candidate | None:
               and c.report.error is None and (c.report.p_harmful is not None or c.report.identical)]
     if not usable:
         return None
-    return min(usable, key=lambda c: 0.0 if c.report.identical else c.report.p_harmful)  # type: ignore[arg-type,return-value]
+
+    def risk(cand: _Candidate) -> float:
+        return 0.0 if cand.report.identical or cand.report.p_harmful is None else cand.report.p_harmful
+
+    return min(usable, key=risk)
+
+
+def needs_agent(event: CompactionEvent, fallbacks: tuple[Strategy, ...], *, audit: bool) -> bool:
+    """Whether reviewing `event` may have to call the agent (decided before any scoring)."""
+    if event.recorded_response is None or event.proposed_response is None:
+        return True
+    return bool(fallbacks) and not audit
+

@@ -1,7 +1,9 @@
 """Built-in compaction strategies used as fallbacks: deterministic, LLM-free, message-list in/out.
 
 Every strategy keeps the system prompt and the task statement (the first user turn), and never
-separates an assistant tool call from its tool results. Observation masking comes first in the
+separates an assistant tool call from its tool results. Strategies take and return the caller's
+own message type (OpenAI dicts, LangChain messages or `Message`), handing back the caller's very
+objects wherever a message is unchanged, so a user's fallback and a built-in one are interchangeable. Observation masking comes first in the
 default chain: on SWE-bench Verified it halved cost and matched LLM summarisation's solve rate
 (Lindenbauer et al., "The Complexity Trap", arXiv 2508.21433).
 """
@@ -13,17 +15,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-from memguard.messages import Message, to_messages
+from memguard.messages import Message, detect_format, restore_messages, to_messages
 
 __all__ = [
-    "Strategy",
+    "FunctionStrategy",
+    "KeepMore",
     "ObservationMasking",
     "RecentWindow",
-    "KeepMore",
-    "FunctionStrategy",
+    "Strategy",
     "as_strategy",
     "default_fallbacks",
     "protected_prefix_length",
+    "resolve_strategy",
     "tool_groups",
 ]
 
@@ -33,11 +36,20 @@ _TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*?(?:\n\S[^\n]*(?
 
 @runtime_checkable
 class Strategy(Protocol):
-    """A compaction strategy: a name and a pure function of the message list."""
+    """A compaction strategy: a name and a function of the message list (caller's type in and out).
 
-    name: str
+    It may be a coroutine function: `Guard.areview` awaits it, `Guard.review` runs it to completion.
+    """
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]: ...
+    @property
+    def name(self) -> str: ...
+
+    def __call__(self, messages: Sequence[Any]) -> Any: ...
+
+
+def _same_format(original: Sequence[Any], result: Sequence[Message]) -> list[Any]:
+    """`result` in the format `original` came in (unchanged messages as the caller's objects)."""
+    return restore_messages(result, detect_format(original))
 
 
 def protected_prefix_length(messages: Sequence[Message]) -> int:
@@ -98,12 +110,12 @@ class ObservationMasking:
     keep_errors: bool = False
     name: str = "observation_masking"
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+    def __call__(self, messages: Sequence[Any]) -> list[Any]:
         msgs = to_messages(messages)
         protected = protected_prefix_length(msgs)
         assistants = _assistant_positions(msgs)
         if len(assistants) <= self.keep_last:
-            return list(msgs)
+            return list(messages)
         boundary = assistants[-self.keep_last] if self.keep_last > 0 else len(msgs)
         out: list[Message] = []
         for i, message in enumerate(msgs):
@@ -113,7 +125,7 @@ class ObservationMasking:
                     text = self.placeholder
                 message = message.model_copy(update={"content": text})
             out.append(message)
-        return out
+        return _same_format(messages, out)
 
     def widened(self, factor: float) -> ObservationMasking:
         return replace(self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)),
@@ -131,15 +143,15 @@ class RecentWindow:
     keep_first: int = 3
     name: str = "recent_window"
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+    def __call__(self, messages: Sequence[Any]) -> list[Any]:
         msgs = to_messages(messages)
         head = max(self.keep_first, protected_prefix_length(msgs))
         if len(msgs) <= head + self.keep_last:
-            return list(msgs)
+            return list(messages)
         head = _snap_to_group_end(msgs, head)
         start = max(head, len(msgs) - self.keep_last)
         start = _snap_to_group_start(msgs, start)
-        return [*msgs[:head], *msgs[max(start, head):]]
+        return _same_format(messages, [*msgs[:head], *msgs[max(start, head):]])
 
     def widened(self, factor: float) -> RecentWindow:
         return replace(self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)),
@@ -171,7 +183,7 @@ class KeepMore:
     def name(self) -> str:
         return f"{self.strategy.name}+keep_more_x{self.factor:g}"
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+    def __call__(self, messages: Sequence[Any]) -> Any:
         widened = getattr(self.strategy, "widened", None)
         if widened is None:
             raise TypeError(f"strategy {self.strategy.name!r} has no widened(factor); KeepMore cannot grow it")
@@ -180,13 +192,13 @@ class KeepMore:
 
 @dataclass(frozen=True)
 class FunctionStrategy:
-    """Adapt a plain ``f(messages) -> messages`` (any message type) into a named strategy."""
+    """Name a plain ``f(messages) -> messages`` (sync or async, the caller's message type)."""
 
-    func: Callable[[list[Any]], list[Any]]
+    func: Callable[[list[Any]], Any]
     name: str
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]:
-        return to_messages(self.func(list(messages)))
+    def __call__(self, messages: Sequence[Any]) -> Any:
+        return self.func(list(messages))
 
 
 def as_strategy(obj: Any) -> Strategy:
@@ -202,3 +214,22 @@ def default_fallbacks() -> tuple[Strategy, ...]:
     """The recommended chain: mask old observations, then mask fewer, then a wide recent window."""
     masking = ObservationMasking(keep_last=10)
     return (masking, KeepMore(masking, 2.0), RecentWindow(keep_last=40))
+
+
+_KEEP_MORE = re.compile(r"^(?P<base>.+)\+keep_more_x(?P<factor>\d+(?:\.\d+)?)$")
+
+
+def resolve_strategy(name: str) -> Strategy:
+    """A built-in strategy by its `name` (as configs write them); `ValueError` lists the known ones.
+
+    `observation_masking`, `recent_window`, and `<name>+keep_more_x<factor>` for a wider retry;
+    the default chain's own settings win for the names it uses.
+    """
+    known: dict[str, Strategy] = {"observation_masking": ObservationMasking(), "recent_window": RecentWindow()}
+    known.update({s.name: s for s in default_fallbacks()})
+    if name in known:
+        return known[name]
+    match = _KEEP_MORE.match(name)
+    if match and float(match["factor"]) > 1:
+        return KeepMore(resolve_strategy(match["base"]), float(match["factor"]))
+    raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(known))}, or <name>+keep_more_x<factor>")

@@ -238,10 +238,36 @@ def test_calibrate_writes_the_best_threshold(tmp_path):
     expected = sweep_thresholds(p, [y == 0 for y in labels], constraint_min=0.8).best
     config = load_config(out)
     assert config.guard.threshold == pytest.approx(1 - expected.t)
-    assert config.guard.mode == "audit" and config.guard.fallbacks == ["recent_window"]
+    assert config.guard.mode == "audit" and [f.name for f in config.guard.fallbacks] == ["recent_window"]
     assert f"t = {expected.t:.2f}" in out.read_text()
     assert len(json.loads(curve.read_text())["points"]) == 91
     assert f"{expected.safe_f1:.3f}" in result.output
+
+
+def test_a_calibrated_config_decides_by_its_threshold(tmp_path):
+    """calibrate -> TOML -> Guard.from_config: the guard commits exactly what the sweep called SAFE."""
+    from memguard import CompactionEvent, Guard, Verdict
+
+    from tests.doubles import FactPolicy, ValueScorer, swe_conversation
+
+    # SAFE rows sit at P(HARMFUL) <= 0.25, HARMFUL ones at >= 0.30: the best cut is far below 0.5.
+    rows = [{"p_harmful": round(0.05 + 0.01 * k, 2), "label": 1} for k in range(21)]
+    rows += [{"p_harmful": round(0.30 + 0.01 * k, 2), "label": 0} for k in range(60)]
+    data = write_jsonl(tmp_path / "scored.jsonl", rows)
+    out = tmp_path / "guard.toml"
+    assert runner.invoke(cli.app, ["calibrate", str(data), "-o", str(out)]).exit_code == 0
+    best = sweep_thresholds([r["p_harmful"] for r in rows], [r["label"] == 0 for r in rows]).best
+    assert load_config(out).guard.threshold == best.threshold < 0.5
+
+    before = swe_conversation(8, fact="FACT-42")
+    candidate = [*before[:2], {"role": "user", "content": "[Summary] files were read"}, *before[-2:]]
+    for p in (0.25, best.threshold - 0.01, best.threshold, 0.35, 0.45):
+        guard = Guard.from_config(out, scorer=ValueScorer(p))
+        decision = guard.review(CompactionEvent(before=before, candidate=candidate), FactPolicy("FACT-42"))
+        assert decision.verdict is (Verdict.COMMIT if p < best.threshold else Verdict.VETO), p
+        # The default threshold (0.5) would have committed every one of these scores.
+        assert Guard(ValueScorer(p)).review(CompactionEvent(before=before, candidate=candidate),
+                                            FactPolicy("FACT-42")).verdict is Verdict.COMMIT
 
 
 def test_calibrate_without_output_prints_toml(tmp_path):

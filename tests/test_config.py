@@ -25,7 +25,7 @@ def write(tmp_path, text: str):
 def test_empty_file_gives_defaults(tmp_path):
     config = load_config(write(tmp_path, ""))
     assert config.guard.mode == "enforce" and config.guard.threshold == 0.5
-    assert config.guard.band == 0.88 and config.guard.uncertain == "harmful"
+    assert config.guard.band == 0.88 and config.guard.band_gate is False and config.guard.fallbacks == ()
     assert config.scorer.kind == "local" and config.scorer.subfolder == "checkpoint-500"
 
 
@@ -110,7 +110,7 @@ def test_guard_from_config(tmp_path):
 mode = "audit"
 threshold = 0.4
 band = 0.5
-uncertain = "safe"
+band_gate = true
 fallbacks = ["recent_window", "observation_masking+keep_more_x3"]
 on_error = "closed"
 hard_budget = 2000
@@ -123,7 +123,7 @@ redact = true
     guard = Guard.from_config(path, scorer=scorer, cooldown=0)
     try:
         assert guard.scorer is scorer and guard.mode == "audit" and guard.threshold == 0.4
-        assert (guard.band, guard.uncertain, guard.on_error, guard.hard_budget, guard.cooldown) == (0.5, "safe", "closed", 2000, 0)
+        assert (guard.band, guard.band_gate, guard.on_error, guard.hard_budget, guard.cooldown) == (0.5, True, "closed", 2000, 0)
         assert isinstance(guard.fallbacks[0], RecentWindow) and guard.fallbacks[0].keep_last == 40
         assert guard.fallbacks[1] == KeepMore(ObservationMasking(keep_last=10), 3.0)
         assert [s.name for s in guard.fallbacks] == ["recent_window", "observation_masking+keep_more_x3"]
@@ -132,8 +132,19 @@ redact = true
         guard.close()
 
 
-def test_default_fallback_names_are_the_default_chain():
-    from memguard.config import GuardSettings, resolve_fallbacks
+def test_default_chain_names_resolve_to_the_default_chain():
+    from memguard.config import resolve_fallbacks
     from memguard.strategies import default_fallbacks
 
-    assert resolve_fallbacks(GuardSettings().fallbacks) == list(default_fallbacks())
+    chain = default_fallbacks()
+    assert resolve_fallbacks([s.name for s in chain]) == list(chain)
+
+
+def test_guard_table_is_the_guard_settings(tmp_path):
+    """One object, one set of defaults: what `Guard()` runs on is what an empty [guard] parses to."""
+    from memguard import Guard, GuardSettings
+
+    from tests.doubles import ValueScorer
+
+    assert load_config(write(tmp_path, "")).guard == GuardSettings() == Guard(ValueScorer(0.1)).settings
+    assert load_config(write(tmp_path, "[guard]\nuncertain = 'harmful'\n")).guard.band_gate is True  # 0.1.0 name

@@ -160,24 +160,41 @@ def test_cooldown_after_veto_skips_probe_and_score(before):
     assert len(scorer.calls) == 3
 
 
-@pytest.mark.parametrize(("p", "uncertain", "verdict"), [
-    (0.05, "harmful", Verdict.COMMIT),
-    (0.30, "harmful", Verdict.VETO),   # below 0.5 but inside the 0.88 band: uncertain → harmful
-    (0.30, "safe", Verdict.COMMIT),
-    (0.60, "safe", Verdict.VETO),
-    (0.95, "safe", Verdict.VETO),
-])
-def test_threshold_and_band(before, p, uncertain, verdict):
-    guard = Guard(ValueScorer(p), uncertain=uncertain, cooldown=0)
-    decision = guard.review(event(before, summarize(before)), FactPolicy(FACT))
-    assert decision.verdict is verdict
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("p", [0.05, 0.2, 0.3, 0.45, 0.5, 0.6, 0.7, 0.95])
+def test_the_threshold_alone_decides(before, p, threshold):
+    """The one commit rule: commit iff P(HARMFUL) < threshold, whatever the band says."""
+    decision = Guard(ValueScorer(p), threshold=threshold, cooldown=0).review(event(before, summarize(before)),
+                                                                             FactPolicy(FACT))
+    assert decision.verdict is (Verdict.COMMIT if p < threshold else Verdict.VETO)
     expected_band = "safe" if p <= 0.12 else "harmful" if p >= 0.88 else "uncertain"
-    assert decision.candidates[0].band == expected_band
+    assert decision.candidates[0].band == decision.band == expected_band  # reported, not gating
+    assert decision.p_harmful == p
 
 
-def test_band_none_uses_threshold_only(before):
+@pytest.mark.parametrize(("p", "verdict"), [(0.05, Verdict.COMMIT), (0.30, Verdict.VETO), (0.95, Verdict.VETO)])
+def test_band_gate_is_opt_in(before, p, verdict):
+    """band_gate=True also refuses a score inside the band (0.12 < P(HARMFUL) < 0.88)."""
+    decision = Guard(ValueScorer(p), band_gate=True, cooldown=0).review(event(before, summarize(before)), FactPolicy(FACT))
+    assert decision.verdict is verdict
+
+
+def test_band_none_labels_by_the_threshold(before):
     decision = Guard(ValueScorer(0.3), band=None).review(event(before, summarize(before)), FactPolicy(FACT))
     assert decision.verdict is Verdict.COMMIT and decision.candidates[0].band == "safe"
+    decision = Guard(ValueScorer(0.3), band=None, threshold=0.2).review(event(before, summarize(before)),
+                                                                         FactPolicy(FACT))
+    assert decision.verdict is Verdict.VETO and decision.band == "harmful"
+
+
+def test_uncertain_is_a_deprecated_name_for_band_gate(before):
+    with pytest.warns(DeprecationWarning, match="band_gate"):
+        gated = Guard(ValueScorer(0.3), uncertain="harmful")
+    with pytest.warns(DeprecationWarning):
+        plain = Guard(ValueScorer(0.3), uncertain="safe")
+    assert gated.band_gate and gated.uncertain == "harmful" and not plain.band_gate
+    assert gated.review(event(before, summarize(before)), FactPolicy(FACT)).verdict is Verdict.VETO
+    assert plain.review(event(before, summarize(before)), FactPolicy(FACT)).verdict is Verdict.COMMIT
 
 
 @pytest.mark.parametrize("scorer", [
@@ -260,7 +277,7 @@ def test_precomputed_responses_skip_probing(before):
 
     ev = event(before, summarize(before), recorded_response={"role": "assistant", "content": "cat src/app.py"},
                proposed_response={"role": "assistant", "content": "ls -la"})
-    decision = Guard(KeyedScorer({"ls -la": 0.2}), uncertain="safe").review(ev, no_agent)
+    decision = Guard(KeyedScorer({"ls -la": 0.2})).review(ev, no_agent)
     assert decision.verdict is Verdict.COMMIT and decision.p_harmful == pytest.approx(0.2)
 
 

@@ -53,9 +53,9 @@ def test_hand_computed_small_case():
     assert m.coverage.n_covered == 2 and m.coverage.accuracy == 1.0
 
 
-def test_half_is_safe_at_the_cut():
-    """SAFE iff P(SAFE) >= 0.5, so P(HARMFUL) = 0.5 is predicted SAFE."""
-    m = evaluate([0.5, 0.5000001], [False, True], bootstrap=0)
+def test_the_cut_is_the_guards_commit_rule():
+    """SAFE iff P(HARMFUL) < 0.5, as the guard commits: an exact tie counts HARMFUL (MemGym: SAFE)."""
+    m = evaluate([0.4999999, 0.5], [False, True], bootstrap=0)
     assert m.accuracy == 1.0
     assert m.confusion.true_safe == 1 and m.confusion.true_harmful == 1
 
@@ -145,12 +145,29 @@ def test_sweep_matches_sklearn_at_every_threshold():
     assert sweep.best.p_harmful_threshold == pytest.approx(1 - sweep.best.t)
 
 
+def test_every_sweep_point_decides_like_a_guard_with_its_threshold():
+    """The sweep and the guard agree at the boundary: P(HARMFUL) == threshold is HARMFUL for both."""
+    from sklearn.metrics import precision_score, recall_score
+
+    from memguard.settings import GuardSettings
+
+    p = [round(k / 100, 2) for k in range(101)]  # every threshold value is itself a score
+    y = np.array([k % 3 == 0 for k in range(101)])  # labels that do not follow the scores
+    for point in sweep_thresholds(p, y, constraint=None).points:
+        guard = GuardSettings(threshold=point.threshold)
+        commits = np.array([guard.acceptable(v) for v in p])  # what the guard would commit
+        assert point.safe_recall == pytest.approx(recall_score(~y, commits, zero_division=0))
+        assert point.safe_precision == pytest.approx(precision_score(~y, commits, zero_division=0))
+        assert not guard.acceptable(point.threshold)
+
+
 def test_sweep_hand_computed_and_configurable():
-    # P(SAFE) = .9, .6, .4, .2 for SAFE, SAFE, HARMFUL, HARMFUL: any t in (.4, .6] is perfect.
+    # P(HARMFUL) = .1, .4, .6, .8 for SAFE, SAFE, HARMFUL, HARMFUL: SAFE iff P(HARMFUL) < threshold is
+    # perfect for any threshold in (.4, .6], i.e. t = 1 - threshold in [.40, .59].
     p = [0.1, 0.4, 0.6, 0.8]
     y = [False, False, True, True]
     sweep = sweep_thresholds(p, y)
-    assert sweep.best.t == 0.41 and sweep.best.safe_f1 == 1.0  # ties go to the lowest t
+    assert sweep.best.t == 0.40 and sweep.best.threshold == 0.60 and sweep.best.safe_f1 == 1.0  # lowest t wins
     # constraint that nothing meets -> None with a note
     strict = sweep_thresholds(p, [True, False, True, False], constraint_min=0.99)
     assert strict.best is None and strict.notes

@@ -24,6 +24,7 @@ from memguard.scoring.loading import (
     resolve_adapter,
 )
 from memguard.scoring.segments import SegmentEncoder, segment_safe
+from memguard.settings import DEFAULT_ADAPTER, DEFAULT_BASE, DEFAULT_MAX_LENGTH, DEFAULT_SUBFOLDER
 
 with needs_extra("local", "MemRM (memguard.scoring.local)"):
     import torch
@@ -37,10 +38,6 @@ with needs_extra("local", "MemRM (memguard.scoring.local)"):
     )
     from memguard.scoring.stream import can_stream, streamed_label_logits
 
-DEFAULT_BASE = "Qwen/Qwen3-1.7B-Base"
-DEFAULT_ADAPTER = "MemGym/memgym-rm-1p7b"
-DEFAULT_SUBFOLDER = "checkpoint-500"
-DEFAULT_MAX_LENGTH = 32_768  # MemRM's training cut
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30  # prefixes kept across calls (one 32K prefix of 1.7B bf16 is 3.5 GiB)
 DEFAULT_MIN_SHARED_PREFIX = 256  # below this, one prefill + k suffix passes saves little
 

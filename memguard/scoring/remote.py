@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from memguard.scoring.vllm_api import (
     scoring_body,
     tokenize_body,
 )
+from memguard.settings import DEFAULT_MAX_LENGTH  # training's left-cut limit, as in MemRM
 
 if TYPE_CHECKING:
     import httpx
@@ -47,7 +48,6 @@ __all__ = ["DEFAULT_MAX_LENGTH", "RemoteMemRM", "RemoteScorerError"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 32_768  # training's left-cut limit, as in the in-process MemRM
 _MAX_BACKOFF_S = 8.0
 
 
@@ -377,7 +377,11 @@ class RemoteMemRM:
         )
 
 
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+def _check_prompts(prompts: Iterable[str]) -> list[str]:
+    """A list, read once: a generator of prompts is consumed here, not half-way by the checks."""
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError("prompts must be a list of rendered prompt strings, not one string")
+    listed = list(prompts)
+    if not all(isinstance(p, str) for p in listed):
         raise TypeError("prompts must be a list of rendered prompt strings")
-    return list(prompts)
+    return listed

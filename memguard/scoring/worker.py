@@ -74,8 +74,13 @@ class ScoringWorker:
         if not request.prompts:
             request.future.set_result([])
             return request.future
-        self._ensure_started()
-        self._queue.put(request)
+        with self._start_lock:  # queued under the lock `close` takes: nothing lands after _STOP
+            if self._closed:
+                raise RuntimeError("ScoringWorker is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._queue.put(request)
         return request.future
 
     def score(self, prompts: list[str], timeout: float | None = None) -> list[Score]:
@@ -88,27 +93,38 @@ class ScoringWorker:
     # --------------------------------------------------------------------- lifecycle
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Finish queued requests, then stop the thread. Later submissions raise."""
+        """Finish queued requests, then stop the thread. Later submissions raise.
+
+        Submissions and the stop marker are queued under one lock, so no request can land behind
+        the marker; any left once the thread has ended fail with `RuntimeError`, never hang.
+        """
         with self._start_lock:
+            if self._closed:
+                return
             self._closed = True
             thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)
         if thread is not None:
-            self._queue.put(_STOP)
             thread.join(timeout)
+            if thread.is_alive():  # still scoring: it serves what is queued, then stops
+                return
+        self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Request) and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(RuntimeError("ScoringWorker closed before this request was scored"))
 
     def __enter__(self) -> ScoringWorker:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _ensure_started(self) -> None:
-        with self._start_lock:
-            if self._closed:
-                raise RuntimeError("ScoringWorker is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
 
     # --------------------------------------------------------------------- the worker thread
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from memguard._extras import needs_extra
 from memguard._quiet import quiet_model_libraries
+from memguard.settings import DEFAULT_SUBFOLDER
 from memguard.testing.tokenizers import (
     QWEN3_VOCAB_SIZE,
     build_byte_tokenizer,
@@ -19,7 +20,7 @@ from memguard.testing.tokenizers import (
     load_tokenizer,
 )
 
-SUBFOLDER = "checkpoint-500"
+SUBFOLDER = DEFAULT_SUBFOLDER  # laid out like the real adapter: in a subfolder, not at the root
 # The real adapter's LoRA settings (MemGym checkpoint-500).
 LORA_SETTINGS: dict[str, Any] = dict(
     r=16,

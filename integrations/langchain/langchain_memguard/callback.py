@@ -144,8 +144,8 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
         try:
             with self._lock:
                 self._roots[run_id] = self._root_of(parent_run_id) if parent_run_id else run_id
-        except Exception:  # noqa: BLE001
-            self._failed()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_chain(run_id)
@@ -160,8 +160,8 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
                 if root == run_id:  # a finished top-level run without a thread: forget it
                     for key in [k for k in self._tracks if k.startswith(f"run:{run_id}")]:
                         del self._tracks[key]
-        except Exception:  # noqa: BLE001
-            self._failed()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
 
     def _root_of(self, run_id: UUID | None) -> UUID | None:
         return self._roots.get(run_id, run_id) if run_id is not None else None
@@ -193,8 +193,8 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             with self._lock:
                 self._pending[run_id] = _Pending(key, before, current, self.strategy or kind)
                 self.detected += 1
-        except Exception:  # noqa: BLE001 - never raise into the agent
-            self._failed()
+        except Exception as exc:  # noqa: BLE001 - never raise into the agent
+            self._failed(exc)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
@@ -210,8 +210,8 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
                     track.output = message
             if pending is not None and message is not None:
                 self._submit(pending, message)
-        except Exception:  # noqa: BLE001
-            self._failed()
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
@@ -246,9 +246,10 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
 
         self.guard.review(event, probe)  # audit mode: queued on the guard's worker, returns at once
 
-    def _failed(self) -> None:
+    def _failed(self, exc: Exception) -> None:
         self.failures += 1
-        logger.exception("memguard: callback bookkeeping failed (the agent is not affected)")
+        # Type only: a traceback's frames and messages may quote the conversation.
+        logger.error("memguard: callback bookkeeping failed (%s); the agent is not affected", type(exc).__name__)
 
 
 def _output_message(response: Any) -> BaseMessage | None:

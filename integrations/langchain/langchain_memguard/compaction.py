@@ -9,18 +9,20 @@ guard can score them and use them as fallbacks.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.graph.message import add_messages
-from memguard._concurrency import run_coroutine_blocking
-from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 
 from langchain_memguard.views import GuardView
+
+T = TypeVar("T")
 
 __all__ = [
     "HookKind",
@@ -71,6 +73,29 @@ def apply_update(messages: Sequence[BaseMessage], update: Sequence[Any]) -> list
     return list(add_messages(list(messages), list(update)))
 
 
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run an async-only hook from sync code; on a helper thread when a loop already runs here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    box: dict[str, Any] = {}
+
+    def runner() -> None:
+        try:
+            box["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=runner, name="langchain-memguard-hook", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
 def _state_for(request: ModelRequest, messages: Sequence[BaseMessage]) -> dict[str, Any]:
     return {**request.state, "messages": list(messages)}
 
@@ -96,7 +121,7 @@ def compact_with(middleware: AgentMiddleware, messages: Sequence[BaseMessage], r
     if _overrides(middleware, "before_model"):
         update = middleware.before_model(state, request.runtime)
     else:
-        update = run_coroutine_blocking(middleware.abefore_model(state, request.runtime))
+        update = run_blocking(middleware.abefore_model(state, request.runtime))
     if not update or not update.get("messages"):
         return list(messages)
     return apply_update(messages, update["messages"])
@@ -106,8 +131,9 @@ def compact_with(middleware: AgentMiddleware, messages: Sequence[BaseMessage], r
 class MiddlewareStrategy:
     """A compaction middleware used as a memguard fallback strategy for one model call.
 
-    The guard hands strategies its own `Message` view; this converts back to the agent's
-    LangChain messages, runs the middleware, and converts the result to the view again.
+    The guard hands strategies the messages it was given: the LangChain view of the agent's
+    context (see `GuardView`). This strips the view, runs the middleware on the agent's own
+    messages, and shows the result as a view again.
     """
 
     middleware: AgentMiddleware
@@ -115,7 +141,6 @@ class MiddlewareStrategy:
     view: GuardView
     name: str
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]:
-        agent_messages = self.view.from_view(restore_messages(list(messages), MessageFormat.LANGCHAIN))
-        compacted = compact_with(self.middleware, agent_messages, self.request)
-        return to_messages(self.view.to_view(compacted))
+    def __call__(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        compacted = compact_with(self.middleware, self.view.from_view(list(messages)), self.request)
+        return self.view.to_view(compacted)

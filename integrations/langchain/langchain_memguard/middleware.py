@@ -12,6 +12,11 @@ model response (one extra model call per compaction, never two):
   the response is added again after the compacted messages;
 - veto: the full-context response is returned alone, and the graph state is left as it was.
 
+With `Guard(mode="audit")` the inner compaction is applied exactly as without the guard, the
+step's own response (on the compacted context) is the proposed action, and the full-context probe
+and the score run on the guard's background worker (one extra model call per compaction, off the
+agent's path).
+
 A `wrap_model_call` compaction (`ContextEditingMiddleware`) only edits the request, never the
 state; the guard then decides which context this one model call sees.
 """
@@ -35,6 +40,7 @@ from langchain_memguard.compaction import (
     MiddlewareStrategy,
     apply_update,
     hook_kind,
+    run_blocking,
     strategy_name,
 )
 from langchain_memguard.views import GuardView
@@ -67,14 +73,15 @@ def _action_message(response: ModelResponse) -> BaseMessage:
     return response.result[0]
 
 
-def _conversation_id() -> str:
+def _conversation_id() -> str | None:
+    """The run's LangGraph `thread_id`; None lets the guard derive one from the conversation."""
     try:
         from langgraph.config import get_config
 
         thread = (get_config().get("configurable") or {}).get("thread_id")
     except Exception:  # noqa: BLE001 - outside a graph run there is simply no thread
-        return "default"
-    return str(thread) if thread is not None else "default"
+        return None
+    return str(thread) if thread is not None else None
 
 
 class _Probes:
@@ -120,11 +127,6 @@ class MemGuardMiddleware(AgentMiddleware):
         super().__init__()
         if not isinstance(guard, Guard):
             raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
-        if guard.mode != "enforce":
-            raise ValueError(
-                "MemGuardMiddleware enforces decisions and needs Guard(mode='enforce'); "
-                "to only record them, keep your middleware and add MemGuardCallbackHandler to the callbacks"
-            )
         self.inner = inner
         self.guard = guard
         self._kind = hook_kind(inner)
@@ -162,6 +164,10 @@ class MemGuardMiddleware(AgentMiddleware):
             # Probes may run on the guard's threads: carry the run's callbacks/config along.
             return probes.keep(context.copy().run(handler, probe))
 
+        if self.guard.mode == "audit":
+            response = _as_model_response(handler(request.override(messages=candidate)))
+            decision = self.guard.review(self._event(request, candidate, view, response), policy)
+            return self._finish(decision, view, request, response, update)
         decision = self.guard.review(self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view))
         response = probes.response_for(decision.response)
         if response is None:
@@ -178,6 +184,10 @@ class MemGuardMiddleware(AgentMiddleware):
         def policy(messages: list[Any]) -> BaseMessage:
             return probes.keep(context.copy().run(handler, edited.override(messages=view.from_view(messages))))
 
+        if self.guard.mode == "audit":
+            response = _as_model_response(handler(edited))
+            self._record(self.guard.review(self._event(request, edited.messages, view, response), policy))
+            return response
         decision = self.guard.review(self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view))
         self._record(decision)
         response = probes.response_for(decision.response)
@@ -189,9 +199,7 @@ class MemGuardMiddleware(AgentMiddleware):
         if type(self.inner).before_model is not AgentMiddleware.before_model:
             update = self.inner.before_model(request.state, request.runtime)
         else:
-            from memguard._concurrency import run_coroutine_blocking
-
-            update = run_coroutine_blocking(self.inner.abefore_model(request.state, request.runtime))
+            update = run_blocking(self.inner.abefore_model(request.state, request.runtime))
         return self._usable(update)
 
     # ------------------------------------------------------------------ async
@@ -212,6 +220,10 @@ class MemGuardMiddleware(AgentMiddleware):
         async def policy(messages: list[Any]) -> BaseMessage:
             return probes.keep(await handler(request.override(messages=view.from_view(messages))))
 
+        if self.guard.mode == "audit":
+            response = _as_model_response(await handler(request.override(messages=candidate)))
+            decision = await self.guard.areview(self._event(request, candidate, view, response), policy)
+            return self._finish(decision, view, request, response, update)
         decision = await self.guard.areview(self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view))
         response = probes.response_for(decision.response)
         if response is None:
@@ -227,6 +239,10 @@ class MemGuardMiddleware(AgentMiddleware):
         async def policy(messages: list[Any]) -> BaseMessage:
             return probes.keep(await handler(edited.override(messages=view.from_view(messages))))
 
+        if self.guard.mode == "audit":
+            response = _as_model_response(await handler(edited))
+            self._record(await self.guard.areview(self._event(request, edited.messages, view, response), policy))
+            return response
         decision = await self.guard.areview(self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view))
         self._record(decision)
         response = probes.response_for(decision.response)
@@ -249,13 +265,15 @@ class MemGuardMiddleware(AgentMiddleware):
     def _usable(update: dict[str, Any] | None) -> dict[str, Any] | None:
         return update if update and update.get("messages") else None
 
-    def _event(self, request: ModelRequest, candidate: Sequence[BaseMessage], view: GuardView) -> CompactionEvent:
+    def _event(self, request: ModelRequest, candidate: Sequence[BaseMessage], view: GuardView,
+               proposed: ModelResponse | None = None) -> CompactionEvent:
         return CompactionEvent(
             before=view.to_view(request.messages),
             candidate=view.to_view(candidate),
             strategy=self.strategy,
             conversation_id=_conversation_id(),
             metadata={"framework": "langchain", "middleware": self.inner.name},
+            proposed_response=None if proposed is None else _action_message(proposed),
         )
 
     def _fallbacks_for(self, request: ModelRequest, view: GuardView) -> tuple[Any, ...] | None:
@@ -282,7 +300,8 @@ class MemGuardMiddleware(AgentMiddleware):
         if decision.verdict is Verdict.VETO:
             return response
         chosen = view.from_view(decision.messages)
-        extra = {k: v for k, v in update.items() if k != "messages"} if decision.verdict is Verdict.COMMIT else {}
+        own = decision.verdict in (Verdict.COMMIT, Verdict.AUDIT)  # the inner middleware's own update
+        extra = {k: v for k, v in update.items() if k != "messages"} if own else {}
         messages = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *chosen, *response.result]
         return ExtendedModelResponse(model_response=response, command=Command(update={**extra, "messages": messages}))
 
@@ -292,5 +311,6 @@ class MemGuardMiddleware(AgentMiddleware):
             return
         try:
             self.on_decision(decision)
-        except Exception:  # noqa: BLE001 - a user hook must not break the agent
-            logger.exception("memguard: on_decision hook failed")
+        except Exception as exc:  # noqa: BLE001 - a user hook must not break the agent
+            # Type only: a traceback's frames and messages may quote the conversation.
+            logger.error("memguard: on_decision hook failed (%s)", type(exc).__name__)

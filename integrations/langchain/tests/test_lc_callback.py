@@ -23,9 +23,10 @@ def summarizing_agent(model, summarizer, checkpointer=None):
     return make_agent(model, [middleware], checkpointer)
 
 
-def audit(tmp_path, scorer=None, probe_model=None):
+def audit(tmp_path, scorer=None, probe_model=None, **options):
     sink = JSONLSink(tmp_path / "audit.jsonl")
-    guard = Guard(scorer or PrefixScorer({"ls -la": 0.97, "done, I forgot": 0.97}), mode="audit", sinks=[sink])
+    guard = Guard(scorer or PrefixScorer({"ls -la": 0.97, "done, I forgot": 0.97}), mode="audit", sinks=[sink],
+                  **options)
     handler = MemGuardCallbackHandler(guard, probe_model=probe_model or FactAgentModel())
     return guard, handler, tmp_path / "audit.jsonl"
 
@@ -89,8 +90,7 @@ def test_rebuilt_context_is_what_the_agent_would_have_seen(tmp_path):
 
 def test_summary_rendered_as_training_saw_it(tmp_path):
     scorer = PrefixScorer(default=0.02)
-    guard, handler, _ = audit(tmp_path, scorer)
-    guard.identical_is_safe = False
+    guard, handler, _ = audit(tmp_path, scorer, identical_is_safe=False)
     summarizing_agent(FactAgentModel(), FixedSummarizer()).invoke({"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]})
     assert handler.flush(10)
     later = scorer.prompts[-1]
