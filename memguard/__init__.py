@@ -4,13 +4,14 @@ Every proposed compaction is scored by MemRM for P(HARMFUL) and committed, repla
 strategy, or vetoed (nothing lost). See `Guard`.
 """
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
 from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
-from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, render_action, render_prompt
+from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, SUMMARY_PREFIX, render_action, render_prompt
 from memguard.scoring.base import Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
 from memguard.settings import GuardSettings, commits
@@ -19,11 +20,12 @@ from memguard.strategies import (
     ObservationMasking,
     RecentWindow,
     Strategy,
+    as_strategy,
     default_fallbacks,
 )
 
 if TYPE_CHECKING:
-    from memguard.scoring.local import MemRM
+    from memguard.scoring.local import MemRM as MemRM  # explicit re-export: not in __all__
     from memguard.scoring.remote import RemoteMemRM, RemoteScorerError
 
 __all__ = [
@@ -38,7 +40,6 @@ __all__ = [
     "LABEL_HARMFUL",
     "LABEL_SAFE",
     "LoggingSink",
-    "MemRM",
     "Message",
     "MessageFormat",
     "ObservationMasking",
@@ -47,6 +48,7 @@ __all__ = [
     "RecentWindow",
     "RemoteMemRM",
     "RemoteScorerError",
+    "SUMMARY_PREFIX",
     "Score",
     "Scorer",
     "ScorerIdentity",
@@ -55,6 +57,7 @@ __all__ = [
     "Strategy",
     "Timings",
     "Verdict",
+    "as_strategy",
     "band_of",
     "commits",
     "conversation_key",
@@ -65,11 +68,18 @@ __all__ = [
     "restore_messages",
     "to_messages",
 ]
-__version__ = "0.1.0"
+# `MemRM` is importable by name (`from memguard import MemRM`) but left out of `__all__`: it needs
+# memguard[local], and a star import must work on the light core.
+
+try:
+    __version__ = version("memguard")  # pyproject.toml holds the only copy
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 
 def __getattr__(name: str) -> Any:
-    # The scorers load lazily (MemRM pulls in torch, ~2 s): memguard.scoring decides how.
+    # The scorers load lazily (MemRM pulls in torch, ~2 s, from memguard[local]; RemoteMemRM
+    # needs only the core): memguard.scoring decides how.
     if name in ("MemRM", "RemoteMemRM", "RemoteScorerError"):
         from memguard import scoring
 

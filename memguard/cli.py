@@ -18,19 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-
+from memguard._extras import MissingExtra, needs_extra
+from memguard._quiet import quiet_model_libraries
 from memguard.config import (
     ConfigError,
     GuardConfig,
@@ -42,10 +31,25 @@ from memguard.config import (
     load_config,
 )
 from memguard.datasets import BadRow, DataRow, OnBadLine, read_rows
-from memguard.metrics import COVERAGE_T, EvalMetrics, SweepMetric, ThresholdSweep
-from memguard.scorefile import OutputError, existing_keys, score_rows, score_to_file
 from memguard.scoring.base import Scorer
 from memguard.settings import DEFAULT_SUBFOLDER
+
+with needs_extra("cli", "the memguard command"):
+    import typer
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from memguard.metrics import COVERAGE_T, EvalMetrics, SweepMetric, ThresholdSweep
+    from memguard.scorefile import OutputError, existing_keys, score_rows, score_to_file
 
 __all__ = ["app", "main", "ScorerOptions", "make_scorer"]
 
@@ -125,13 +129,31 @@ OnBadLineOption = Annotated[
 _SCORER = "Scorer (used when rows have no p_harmful yet)"
 BaseOption = Annotated[str | None, typer.Option(help="Base model: hub id or local path.", rich_help_panel=_SCORER)]
 AdapterOption = Annotated[str | None, typer.Option(help="LoRA adapter: hub id or local path.", rich_help_panel=_SCORER)]
-SubfolderOption = Annotated[str | None, typer.Option(help="Adapter subfolder ('' for the root).", rich_help_panel=_SCORER)]
+SubfolderOption = Annotated[
+    str | None, typer.Option(help="Adapter subfolder ('' for the root).", rich_help_panel=_SCORER)
+]
 RevisionOption = Annotated[str | None, typer.Option(help="Hub revision of the adapter.", rich_help_panel=_SCORER)]
-QuantizationOption = Annotated[str | None, typer.Option(help="e.g. nf4 (needs memguard[quant]).", rich_help_panel=_SCORER)]
-MaxLengthOption = Annotated[int | None, typer.Option(min=1, help="Cut prompts from the left to this many tokens.", rich_help_panel=_SCORER)]
-RemoteOption = Annotated[str | None, typer.Option("--remote", help="URL of a vLLM server running MemRM.", rich_help_panel=_SCORER)]
-OfflineOption = Annotated[bool, typer.Option("--offline", help="Tiny random model: checks the plumbing, scores are meaningless.", rich_help_panel=_SCORER)]
-ConfigOption = Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False, help="Guard TOML whose [scorer] table to use.", rich_help_panel=_SCORER)]
+QuantizationOption = Annotated[
+    str | None, typer.Option(help="e.g. nf4 (needs memguard[quant]).", rich_help_panel=_SCORER)
+]
+MaxLengthOption = Annotated[
+    int | None, typer.Option(min=1, help="Cut prompts from the left to this many tokens.", rich_help_panel=_SCORER)
+]
+RemoteOption = Annotated[
+    str | None, typer.Option("--remote", help="URL of a vLLM server running MemRM.", rich_help_panel=_SCORER)
+]
+OfflineOption = Annotated[
+    bool,
+    typer.Option(
+        "--offline", help="Tiny random model: checks the plumbing, scores are meaningless.", rich_help_panel=_SCORER
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", exists=True, dir_okay=False, help="Guard TOML whose [scorer] table to use.", rich_help_panel=_SCORER
+    ),
+]
 BatchOption = Annotated[int, typer.Option(min=1, help="Prompts per scorer call.", rich_help_panel=_SCORER)]
 
 
@@ -170,10 +192,8 @@ _TINY_DIRS: list[str] = []
 def _tiny_model_dir() -> Path:
     """Build the tiny random MemRM once per process, in a directory removed at exit."""
     if not _TINY_DIRS:
-        try:
-            from memguard.testing import build_tiny_rm
-        except ImportError as problem:
-            raise ScorerUnavailable(f"--offline needs memguard.testing.build_tiny_rm ({problem})") from None
+        from memguard.testing import build_tiny_rm
+
         folder = tempfile.mkdtemp(prefix="memguard-offline-")
         _TINY_DIRS.append(folder)
         atexit.register(shutil.rmtree, folder, True)
@@ -191,23 +211,37 @@ def make_scorer(options: ScorerOptions) -> Scorer:
             "only; the scores are meaningless.",
             highlight=False,
         )
-        root = _tiny_model_dir()
-        return build_local_scorer(base=str(root / "base"), adapter=str(root / "adapter"), subfolder=DEFAULT_SUBFOLDER)
+        try:
+            # Building and loading a throwaway model: the model libraries' progress bars and
+            # warnings would only bury our output (their errors still propagate).
+            with quiet_model_libraries():
+                root = _tiny_model_dir()
+                return build_local_scorer(
+                    base=str(root / "base"), adapter=str(root / "adapter"), subfolder=DEFAULT_SUBFOLDER
+                )
+        except MissingExtra as missing:
+            raise ScorerUnavailable(f"--offline: {missing}") from None
     return GuardConfig(scorer=options.settings()).build_scorer()
 
 
 def load_scorer(options: ScorerOptions) -> Scorer:
     with user_errors():
         settings = None if options.offline else options.settings()
-        what = "tiny offline model" if settings is None else (
-            f"remote MemRM at {settings.url}" if settings.kind == "remote" else f"MemRM {settings.adapter} on {settings.base}"
+        what = (
+            "tiny offline model"
+            if settings is None
+            else (
+                f"remote MemRM at {settings.url}"
+                if settings.kind == "remote"
+                else f"MemRM {settings.adapter} on {settings.base}"
+            )
         )
         with err.status(f"loading {what} ..."):
             try:
                 return make_scorer(options)
             except (ConfigError, ScorerUnavailable, OSError):
                 raise
-            except Exception as problem:  # weights that will not load: a message, not a traceback
+            except Exception as problem:  # noqa: BLE001 - weights that will not load: a message, not a traceback
                 fail(f"cannot load the scorer: {type(problem).__name__}: {problem}", EXIT_FAILED)
 
 
@@ -225,9 +259,9 @@ def scores_for(rows: Sequence[DataRow], options: ScorerOptions, batch_size: int)
             try:
                 scores = score_rows(missing, scorer, batch_size=batch_size,
                                     on_batch=lambda batch, _: bar.advance(task, len(batch)))  # fmt: skip
-            except Exception as problem:
+            except Exception as problem:  # noqa: BLE001 - a scorer failure is a message, not a traceback
                 fail(f"scoring failed: {type(problem).__name__}: {problem}", EXIT_FAILED)
-        fresh = {row.key: s.p_harmful for row, s in zip(missing, scores)}
+        fresh = {row.key: s.p_harmful for row, s in zip(missing, scores, strict=True)}
     return [row.p_harmful if row.p_harmful is not None else fresh[row.key] for row in rows]
 
 
@@ -252,9 +286,13 @@ def _f(value: float | None, digits: int = 3) -> str:
 @app.command()
 def score(
     file: InputFile,
-    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="JSONL of scores (appended; resumable).")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", dir_okay=False, help="JSONL of scores (appended; resumable).")
+    ],
     restart: Annotated[bool, typer.Option(help="Discard an existing output instead of resuming it.")] = False,
-    band_t: Annotated[float, typer.Option("--band", min=0.5, max=1.0, help="Coverage band t for the band column.")] = COVERAGE_T,
+    band_t: Annotated[
+        float, typer.Option("--band", min=0.5, max=1.0, help="Coverage band t for the band column.")
+    ] = COVERAGE_T,
     on_bad_line: OnBadLineOption = "stop",
     batch_size: BatchOption = 8,
     base: BaseOption = None,
@@ -285,7 +323,9 @@ def score(
     if not todo:
         err.print("nothing to do", highlight=False)
         return
-    scorer = load_scorer(ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline))
+    scorer = load_scorer(
+        ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline)
+    )
     with progress() as bar, user_errors():
         task = bar.add_task("scoring", total=len(todo))
         try:
@@ -293,7 +333,7 @@ def score(
                                     on_batch=lambda n: bar.advance(task, n))  # fmt: skip
         except OSError:
             raise
-        except Exception as problem:
+        except Exception as problem:  # noqa: BLE001 - a scorer failure is a message, not a traceback
             fail(f"scoring failed after the rows already written: {type(problem).__name__}: {problem}", EXIT_FAILED)
     err.print(f"wrote {written} scores to {output}", highlight=False)
 
@@ -324,7 +364,9 @@ def metrics_table(metrics: EvalMetrics, title: str) -> Table:
 def eval_(
     file: InputFile,
     json_out: Annotated[Path | None, typer.Option("--json", dir_okay=False, help="Write the metrics as JSON.")] = None,
-    coverage_t: Annotated[float, typer.Option("--coverage-t", min=0.5, max=1.0, help="t of Cov@t / Acc@t.")] = COVERAGE_T,
+    coverage_t: Annotated[
+        float, typer.Option("--coverage-t", min=0.5, max=1.0, help="t of Cov@t / Acc@t.")
+    ] = COVERAGE_T,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the AUROC CI (0: none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 42,
     on_bad_line: OnBadLineOption = "stop",
@@ -348,7 +390,11 @@ def eval_(
 
     rows = load_rows(file, on_bad_line, need_prompt=False)
     truth = labelled(rows, file)
-    p = scores_for(rows, ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline), batch_size)
+    p = scores_for(
+        rows,
+        ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline),
+        batch_size,
+    )
     with err.status("computing metrics ..."):
         metrics = evaluate(p, truth, coverage_t=coverage_t, bootstrap=bootstrap, seed=seed)
     out.print(metrics_table(metrics, f"MemRM on {file.name}"))
@@ -378,8 +424,6 @@ def sweep_table(sweep: ThresholdSweep, top: int) -> Table:
             style=style,
         )  # fmt: skip
     return table
-
-
 
 
 @app.command()
@@ -463,21 +507,26 @@ def calibrate(
 
 @app.command()
 def report(
-    audit: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Audit JSONL (one Decision per line).")],
-    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="HTML file to write.")] = Path("memguard-report.html"),
+    audit: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Audit JSONL (one Decision per line).")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="HTML file to write.")] = Path(
+        "memguard-report.html"
+    ),
     title: Annotated[str, typer.Option(help="Report title.")] = "memguard audit report",
     on_bad_line: OnBadLineOption = "stop",
 ) -> None:
     """A self-contained HTML report of an audit log, and a summary here."""
     try:
-        from memguard.report import read_audit, render_html, summarize
-    except ImportError as problem:
-        fail(f"the report needs matplotlib: install memguard[report] ({problem})", EXIT_FAILED)
+        with needs_extra("report", "memguard report"):
+            from memguard.report import read_audit, render_html, summarize
+    except MissingExtra as problem:
+        fail(str(problem), EXIT_FAILED)
     skipped: list[BadRow] = []
     with user_errors():
         decisions = read_audit(audit, on_bad_line=on_bad_line, on_skip=skipped.append)
-    for problem in skipped[:5]:
-        warn(f"skipped {problem}")
+    for bad in skipped[:5]:
+        warn(f"skipped {bad}")
     if not decisions:
         fail(f"{audit}: no decisions")
     summary = summarize(decisions, n_bad_lines=len(skipped))
@@ -486,7 +535,9 @@ def report(
     with user_errors():
         output.write_text(page, encoding="utf-8")
 
-    table = Table(title=f"{summary.n_decisions} decisions in {summary.n_conversations} conversations", header_style="bold")
+    table = Table(
+        title=f"{summary.n_decisions} decisions in {summary.n_conversations} conversations", header_style="bold"
+    )
     table.add_column("verdict")
     table.add_column("decisions", justify="right")
     table.add_column("mean P(HARMFUL)", justify="right")
@@ -515,9 +566,14 @@ def report(
 
 @app.command()
 def demo(
-    trajectory: Annotated[list[str] | None, typer.Option(help="Bundled trajectory name or a JSON file (repeatable; default: all bundled).")] = None,
+    trajectory: Annotated[
+        list[str] | None,
+        typer.Option(help="Bundled trajectory name or a JSON file (repeatable; default: all bundled)."),
+    ] = None,
     every: Annotated[int, typer.Option(min=1, help="Propose a compaction every N assistant turns.")] = 2,
-    audit: Annotated[Path, typer.Option(dir_okay=False, help="Audit JSONL to write (for `memguard report`).")] = Path("memguard-demo-audit.jsonl"),
+    audit: Annotated[Path, typer.Option(dir_okay=False, help="Audit JSONL to write (for `memguard report`).")] = Path(
+        "memguard-demo-audit.jsonl"
+    ),
     base: BaseOption = None,
     adapter: AdapterOption = None,
     subfolder: SubfolderOption = None,
@@ -526,7 +582,9 @@ def demo(
     max_length: MaxLengthOption = None,
     remote: RemoteOption = None,
     offline: OfflineOption = False,
-    config: Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False, help="Guard TOML (policy and scorer).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", exists=True, dir_okay=False, help="Guard TOML (policy and scorer).")
+    ] = None,
 ) -> None:
     """Run the guard on real SWE-agent trajectories with a replay agent: no agent or API key needed.
 
@@ -543,7 +601,9 @@ def demo(
         steps = list(demo_events(trajectory or (), every=every))
     if not steps:
         fail("no compaction to propose: the trajectories are too short for --every")
-    scorer = load_scorer(ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline))
+    scorer = load_scorer(
+        ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline)
+    )
     with user_errors():
         audit.unlink(missing_ok=True)
         # Without a config, use fallbacks sized for the short bundled trajectories.

@@ -135,7 +135,7 @@ def _label(obj: Mapping[str, Any]) -> int | None:
         if isinstance(label, bool) or label not in (HARMFUL, SAFE):
             raise ValueError(f"label must be 0 (HARMFUL) or 1 (SAFE), got {label!r}")
         label = int(label)
-    completion = obj.get("completion")
+    completion: Any = obj.get("completion")
     from_completion = {LABEL_SAFE: SAFE, LABEL_HARMFUL: HARMFUL}.get(completion)
     if completion is not None and from_completion is None:
         raise ValueError(f"completion must be {LABEL_SAFE!r} or {LABEL_HARMFUL!r}, got {completion!r}")

@@ -21,7 +21,10 @@ from memguard.messages import Message, to_messages
 
 __all__ = ["DemoStep", "drop_middle", "ReplayAgent", "demo_events", "demo_fallbacks"]
 
-LOOK_AROUND = {"role": "assistant", "content": "I lost track of the files; let me look again.\n```\nfind . -name '*.py' | head -50\n```"}
+LOOK_AROUND = {
+    "role": "assistant",
+    "content": "I lost track of the files; let me look again.\n```\nfind . -name '*.py' | head -50\n```",
+}
 
 
 def demo_fallbacks() -> tuple[Any, ...]:

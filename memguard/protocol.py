@@ -232,7 +232,7 @@ def extract_command(text: str) -> str:
         return str(data["command"]).strip()
     blocks = _FENCED_BLOCK.findall(text)
     if blocks:
-        command = blocks[-1].strip()
+        command: str = blocks[-1].strip()
         if looks_like_shell(command):
             return command
     tagged = _COMMAND_TAG.search(text)

@@ -16,7 +16,7 @@ import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -122,7 +122,7 @@ def _timestamp(value: Any) -> str | None:
     seconds = _number(value)
     if seconds is not None:
         try:
-            return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+            return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")
         except (OverflowError, OSError, ValueError):
             return None
     return _text(value)
@@ -268,10 +268,11 @@ def plot_score_histogram(decisions: Sequence[AuditDecision]) -> str:
 
     fig = Figure(figsize=(7.5, 3.4))
     ax = fig.add_subplot()
-    verdicts = [v for v in _ordered_verdicts(decisions) if any(d.verdict == v and d.p_harmful is not None for d in decisions)]
+    scored = [d for d in decisions if d.p_harmful is not None]
+    verdicts = [v for v in _ordered_verdicts(decisions) if any(d.verdict == v for d in scored)]
     data = [[d.p_harmful for d in decisions if d.verdict == v and d.p_harmful is not None] for v in verdicts]
     if data:
-        ax.hist(data, bins=np.linspace(0, 1, 21), stacked=True, label=verdicts,
+        ax.hist(data, bins=[i / 20 for i in range(21)], stacked=True, label=verdicts,
                 color=[_color(v) for v in verdicts], edgecolor="white")  # fmt: skip
         ax.legend(title="verdict", fontsize=8)
     else:
@@ -299,7 +300,7 @@ def plot_timelines(decisions: Sequence[AuditDecision], limit: int = MAX_TIMELINE
     shown = sorted(groups, key=lambda c: (-len(groups[c]), c))[:limit]
     fig = Figure(figsize=(7.5, 0.6 + 1.5 * max(1, len(shown))), layout="constrained")
     axes = fig.subplots(max(1, len(shown)), 1, squeeze=False)[:, 0]
-    for ax, conversation in zip(axes, shown):
+    for ax, conversation in zip(axes, shown, strict=False):  # one empty axis when nothing is shown
         items = groups[conversation]
         xs = [d.step if d.step is not None else i for i, d in enumerate(items)]
         ys = [d.p_harmful if d.p_harmful is not None else np.nan for d in items]
@@ -330,7 +331,8 @@ def plot_latency(summary: AuditSummary) -> str:
     parts = list(summary.latency_seconds)
     if parts:
         x = np.arange(len(parts))
-        for offset, (name, color) in zip((-0.27, 0, 0.27), (("p50", "#90caf9"), ("p90", "#42a5f5"), ("p99", "#0d47a1"))):
+        bars = (("p50", "#90caf9"), ("p90", "#42a5f5"), ("p99", "#0d47a1"))
+        for offset, (name, color) in zip((-0.27, 0, 0.27), bars, strict=True):
             values = [getattr(summary.latency_seconds[p], name) * 1000 for p in parts]
             ax.bar(x + offset, values, width=0.27, label=name, color=color)
         ax.set_xticks(x, parts)
@@ -345,7 +347,8 @@ def plot_latency(summary: AuditSummary) -> str:
 # --------------------------------------------------------------------------- HTML
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:60rem;color:#212121;padding:0 1rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:60rem;color:#212121;
+padding:0 1rem}
 h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #e0e0e0}
 .meta{color:#616161;font-size:.9rem}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
@@ -364,9 +367,11 @@ def _esc(value: Any) -> str:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[bool]) -> str:
     if not rows:
         return "<p class='meta'>none</p>"
-    head = "".join(f"<th class='{'num' if n else ''}'>{_esc(h)}</th>" for h, n in zip(headers, numeric))
+    head = "".join(f"<th class='{'num' if n else ''}'>{_esc(h)}</th>" for h, n in zip(headers, numeric, strict=True))
     body = "".join(
-        "<tr>" + "".join(f"<td class='{'num' if n else ''}'>{cell}</td>" for cell, n in zip(row, numeric)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td class='{'num' if n else ''}'>{cell}</td>" for cell, n in zip(row, numeric, strict=True))
+        + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -376,15 +381,19 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
-def render_html(decisions: Sequence[AuditDecision], summary: AuditSummary, *, title: str = "memguard audit report") -> str:
+def render_html(
+    decisions: Sequence[AuditDecision], summary: AuditSummary, *, title: str = "memguard audit report"
+) -> str:
     """The whole report as one HTML document."""
     n = summary.n_decisions
-    cards = [("decisions", n), ("conversations", summary.n_conversations)]
+    cards: list[tuple[str, int | str]] = [("decisions", n), ("conversations", summary.n_conversations)]
     cards += [(v, summary.verdicts.get(v, 0)) for v in ("commit", "fallback", "veto", "forced")]
     cards.append(("errors", summary.n_errors))
     if "total" in summary.latency_seconds:
         cards.append(("p50 total (ms)", f"{summary.latency_seconds['total'].p50 * 1000:.1f}"))
-    card_html = "".join(f"<div class='card'><div class='n'>{_esc(v)}</div><div class='l'>{_esc(k)}</div></div>" for k, v in cards)
+    card_html = "".join(
+        f"<div class='card'><div class='n'>{_esc(v)}</div><div class='l'>{_esc(k)}</div></div>" for k, v in cards
+    )
     verdict_rows = [
         (f"<span class='dot' style='background:{_color(v)}'></span>{_esc(v)}", c, _pct(c, n),
          f"{summary.mean_p_harmful[v]:.3f}" if v in summary.mean_p_harmful else "–")
@@ -396,7 +405,8 @@ def render_html(decisions: Sequence[AuditDecision], summary: AuditSummary, *, ti
     ]
     timeline_png, shown = plot_timelines(decisions)
     more = summary.n_conversations - len(shown)
-    timeline_note = f"<p class='meta'>The {len(shown)} busiest conversations" + (f"; {more} more not shown." if more > 0 else ".") + "</p>"
+    not_shown = f"; {more} more not shown." if more > 0 else "."
+    timeline_note = f"<p class='meta'>The {len(shown)} busiest conversations{not_shown}</p>"
     span = ""
     if summary.first_timestamp:
         span = f" · {_esc(summary.first_timestamp)} → {_esc(summary.last_timestamp)}"
@@ -405,6 +415,7 @@ def render_html(decisions: Sequence[AuditDecision], summary: AuditSummary, *, ti
         notes.append(f"{summary.n_bad_lines} malformed lines skipped.")
     if summary.n_unscored:
         notes.append(f"{summary.n_unscored} decisions carry no P(HARMFUL) (skipped identical actions, errors).")
+    fallback_rows = [(_esc(s), c) for s, c in summary.fallback_strategies.items()]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{_CSS}</style></head>
 <body>
@@ -423,8 +434,9 @@ def render_html(decisions: Sequence[AuditDecision], summary: AuditSummary, *, ti
 {_table(["stage", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"], latency_rows, [False] + [True] * 5)}
 <img alt="latency percentiles" src="data:image/png;base64,{plot_latency(summary)}">
 <h2>Fallbacks and vetoes</h2>
-<p>{summary.fallbacks} fallbacks ({_pct(summary.fallbacks, n)}), {summary.vetoes} vetoes ({_pct(summary.vetoes, n)}).</p>
-{_table(["fallback strategy chosen", "times"], [(_esc(s), c) for s, c in summary.fallback_strategies.items()], [False, True])}
+<p>{summary.fallbacks} fallbacks ({_pct(summary.fallbacks, n)}), {summary.vetoes} vetoes ({_pct(summary.vetoes, n)}).
+</p>
+{_table(["fallback strategy chosen", "times"], fallback_rows, [False, True])}
 <h2>Top reasons</h2>
 {_table(["reason", "decisions"], [(_esc(r), c) for r, c in summary.top_reasons], [False, True])}
 <h2>Errors</h2>

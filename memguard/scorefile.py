@@ -120,7 +120,7 @@ def score_to_file(
 
         def write(batch: Sequence[DataRow], scores: list[Score]) -> None:
             nonlocal written
-            for row, score in zip(batch, scores):
+            for row, score in zip(batch, scores, strict=True):
                 fh.write(json.dumps(score_record(row, score, t=t), ensure_ascii=False) + "\n")
             fh.flush()
             written += len(batch)

@@ -29,6 +29,7 @@ def test_empty_file_gives_defaults(tmp_path):
     assert config.scorer.kind == "local" and config.scorer.subfolder == "checkpoint-500"
 
 
+@pytest.mark.cli  # writing TOML needs tomli-w
 def test_round_trip(tmp_path):
     config = GuardConfig.model_validate({
         "guard": {"mode": "audit", "threshold": 0.38, "fallbacks": ["observation_masking", "recent_window"]},

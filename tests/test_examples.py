@@ -20,6 +20,7 @@ def load_example(name):
     return module
 
 
+@pytest.mark.local  # builds the tiny random model
 def test_custom_compaction_example_offline_scorer(tmp_path, capsys):
     example = load_example("custom_compaction")
     scorer = example.load_scorer(example.argparse.Namespace(base=None))

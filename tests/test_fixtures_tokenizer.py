@@ -18,6 +18,8 @@ from memguard.testing import (
 )
 from tests.trajdata import load, trajectory_paths
 
+pytestmark = pytest.mark.local  # builds tokenizers and tiny models: transformers, torch, peft
+
 
 def test_label_ids_and_specials(qwen_tokenizer):
     assert qwen_tokenizer.encode(" Y", add_special_tokens=False) == [QWEN_Y_ID] == [809]

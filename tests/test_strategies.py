@@ -72,6 +72,7 @@ def test_keep_more_grows_the_tail():
         KeepMore(as_strategy(lambda m: m))(msgs)
 
 
+@pytest.mark.langchain
 @pytest.mark.parametrize("strategy", [ObservationMasking(keep_last=2), RecentWindow(keep_last=3)], ids=lambda s: s.name)
 def test_builtins_answer_in_the_callers_message_type(strategy):
     from langchain_core.messages import BaseMessage

@@ -6,14 +6,17 @@ from memguard.scoring.base import Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
 
 if TYPE_CHECKING:
-    from memguard.scoring.local import MemRM
+    from memguard.scoring.local import MemRM as MemRM  # explicit re-export: not in __all__
     from memguard.scoring.remote import RemoteMemRM, RemoteScorerError
 
-__all__ = ["MemRM", "RemoteMemRM", "RemoteScorerError", "Score", "Scorer", "ScorerIdentity", "ScoringWorker"]
+# `MemRM` (memguard[local]) is importable by name but not in `__all__`, so that a star import
+# works on the light core.
+__all__ = ["RemoteMemRM", "RemoteScorerError", "Score", "Scorer", "ScorerIdentity", "ScoringWorker"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: importing torch costs ~2 s, and a remote scorer does not need it.
+    # Lazy: importing torch costs ~2 s, and a remote scorer does not need it. Without
+    # memguard[local], `MemRM` raises an ImportError that names the extra.
     if name == "MemRM":
         from memguard.scoring.local import MemRM
 

@@ -197,7 +197,8 @@ def check_adapter_shapes(model: Any, adapter: ResolvedAdapter, *, force: bool) -
                     )
                 module = modules.get(name)
                 expected = getattr(module, size_attr, None)
-                if module is not None and isinstance(expected, int) and len(shape) == 2 and shape[size_axis] != expected:
+                fits = not isinstance(expected, int) or len(shape) != 2 or shape[size_axis] == expected
+                if module is not None and not fits:
                     raise ValueError(
                         f"adapter weights for {name} have {size_attr}={shape[size_axis]} but the base "
                         f"layer has {expected}: the adapter was trained on a different base model. "

@@ -8,11 +8,11 @@ cost ~20 GB in fp32 for two numbers.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import threading
 from typing import Any, Literal
 
-import torch
-
+from memguard._extras import needs_extra
 from memguard.scoring.base import Score, ScorerIdentity
 from memguard.scoring.batching import length_batches
 from memguard.scoring.labels import derive_label_ids
@@ -23,16 +23,20 @@ from memguard.scoring.loading import (
     check_target_modules,
     resolve_adapter,
 )
-from memguard.scoring.prefix import (
-    PrefixStore,
-    kv_bytes_per_token,
-    plan_prefix_groups,
-    prefill,
-    suffix_logits,
-)
 from memguard.scoring.segments import SegmentEncoder, segment_safe
-from memguard.scoring.stream import can_stream, streamed_label_logits
 from memguard.settings import DEFAULT_ADAPTER, DEFAULT_BASE, DEFAULT_MAX_LENGTH, DEFAULT_SUBFOLDER
+
+with needs_extra("local", "MemRM (memguard.scoring.local)"):
+    import torch
+
+    from memguard.scoring.prefix import (
+        PrefixStore,
+        kv_bytes_per_token,
+        plan_prefix_groups,
+        prefill,
+        suffix_logits,
+    )
+    from memguard.scoring.stream import can_stream, streamed_label_logits
 
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30  # prefixes kept across calls (one 32K prefix of 1.7B bf16 is 3.5 GiB)
 DEFAULT_MIN_SHARED_PREFIX = 256  # below this, one prefill + k suffix passes saves little
@@ -69,13 +73,8 @@ def _resolve_quantization(quantization: Quantization, device: torch.device) -> s
 
 def _nf4_config() -> Any:
     """QLoRA's NF4 recipe, the setting MemGym evaluated the adapter under."""
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "quantization='nf4' needs bitsandbytes: pip install 'memguard[quant]' "
-            "(or pass quantization=None)"
-        ) from exc
+    with needs_extra("quant", "quantization='nf4' (or pass quantization=None)"):
+        importlib.import_module("bitsandbytes")  # transformers would only say "install bitsandbytes"
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -175,8 +174,9 @@ class MemRM:
         the base when it is not quantized (faster, same numbers) and keeps it separate on NF4
         (merging would re-quantize the weights). `force=True` skips the base/adapter match checks.
         """
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        with needs_extra("local", "MemRM.from_pretrained"):
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = _resolve_device(device)
         quant = _resolve_quantization(quantization, dev)
@@ -197,7 +197,8 @@ class MemRM:
         )
         if quant == "nf4":
             load_kwargs.update(quantization_config=_nf4_config(), device_map={"": str(dev)})
-        model = AutoModelForCausalLM.from_pretrained(base, **load_kwargs)
+        # Any: it becomes a PeftModel, then a merged model again, below.
+        model: Any = AutoModelForCausalLM.from_pretrained(base, **load_kwargs)
         if quant is None:
             model = model.to(dev)
 
@@ -268,7 +269,8 @@ class MemRM:
 
     @property
     def device(self) -> torch.device:
-        return next(self._model.parameters()).device
+        device: torch.device = next(self._model.parameters()).device
+        return device
 
     def __repr__(self) -> str:
         i = self._identity
@@ -329,7 +331,7 @@ class MemRM:
         p_harmful = self.score_fitted([ids for ids, _ in fitted], batch_size=batch_size)
         return [
             Score(p_harmful=p, n_tokens=len(ids), n_truncated=cut)
-            for p, (ids, cut) in zip(p_harmful, fitted)
+            for p, (ids, cut) in zip(p_harmful, fitted, strict=True)
         ]
 
     def score_fitted(self, seqs: list[list[int]], *, batch_size: int = 1) -> list[float]:
@@ -345,11 +347,11 @@ class MemRM:
             else:
                 alone.extend(group.indices)
                 continue
-            for i, p in zip(group.indices, ps):
+            for i, p in zip(group.indices, ps, strict=True):
                 results[i] = p
         for batch in length_batches([len(seqs[i]) for i in alone], batch_size):
             idx = [alone[j] for j in batch]
-            for i, p in zip(idx, self._p_harmful([seqs[i] for i in idx])):
+            for i, p in zip(idx, self._p_harmful([seqs[i] for i in idx]), strict=True):
                 results[i] = p
         return results  # type: ignore[return-value]
 

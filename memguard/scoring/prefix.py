@@ -48,7 +48,7 @@ KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 # ------------------------------------------------------------------------------ planning
 
 
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_len(a: Sequence[int] | torch.Tensor, b: Sequence[int] | torch.Tensor) -> int:
     """Length of the longest common prefix of two id sequences (vectorised, ~µs at 32K)."""
     n = min(len(a), len(b))
     if n == 0:
@@ -125,13 +125,16 @@ class _PrefixLayer(DynamicLayer):
     """
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, *, grow: bool) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # transformers' CacheLayerMixin.__init__(**kwargs)
         self.keys, self.values = keys, values
         self.device, self.dtype = keys.device, keys.dtype
         self.is_initialized = True
         self._grow = grow
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[override]
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.keys is not None and self.values is not None  # set in __init__
         keys = torch.cat([self.keys, key_states], dim=-2)
         values = torch.cat([self.values, value_states], dim=-2)
         if self._grow:
@@ -147,18 +150,20 @@ def _cache_from(kv: KV | None, *, grow: bool) -> DynamicCache:
 
 
 def _kv_of(cache: DynamicCache) -> KV:
-    return tuple((layer.keys, layer.values) for layer in cache.layers)
+    layers: list[Any] = list(cache.layers)  # dynamic layers only: they all hold keys and values
+    return tuple((layer.keys, layer.values) for layer in layers)
 
 
 # ------------------------------------------------------------------------------ forwards
 
 
 def _cache_kwarg(model: Any) -> str:
-    return _cache_kwarg_for(type(model.get_base_model() if hasattr(model, "get_base_model") else model))
+    model_class: Any = type(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    return _cache_kwarg_for(model_class)
 
 
 @functools.cache
-def _cache_kwarg_for(cls: type) -> str:
+def _cache_kwarg_for(cls: Any) -> str:
     """transformers 5.x names the cache argument `cache`; earlier versions `past_key_values`."""
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
@@ -195,7 +200,8 @@ def suffix_logits(model: Any, kv: KV, ids: Sequence[int], label_ids: Sequence[in
     if done >= len(ids):
         raise ValueError("a suffix pass needs at least one id after the cached prefix")
     out = _run(model, ids, done, _cache_from(kv, grow=False), kv[0][0].device)
-    return out.logits[0, -1, list(label_ids)].float()
+    logits: torch.Tensor = out.logits[0, -1, list(label_ids)].float()
+    return logits
 
 
 # ------------------------------------------------------------------------------ the store
@@ -208,7 +214,8 @@ def kv_bytes_per_token(model: Any) -> int:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.bfloat16)
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+    per_token: int = 2 * config.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+    return per_token
 
 
 class PrefixStore:

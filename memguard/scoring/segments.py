@@ -17,6 +17,8 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
 
 __all__ = ["SegmentEncoder", "segment_safe", "split_at_headers"]
 
@@ -39,7 +41,7 @@ def split_at_headers(text: str) -> list[str]:
     """Pieces of `text`, cut before each "[" that follows a newline; "".join(pieces) == text."""
     cuts = [m.start() for m in _HEADER_START.finditer(text)]
     bounds = [0, *cuts, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [text[a:b] for a, b in pairwise(bounds) if b > a]
 
 
 def segment_safe(tokenizer: object) -> bool:
@@ -62,13 +64,14 @@ def segment_safe(tokenizer: object) -> bool:
     return _pre_tokenizer_safe(pre)
 
 
-def _state(component: object) -> dict | None:
+def _state(component: Any) -> dict[str, Any] | None:
     if component is None:
         return None
-    return json.loads(component.__getstate__())
+    state: dict[str, Any] = json.loads(component.__getstate__())
+    return state
 
 
-def _pre_tokenizer_safe(pre: dict | None) -> bool:
+def _pre_tokenizer_safe(pre: dict[str, Any] | None) -> bool:
     """A safe regex split (or GPT-2 byte-level split), plus byte mapping: nothing else."""
     if not pre:
         return False

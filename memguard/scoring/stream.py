@@ -82,7 +82,8 @@ def streamed_label_logits(
     lm = _causal_lm(model)
     decoder = _decoder(lm)
     layers = decoder.layers[: lm.config.num_hidden_layers]
-    cache_kwarg = _cache_kwarg_for(type(layers[0]))
+    layer_class: Any = type(layers[0])
+    cache_kwarg = _cache_kwarg_for(layer_class)
     device = next(model.parameters()).device
     done = start[0][0].shape[-2] if start else 0
     if start and (done > prefix_len or len(start) != len(layers)):
@@ -101,7 +102,8 @@ def streamed_label_logits(
             cache: DynamicCache) -> torch.Tensor:
         out = layer(hidden, attention_mask=attn_mask, position_embeddings=rope, position_ids=positions,
                     use_cache=True, **{cache_kwarg: cache})
-        return out[0] if isinstance(out, tuple) else out
+        hidden_out: torch.Tensor = out[0] if isinstance(out, tuple) else out
+        return hidden_out
 
     # The prefix ids still to run (none when `start` covers the whole prefix) and each suffix.
     prefix_h, prefix_pos = embed(seqs[0][done:prefix_len], done) if prefix_len > done else (None, None)
@@ -118,12 +120,14 @@ def streamed_label_logits(
         # Layer i's prefix keys/values: read from `start`, extended by the prefix ids still to run.
         held = _PrefixLayer(*start[i], grow=True) if start else DynamicLayer()
         if prefix_h is not None:
+            assert prefix_pos is not None  # embedded together with prefix_h
             cache = _one_layer_cache(held, len(layers))
             if i == 0:
                 prefix_mask = mask(prefix_h, prefix_pos, cache)
             prefix_h = run(layer, prefix_h, prefix_pos, prefix_rope, prefix_mask, cache)
             del cache
         keys, values = held.keys, held.values
+        assert keys is not None and values is not None  # from `start`, or the prefix just run
         del held
         for j in range(len(seqs)):
             view = _one_layer_cache(_PrefixLayer(keys, values, grow=False), len(layers))
@@ -134,4 +138,5 @@ def streamed_label_logits(
 
     last = torch.cat([h[:, -1:, :] for h in suffix_h], dim=0)  # (k, 1, hidden)
     logits = lm.lm_head(decoder.norm(last))
-    return logits[:, -1, list(label_ids)].float()
+    labels: torch.Tensor = logits[:, -1, list(label_ids)].float()
+    return labels

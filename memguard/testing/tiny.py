@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from memguard._extras import needs_extra
+from memguard._quiet import quiet_model_libraries
 from memguard.settings import DEFAULT_SUBFOLDER
 from memguard.testing.tokenizers import (
     QWEN3_VOCAB_SIZE,
@@ -20,7 +22,7 @@ from memguard.testing.tokenizers import (
 
 SUBFOLDER = DEFAULT_SUBFOLDER  # laid out like the real adapter: in a subfolder, not at the root
 # The real adapter's LoRA settings (MemGym checkpoint-500).
-LORA_SETTINGS = dict(
+LORA_SETTINGS: dict[str, Any] = dict(
     r=16,
     lora_alpha=32,
     lora_dropout=0.05,
@@ -52,59 +54,63 @@ def build_tiny_rm(
     `forced=d` builds a model whose last-position logits are z(" Y") = -d/2 and z(" N") = +d/2
     for every input, so P(HARMFUL) = sigmoid(d): it proves the label polarity end to end.
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    with needs_extra("local", "memguard.testing.build_tiny_rm"):
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    root = Path(path)
-    base_dir, adapter_dir = root / "base", root / "adapter"
-    if tokenizer == "qwen":
-        build_qwen_tokenizer(base_dir)
-        default_vocab = QWEN3_VOCAB_SIZE
-    elif tokenizer == "byte":
-        build_byte_tokenizer(base_dir)
-        default_vocab = 264
-    else:
-        raise ValueError(f"tokenizer must be 'qwen' or 'byte', not {tokenizer!r}")
-    tok = load_tokenizer(base_dir)
-    vocab = vocab or default_vocab
-    if vocab < len(tok):
-        raise ValueError(f"vocab={vocab} does not cover the tokenizer's {len(tok)} tokens")
+    # transformers' and peft's progress bars and FutureWarnings say nothing about a throwaway model.
+    with quiet_model_libraries():
+        root = Path(path)
+        base_dir, adapter_dir = root / "base", root / "adapter"
+        if tokenizer == "qwen":
+            build_qwen_tokenizer(base_dir)
+            default_vocab = QWEN3_VOCAB_SIZE
+        elif tokenizer == "byte":
+            build_byte_tokenizer(base_dir)
+            default_vocab = 264
+        else:
+            raise ValueError(f"tokenizer must be 'qwen' or 'byte', not {tokenizer!r}")
+        tok = load_tokenizer(base_dir)
+        vocab = vocab or default_vocab
+        if vocab < len(tok):
+            raise ValueError(f"vocab={vocab} does not cover the tokenizer's {len(tok)} tokens")
 
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=vocab,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=40_960,
-        rope_theta=1_000_000.0,
-        tie_word_embeddings=forced is None,  # forcing needs its own lm_head rows
-        initializer_range=init_std,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-    )
-    model = Qwen3ForCausalLM(config).float().eval()
-    if forced is not None:
-        _force_label_logits(model, tok, forced)
-    model.save_pretrained(base_dir, safe_serialization=True)
+        torch.manual_seed(seed)
+        config = Qwen3Config(
+            vocab_size=vocab,
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            head_dim=head_dim,
+            max_position_embeddings=40_960,
+            # transformers 5 declares only rope_parameters (and still accepts this); 4.x needs it
+            rope_theta=1_000_000.0,  # type: ignore[call-arg]
+            tie_word_embeddings=forced is None,  # forcing needs its own lm_head rows
+            initializer_range=init_std,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=None,
+        )
+        model = Qwen3ForCausalLM(config).float().eval()
+        if forced is not None:
+            _force_label_logits(model, tok, forced)
+        model.save_pretrained(base_dir, safe_serialization=True)
 
-    peft_model = get_peft_model(model, LoraConfig(**LORA_SETTINGS))
-    peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                # Forced models keep a zero delta so the forced logits stay exact.
-                param.copy_(torch.randn_like(param) * (0.0 if forced is not None else lora_b_std))
-    peft_model.save_pretrained(adapter_dir / SUBFOLDER, safe_serialization=True)
+        peft_model = get_peft_model(model, LoraConfig(**LORA_SETTINGS))
+        peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    # Forced models keep a zero delta so the forced logits stay exact.
+                    param.copy_(torch.randn_like(param) * (0.0 if forced is not None else lora_b_std))
+        peft_model.save_pretrained(str(adapter_dir / SUBFOLDER), safe_serialization=True)
     return root
 
 
-def _force_label_logits(model, tok, gap: float) -> None:  # type: ignore[no-untyped-def]
+def _force_label_logits(model: Any, tok: Any, gap: float) -> None:
     """Make the last hidden state a constant unit vector e_0 whatever the input.
 
     Every token embeds to e_0, attention and MLP outputs are zeroed (o_proj, down_proj = 0), and

@@ -15,8 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from memguard._extras import needs_extra
+
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerBase
 
 # Qwen2/Qwen3 tokenizer.json pre-tokenizer pattern (single digits, unlike GPT-4's \p{N}{1,3}).
 QWEN2_PATTERN = (
@@ -64,9 +66,10 @@ def build_qwen_tokenizer(path: str | os.PathLike[str] | None = None) -> Path:
 
     Returns `path` when given (a copy of the cached build), else the cache directory itself.
     """
-    from tokenizers import normalizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
+    with needs_extra("local", "memguard.testing.build_qwen_tokenizer"):
+        from tokenizers import normalizers
+        from transformers import PreTrainedTokenizerFast
+        from transformers.convert_slow_tokenizer import TikTokenConverter
 
     src = qwen_tiktoken_file()
     # The key covers the builder too, so a change here cannot reuse a stale build.
@@ -108,9 +111,10 @@ def build_byte_tokenizer(path: str | os.PathLike[str], *, single_token_labels: b
 
     With `single_token_labels=False` the labels split into two tokens: a tokenizer MemRM must refuse.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    with needs_extra("local", "memguard.testing.build_byte_tokenizer"):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     alphabet = list(bytes_to_unicode().values())
     vocab = {ch: i for i, ch in enumerate(alphabet)}
@@ -134,8 +138,9 @@ def build_byte_tokenizer(path: str | os.PathLike[str], *, single_token_labels: b
     return out
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
+def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
     """Load a tokenizer dir built above (no network, no remote code)."""
-    from transformers import AutoTokenizer
+    with needs_extra("local", "memguard.testing.load_tokenizer"):
+        from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
