@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from memguard.scoring.remote import RemoteMemRM, RemoteScorerError
 
 __all__ = [
+    "LABEL_HARMFUL",
+    "LABEL_SAFE",
+    "SUMMARY_PREFIX",
     "AuditWorker",
     "CandidateReport",
     "CompactionEvent",
@@ -37,8 +40,6 @@ __all__ = [
     "GuardSettings",
     "JSONLSink",
     "KeepMore",
-    "LABEL_HARMFUL",
-    "LABEL_SAFE",
     "LoggingSink",
     "Message",
     "MessageFormat",
@@ -48,7 +49,6 @@ __all__ = [
     "RecentWindow",
     "RemoteMemRM",
     "RemoteScorerError",
-    "SUMMARY_PREFIX",
     "Score",
     "Scorer",
     "ScorerIdentity",

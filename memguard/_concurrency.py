@@ -47,7 +47,8 @@ def run_coroutine_blocking(awaitable: Awaitable[T]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]
+    value: T = box["value"]
+    return value
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
@@ -112,7 +113,7 @@ def call_blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = No
 
 def is_async_callable(fn: Any) -> bool:
     """A coroutine function, or an object whose `__call__` is one."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return inspect.iscoroutinefunction(fn) or (callable(fn) and inspect.iscoroutinefunction(type(fn).__call__))
 
 
 async def call_async(fn: Callable[..., Any], *args: Any, timeout: float | None = None,

@@ -51,7 +51,7 @@ with needs_extra("cli", "the memguard command"):
     from memguard.metrics import COVERAGE_T, EvalMetrics, SweepMetric, ThresholdSweep
     from memguard.scorefile import OutputError, existing_keys, score_rows, score_to_file
 
-__all__ = ["app", "main", "ScorerOptions", "make_scorer"]
+__all__ = ["ScorerOptions", "app", "main", "make_scorer"]
 
 app = typer.Typer(
     name="memguard",
@@ -429,10 +429,14 @@ def sweep_table(sweep: ThresholdSweep, top: int) -> Table:
 @app.command()
 def calibrate(
     file: InputFile,
-    output: Annotated[Path | None, typer.Option("-o", "--output", dir_okay=False, help="Write a guard TOML here (else print it).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", dir_okay=False, help="Write a guard TOML here (else print it).")
+    ] = None,
     objective: Annotated[SweepMetric, typer.Option(help="What the chosen threshold maximises.")] = "safe_f1",
     constraint: Annotated[SweepMetric, typer.Option(help="Metric that must reach --min.")] = "harmful_f1",
-    minimum: Annotated[float, typer.Option("--min", min=0.0, max=1.0, help="Lowest allowed value of --constraint (0: none).")] = 0.90,
+    minimum: Annotated[
+        float, typer.Option("--min", min=0.0, max=1.0, help="Lowest allowed value of --constraint (0: none).")
+    ] = 0.90,
     top: Annotated[int, typer.Option(min=1, help="Rows of the curve to print.")] = 10,
     curve: Annotated[Path | None, typer.Option(dir_okay=False, help="Write the whole sweep as JSON.")] = None,
     on_bad_line: OnBadLineOption = "stop",
@@ -469,7 +473,9 @@ def calibrate(
             curve.write_text(sweep.model_dump_json(indent=2) + "\n")
     best = sweep.best
     if best is None:
-        fail(f"no threshold reaches {constraint} >= {minimum:g} on {file}; lower --min or check the scores", EXIT_FAILED)
+        fail(
+            f"no threshold reaches {constraint} >= {minimum:g} on {file}; lower --min or check the scores", EXIT_FAILED
+        )
     threshold = best.threshold
     with user_errors():
         scorer = start.scorer if offline else options.settings()
@@ -486,7 +492,8 @@ def calibrate(
     if guard_settings.band_gate:
         header += (
             f"\nNote: band_gate = true also refuses every score with {1 - (guard_settings.band or 0.5):.2f} < "
-            f"P(HARMFUL) < {guard_settings.band or 0.5:g}; the sweep above did not; set it false to decide by the threshold alone."
+            f"P(HARMFUL) < {guard_settings.band or 0.5:g}; the sweep above did not;"
+            "\nset it false to decide by the threshold alone."
         )
     text = dump_config(calibrated, header=header)
     err.print(

@@ -181,7 +181,8 @@ def _describe(error: ValidationError) -> str:
                 message = rest
                 key = f"{key}.{field}" if key else field
         got = item.get("input")
-        shown = "" if item["type"] in ("extra_forbidden", "model_attributes_type") or isinstance(got, dict) else f" (got {got!r})"
+        quiet = item["type"] in ("extra_forbidden", "model_attributes_type") or isinstance(got, dict)
+        shown = "" if quiet else f" (got {got!r})"
         lines.append(f"{key or '<top level>'}: {message}{shown}")
     return "; ".join(lines)
 

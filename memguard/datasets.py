@@ -40,13 +40,13 @@ __all__ = [
     "HARMFUL",
     "SAFE",
     "BadRow",
-    "OnBadLine",
     "DataRow",
+    "OnBadLine",
+    "is_harmful_label",
     "iter_jsonl",
     "parse_row",
     "read_rows",
     "row_key",
-    "is_harmful_label",
 ]
 
 HARMFUL = 0

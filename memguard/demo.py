@@ -19,7 +19,7 @@ from memguard.data import bundled_trajectories, load_trajectory
 from memguard.events import CompactionEvent
 from memguard.messages import Message, to_messages
 
-__all__ = ["DemoStep", "drop_middle", "ReplayAgent", "demo_events", "demo_fallbacks"]
+__all__ = ["DemoStep", "ReplayAgent", "demo_events", "demo_fallbacks", "drop_middle"]
 
 LOOK_AROUND = {
     "role": "assistant",

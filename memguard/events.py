@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 import uuid
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
@@ -30,7 +30,7 @@ __all__ = [
 Band = Literal["safe", "harmful", "uncertain"]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What the guard did with a proposed compaction."""
 
     COMMIT = "commit"  # the proposed compaction is used
@@ -55,10 +55,13 @@ class CompactionEvent(BaseModel):
     candidate: list[Any] = Field(description="The proposed compacted context.")
     strategy: str = "compaction"
     step: int | None = Field(default=None, description="Agent step; default: assistant turns in `before`.")
-    perturbation: str | None = Field(default=None, description="Tag shown to the RM; default strategy_swap__<strategy>.")
+    perturbation: str | None = Field(
+        default=None, description="Tag shown to the RM; default strategy_swap__<strategy>."
+    )
     conversation_id: str | None = Field(
         default=None,
-        description="Keys the cooldown state; default: derived from the system prompt and the first turns.")
+        description="Keys the cooldown state; default: derived from the system prompt and the first turns.",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     recorded_response: Any = None
     proposed_response: Any = None
@@ -83,7 +86,9 @@ class CandidateReport(BaseModel):
     p_harmful: float | None = None
     band: Band | None = None
     acceptable: bool = False
-    identical: bool = Field(default=False, description="Same next action as under the full context: SAFE without an RM call.")
+    identical: bool = Field(
+        default=False, description="Same next action as under the full context: SAFE without an RM call."
+    )
     rejected: str | None = Field(default=None, description="Why the sanity rails refused it before any RM call.")
     error: str | None = None
     proposed_action: str | None = None
@@ -133,8 +138,8 @@ class Decision(BaseModel):
     timestamp: float = Field(default_factory=time.time)
     pending: bool = Field(default=False, description="Audit mode: scoring still runs in the background.")
     reviewed: bool = Field(
-        default=True,
-        description="False when no review ran: a cooldown veto, a dropped audit job, a failed compaction.")
+        default=True, description="False when no review ran: a cooldown veto, a dropped audit job, a failed compaction."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -164,8 +169,7 @@ class Decision(BaseModel):
             rendered = [m.to_openai() for m in to_messages(self.messages)]
             if redact:
                 rendered = [
-                    {"role": str(m.get("role")), **fingerprint_text(json.dumps(m, default=str))}
-                    for m in rendered
+                    {"role": str(m.get("role")), **fingerprint_text(json.dumps(m, default=str))} for m in rendered
                 ]
             record["messages"] = rendered
         return record

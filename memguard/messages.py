@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -18,15 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 __all__ = [
     "Message",
     "MessageFormat",
-    "detect_format",
-    "to_messages",
-    "restore_messages",
     "as_protocol_dict",
+    "detect_format",
     "is_langchain_message",
+    "restore_messages",
+    "to_messages",
 ]
 
 
-class MessageFormat(str, Enum):
+class MessageFormat(StrEnum):
     """The caller's message type, so results go back in the same type they came in."""
 
     OPENAI = "openai"
@@ -113,7 +113,7 @@ def role_and_text(item: Any, *, index: int | None = None) -> tuple[str, str]:
         return str(item.role), content_text(item.content)
     if is_langchain_message(item):
         kind = getattr(item, "type", None)
-        return str(_LC_ROLE.get(kind) or getattr(item, "role", None) or kind), content_text(item.content)
+        return str(_LC_ROLE.get(str(kind)) or getattr(item, "role", None) or kind), content_text(item.content)
     message = to_message(item, index=index)
     return str(message.role), message.text()
 
@@ -179,7 +179,7 @@ def to_message(item: Any, *, index: int | None = None) -> Message:
             data["role"] = "user"
         try:
             return Message.model_validate(data)._mark_source(item)
-        except Exception as exc:  # pydantic's error would echo the content; keep it short
+        except Exception as exc:  # noqa: BLE001 - pydantic's error would echo the content; keep it short
             raise ValueError(f"{where}: not a valid chat message ({type(exc).__name__})") from None
     raise ValueError(
         f"{where}: expected a dict with 'role' and 'content' or a LangChain message, "
@@ -192,7 +192,7 @@ _LC_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "too
 
 def _from_langchain(msg: Any) -> Message:
     msg_type = getattr(msg, "type", None)
-    role = _LC_ROLE.get(msg_type)
+    role = _LC_ROLE.get(str(msg_type))
     if role is None:
         role = getattr(msg, "role", None) or msg_type or "user"
     fields: dict[str, Any] = {"role": role, "content": msg.content}

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
@@ -147,7 +148,7 @@ class ThresholdSweep(BaseModel):
 # --------------------------------------------------------------------------- helpers
 
 
-def _arrays(p_harmful: Sequence[float], is_harmful: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(p_harmful: ArrayLike, is_harmful: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(p_harmful, dtype=np.float64).reshape(-1)
     y = np.asarray(is_harmful, dtype=bool).reshape(-1)
     if p.shape != y.shape:
@@ -182,7 +183,7 @@ def _class_scores(y: np.ndarray, pred_harmful: np.ndarray) -> tuple[ClassScores,
 # --------------------------------------------------------------------------- metrics
 
 
-def auroc(p_harmful: Sequence[float], is_harmful: Sequence[bool]) -> float | None:
+def auroc(p_harmful: ArrayLike, is_harmful: ArrayLike) -> float | None:
     """ROC AUC of P(HARMFUL) for the HARMFUL class; None when only one class is present."""
     p, y = _arrays(p_harmful, is_harmful)
     if y.all() or not y.any():
@@ -191,8 +192,8 @@ def auroc(p_harmful: Sequence[float], is_harmful: Sequence[bool]) -> float | Non
 
 
 def bootstrap_auroc_ci(
-    p_harmful: Sequence[float],
-    is_harmful: Sequence[bool],
+    p_harmful: ArrayLike,
+    is_harmful: ArrayLike,
     *,
     resamples: int = 1000,
     seed: int = 42,
@@ -222,7 +223,7 @@ def bootstrap_auroc_ci(
 
 
 def expected_calibration_error(
-    p_harmful: Sequence[float], is_harmful: Sequence[bool], *, n_bins: int = ECE_BINS
+    p_harmful: ArrayLike, is_harmful: ArrayLike, *, n_bins: int = ECE_BINS
 ) -> float | None:
     """ECE with equal-mass bins over the confidence max(p, 1 - p) (protocol §8).
 
@@ -254,7 +255,7 @@ def expected_calibration_error(
 
 
 def coverage_at(
-    p_harmful: Sequence[float], is_harmful: Sequence[bool], t: float = COVERAGE_T
+    p_harmful: ArrayLike, is_harmful: ArrayLike, t: float = COVERAGE_T
 ) -> Coverage:
     """Cov@t and Acc@t: covered iff P(SAFE) >= t or P(SAFE) <= 1 - t."""
     p, y = _arrays(p_harmful, is_harmful)
@@ -273,8 +274,8 @@ def coverage_at(
 
 
 def evaluate(
-    p_harmful: Sequence[float],
-    is_harmful: Sequence[bool],
+    p_harmful: ArrayLike,
+    is_harmful: ArrayLike,
     *,
     coverage_t: float = COVERAGE_T,
     bootstrap: int = 1000,
@@ -319,8 +320,8 @@ def evaluate(
 
 
 def sweep_thresholds(
-    p_harmful: Sequence[float],
-    is_harmful: Sequence[bool],
+    p_harmful: ArrayLike,
+    is_harmful: ArrayLike,
     *,
     objective: SweepMetric = "safe_f1",
     constraint: SweepMetric | None = "harmful_f1",

@@ -27,11 +27,11 @@ from memguard.datasets import BadRow, OnBadLine, iter_jsonl
 __all__ = [
     "VERDICTS",
     "AuditDecision",
-    "Percentiles",
     "AuditSummary",
+    "Percentiles",
     "read_audit",
-    "summarize",
     "render_html",
+    "summarize",
 ]
 
 VERDICTS = ("commit", "fallback", "veto", "forced", "audit", "error")
@@ -300,7 +300,7 @@ def plot_timelines(decisions: Sequence[AuditDecision], limit: int = MAX_TIMELINE
     shown = sorted(groups, key=lambda c: (-len(groups[c]), c))[:limit]
     fig = Figure(figsize=(7.5, 0.6 + 1.5 * max(1, len(shown))), layout="constrained")
     axes = fig.subplots(max(1, len(shown)), 1, squeeze=False)[:, 0]
-    for ax, conversation in zip(axes, shown, strict=False):  # one empty axis when nothing is shown
+    for ax, conversation in zip(axes, shown, strict=True):  # one empty axis when nothing is shown
         items = groups[conversation]
         xs = [d.step if d.step is not None else i for i, d in enumerate(items)]
         ys = [d.p_harmful if d.p_harmful is not None else np.nan for d in items]

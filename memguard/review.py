@@ -177,8 +177,8 @@ class Review:
         if isinstance(first.response, Failure):  # the proposal cannot be judged: on_error decides
             return self.on_failure(first, first.report.error or self.describe(first.response.exc))
         if self.audit:
-            verdict = "enforce would commit" if first.report.acceptable else "enforce would not commit: " + _why_not(first)
-            self.reasons.append(verdict)
+            would = "would commit" if first.report.acceptable else "would not commit: " + _why_not(first)
+            self.reasons.append("enforce " + would)
             return self.finish(Verdict.AUDIT, first, response=None)
 
         for cand in batch:
@@ -207,15 +207,17 @@ class Review:
             forced = _lowest_risk(self.candidates)
             if forced is not None:
                 self.reasons.append(
-                    f"hard budget of {self.hard_budget} tokens: committing the lowest-risk candidate that fits")
+                    f"hard budget of {self.hard_budget} tokens: committing the lowest-risk candidate that fits"
+                )
                 return self.finish(Verdict.FORCED, forced, response=forced.response)
             self.reasons.append("hard budget: no candidate passed the rails and fit; nothing could be committed")
         return self.finish(Verdict.VETO, None, response=recorded)
 
     # ------------------------------------------------------------------ candidates
 
-    def make(self, strategy: str, messages: list[Message], original: list[Any] | None, *,
-             proposed: bool = False) -> Generator[Any, Any, _Candidate]:
+    def make(
+        self, strategy: str, messages: list[Message], original: list[Any] | None, *, proposed: bool = False
+    ) -> Generator[Any, Any, _Candidate]:
         """A candidate with its report: the rails' verdict and, under a hard budget, its size."""
         event = self.event
         tag = event.perturbation if (event.perturbation and proposed) else perturbation_tag(strategy)
@@ -239,8 +241,11 @@ class Review:
             original = list(result)
             messages = to_messages(original)
         except Exception as exc:  # noqa: BLE001 - a broken fallback is skipped, not fatal
-            report = CandidateReport(strategy=fallback.name, perturbation=perturbation_tag(fallback.name),
-                                     rejected=f"strategy failed: {self.describe(exc)}")
+            report = CandidateReport(
+                strategy=fallback.name,
+                perturbation=perturbation_tag(fallback.name),
+                rejected=f"strategy failed: {self.describe(exc)}",
+            )
             return _Candidate(fallback.name, [], None, report)
         return (yield from self.make(fallback.name, messages, original))
 
@@ -299,8 +304,13 @@ class Review:
                 report.identical, report.band = True, "safe"
                 report.acceptable = report.fits_budget is not False
                 continue
-            prompt = render_prompt(self.before, step=self.step, recorded=self.recorded_action,
-                                   proposed=report.proposed_action, perturbation=report.perturbation)
+            prompt = render_prompt(
+                self.before,
+                step=self.step,
+                recorded=self.recorded_action,
+                proposed=report.proposed_action,
+                perturbation=report.perturbation,
+            )
             to_score.append((cand, prompt))
         self.timings.render += time.perf_counter() - render_t
         if not to_score:
@@ -318,7 +328,7 @@ class Review:
             for cand, _ in to_score:
                 cand.report.error = reason
             return reason
-        for (cand, _), score in zip(to_score, scores):
+        for (cand, _), score in zip(to_score, scores, strict=True):
             p = float(getattr(score, "p_harmful", float("nan")))
             report = cand.report
             if not math.isfinite(p) or not 0.0 <= p <= 1.0:
@@ -350,19 +360,26 @@ class Review:
             self.reasons.append(f"error: {reason}")
             return self.finish(Verdict.AUDIT, cand, response=None, error=reason)
         if (on_error == "open" or self.hard_budget is not None) and usable:
-            self.reasons.append(f"error, failing open ({reason})" if on_error == "open"
-                                else f"error under a hard budget, committing ({reason})")
+            self.reasons.append(
+                f"error, failing open ({reason})"
+                if on_error == "open"
+                else f"error under a hard budget, committing ({reason})"
+            )
             if on_error == "closed":
                 verdict = Verdict.FORCED
             else:
                 verdict = Verdict.COMMIT if cand.proposed else Verdict.FALLBACK
             return self.finish(verdict, cand, response=response, error=reason)
-        self.reasons.append(f"error, failing closed ({reason})" if on_error == "closed"
-                            else f"error, and the candidate is unusable ({reason})")
+        self.reasons.append(
+            f"error, failing closed ({reason})"
+            if on_error == "closed"
+            else f"error, and the candidate is unusable ({reason})"
+        )
         return self.finish(Verdict.VETO, None, response=None, error=reason)
 
-    def finish(self, verdict: Verdict, chosen: _Candidate | None, *, response: Any,
-               error: str | None = None) -> Decision:
+    def finish(
+        self, verdict: Verdict, chosen: _Candidate | None, *, response: Any, error: str | None = None
+    ) -> Decision:
         event = self.event
         self.timings.total = time.perf_counter() - self.started
         if self.audit:
@@ -422,12 +439,18 @@ def _why_not(cand: _Candidate) -> str:
 
 
 def _same_messages(a: list[Message], b: list[Message]) -> bool:
-    return len(a) == len(b) and all(x.model_dump() == y.model_dump() for x, y in zip(a, b))
+    return len(a) == len(b) and all(x.model_dump() == y.model_dump() for x, y in zip(a, b, strict=True))
 
 
 def _lowest_risk(candidates: list[_Candidate]) -> _Candidate | None:
-    usable = [c for c in candidates if c.report.rejected is None and c.report.fits_budget
-              and c.report.error is None and (c.report.p_harmful is not None or c.report.identical)]
+    usable = [
+        c
+        for c in candidates
+        if c.report.rejected is None
+        and c.report.fits_budget
+        and c.report.error is None
+        and (c.report.p_harmful is not None or c.report.identical)
+    ]
     if not usable:
         return None
 
@@ -442,4 +465,3 @@ def needs_agent(event: CompactionEvent, fallbacks: tuple[Strategy, ...], *, audi
     if event.recorded_response is None or event.proposed_response is None:
         return True
     return bool(fallbacks) and not audit
-

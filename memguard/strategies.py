@@ -3,9 +3,10 @@
 Every strategy keeps the system prompt and the task statement (the first user turn), and never
 separates an assistant tool call from its tool results. Strategies take and return the caller's
 own message type (OpenAI dicts, LangChain messages or `Message`), handing back the caller's very
-objects wherever a message is unchanged, so a user's fallback and a built-in one are interchangeable. Observation masking comes first in the
-default chain: on SWE-bench Verified it halved cost and matched LLM summarisation's solve rate
-(Lindenbauer et al., "The Complexity Trap", arXiv 2508.21433).
+objects wherever a message is unchanged, so a user's fallback and a built-in one are
+interchangeable. Observation masking comes first in the default chain: on SWE-bench Verified it
+halved cost and matched LLM summarisation's solve rate (Lindenbauer et al., "The Complexity Trap",
+arXiv 2508.21433).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ __all__ = [
 ]
 
 MASK = "<MASKED>"
-_TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*?(?:\n\S[^\n]*(?:Error|Exception|Exit)[^\n]*)", re.DOTALL)
+_TRACEBACK = re.compile(
+    r"Traceback \(most recent call last\):.*?(?:\n\S[^\n]*(?:Error|Exception|Exit)[^\n]*)", re.DOTALL
+)
 
 
 @runtime_checkable
@@ -128,8 +131,9 @@ class ObservationMasking:
         return _same_format(messages, out)
 
     def widened(self, factor: float) -> ObservationMasking:
-        return replace(self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)),
-                       name=f"{self.name}_x{factor:g}")
+        return replace(
+            self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)), name=f"{self.name}_x{factor:g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -151,11 +155,12 @@ class RecentWindow:
         head = _snap_to_group_end(msgs, head)
         start = max(head, len(msgs) - self.keep_last)
         start = _snap_to_group_start(msgs, start)
-        return _same_format(messages, [*msgs[:head], *msgs[max(start, head):]])
+        return _same_format(messages, [*msgs[:head], *msgs[max(start, head) :]])
 
     def widened(self, factor: float) -> RecentWindow:
-        return replace(self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)),
-                       name=f"{self.name}_x{factor:g}")
+        return replace(
+            self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)), name=f"{self.name}_x{factor:g}"
+        )
 
 
 def _snap_to_group_start(messages: Sequence[Message], index: int) -> int:

@@ -30,7 +30,7 @@ def derive_label_ids(tokenizer: Any, prompt: str = _PROBE_PROMPT) -> tuple[int, 
     with_y = _encode(tokenizer, prompt + SAFE_LABEL)
     with_n = _encode(tokenizer, prompt + HARMFUL_LABEL)
     # The first position where the two encodings differ (they may differ in length too).
-    k = next((i for i, (a, b) in enumerate(zip(with_y, with_n, strict=False)) if a != b), None)
+    k = next((i for i, (a, b) in enumerate(zip(with_y, with_n, strict=True)) if a != b), None)
     if k is None:
         raise ValueError("tokenizer gives identical ids for the ' Y' and ' N' labels")
     alone_y, alone_n = _encode(tokenizer, SAFE_LABEL), _encode(tokenizer, HARMFUL_LABEL)

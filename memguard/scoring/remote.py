@@ -144,11 +144,13 @@ class RemoteMemRM:
 
     def score(self, prompts: list[str]) -> list[Score]:
         """P(HARMFUL) for each rendered prompt, in order."""
-        return self._run(self._score_flow(_check_prompts(prompts)))
+        scores: list[Score] = self._run(self._score_flow(_check_prompts(prompts)))
+        return scores
 
     async def ascore(self, prompts: list[str]) -> list[Score]:
         """Async `score`: tokenization and batches run concurrently on one pooled client."""
-        return await self._arun(self._score_flow(_check_prompts(prompts)))
+        scores: list[Score] = await self._arun(self._score_flow(_check_prompts(prompts)))
+        return scores
 
     def connect(self) -> None:
         """Fetch and check the served model and label ids now (otherwise done on first use)."""
@@ -341,7 +343,7 @@ class RemoteMemRM:
         return isinstance(exc, (h.ConnectError, h.ReadError, h.WriteError, h.RemoteProtocolError))
 
     def _backoff_s(self, attempt: int) -> float:
-        return min(self.backoff * (2**attempt), _MAX_BACKOFF_S)
+        return float(min(self.backoff * (2**attempt), _MAX_BACKOFF_S))
 
     def _transport_error(self, call: _Call, exc: Exception, attempt: int) -> RemoteScorerError:
         tries = f" after {attempt + 1} attempts" if attempt else ""

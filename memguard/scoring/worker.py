@@ -62,10 +62,11 @@ class ScoringWorker:
 
     @property
     def identity(self) -> ScorerIdentity:
-        return self.memrm.identity
+        identity: ScorerIdentity = self.memrm.identity
+        return identity
 
     def count_tokens(self, text: str) -> int:
-        return self.memrm.count_tokens(text)
+        return int(self.memrm.count_tokens(text))
 
     def submit(self, prompts: list[str]) -> Future[list[Score]]:
         """Queue `prompts`; the future resolves to one Score per prompt, in order."""
@@ -172,7 +173,7 @@ class ScoringWorker:
         for request, fit in fitted:
             scores = [
                 Score(p_harmful=p, n_tokens=len(ids), n_truncated=cut)
-                for p, (ids, cut) in zip(p_harmful[at : at + len(fit)], fit)
+                for p, (ids, cut) in zip(p_harmful[at : at + len(fit)], fit, strict=True)
             ]
             at += len(fit)
             request.future.set_result(scores)

@@ -27,7 +27,7 @@ from memguard import CompactionEvent, Guard
 
 from langchain_memguard.views import GuardView, summary_text
 
-__all__ = ["MemGuardCallbackHandler", "PROBE_TAG"]
+__all__ = ["PROBE_TAG", "MemGuardCallbackHandler"]
 
 logger = logging.getLogger("memguard.langchain")
 
@@ -80,15 +80,17 @@ def rebuild_before(previous: Sequence[BaseMessage], output: BaseMessage | None,
         return None  # previous input is a prefix: the history only grew
     known_set = set(known_keys)
     tail: list[BaseMessage] = []
-    for message, key in zip(reversed(current), reversed(current_keys)):
+    for message, key in zip(reversed(current), reversed(current_keys), strict=True):
         if key in known_set or summary_text(message) is not None:
             break
         tail.append(message)
     tail.reverse()
     before = [*known, *tail]
-    known_ids = {m.id: k for m, k in zip(known, known_keys) if m.id}
-    new_summary = any(summary_text(m) is not None and k not in known_set for m, k in zip(current, current_keys))
-    edited = any(m.id in known_ids and known_ids[m.id] != k for m, k in zip(current, current_keys))
+    known_ids = {m.id: k for m, k in zip(known, known_keys, strict=True) if m.id}
+    new_summary = any(
+        summary_text(m) is not None and k not in known_set for m, k in zip(current, current_keys, strict=True)
+    )
+    edited = any(m.id in known_ids and known_ids[m.id] != k for m, k in zip(current, current_keys, strict=True))
     if new_summary:
         return before, "summarization"
     if edited:
@@ -110,13 +112,16 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
     raise_error = False
     run_inline = True  # cheap bookkeeping in callback order; the real work is on the audit worker
 
-    def __init__(self, guard: Guard, probe_model: Any, *, strategy: str | None = None,
-                 max_conversations: int = 1024) -> None:
+    def __init__(
+        self, guard: Guard, probe_model: Any, *, strategy: str | None = None, max_conversations: int = 1024
+    ) -> None:
         if not isinstance(guard, Guard):
             raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
         if guard.mode != "audit":
-            raise ValueError("MemGuardCallbackHandler only records: use Guard(mode='audit'); "
-                             "to enforce, wrap the compaction middleware in MemGuardMiddleware")
+            raise ValueError(
+                "MemGuardCallbackHandler only records: use Guard(mode='audit'); "
+                "to enforce, wrap the compaction middleware in MemGuardMiddleware"
+            )
         if not callable(getattr(probe_model, "invoke", None)):
             raise TypeError("probe_model must be a chat model (something with .invoke(messages))")
         if max_conversations < 1:
@@ -139,11 +144,12 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
 
     # ------------------------------------------------------------------ run tree
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID,
-                       parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         try:
             with self._lock:
-                self._roots[run_id] = self._root_of(parent_run_id) if parent_run_id else run_id
+                self._roots[run_id] = (self._root_of(parent_run_id) if parent_run_id else None) or run_id
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
 
@@ -168,9 +174,17 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
 
     # ------------------------------------------------------------------ model calls
 
-    def on_chat_model_start(self, serialized: Any, messages: list[list[BaseMessage]], *, run_id: UUID,
-                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_chat_model_start(
+        self,
+        serialized: Any,
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         try:
             metadata = metadata or {}
             if PROBE_TAG in (tags or []) or metadata.get("lc_source") == "summarization" or len(messages) != 1:

@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage
@@ -59,7 +59,9 @@ def strategy_name(middleware: Any) -> str:
     cls = type(middleware).__name__
     if cls == "SummarizationMiddleware":
         kind, value = middleware.keep
-        return f"summarization_keep_{kind}_{value:g}" if isinstance(value, float) else f"summarization_keep_{kind}_{value}"
+        return (
+            f"summarization_keep_{kind}_{value:g}" if isinstance(value, float) else f"summarization_keep_{kind}_{value}"
+        )
     if cls == "ContextEditingMiddleware":
         keeps = [getattr(edit, "keep", None) for edit in middleware.edits]
         suffix = "_".join(str(k) for k in keeps if k is not None)
@@ -70,7 +72,8 @@ def strategy_name(middleware: Any) -> str:
 
 def apply_update(messages: Sequence[BaseMessage], update: Sequence[Any]) -> list[BaseMessage]:
     """The message list after `update` goes through the graph's `add_messages` reducer."""
-    return list(add_messages(list(messages), list(update)))
+    merged: Any = add_messages(cast(Any, list(messages)), cast(Any, list(update)))
+    return list(merged)
 
 
 def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -96,7 +99,12 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
     return value
 
 
-def _state_for(request: ModelRequest, messages: Sequence[BaseMessage]) -> dict[str, Any]:
+def with_messages(request: ModelRequest, messages: Sequence[BaseMessage]) -> ModelRequest:
+    """`request` with other messages (LangChain types them as its message union; any BaseMessage works)."""
+    return request.override(messages=cast(Any, list(messages)))
+
+
+def _state_for(request: ModelRequest, messages: Sequence[BaseMessage]) -> Any:
     return {**request.state, "messages": list(messages)}
 
 
@@ -113,10 +121,12 @@ def _capture_request(middleware: AgentMiddleware, request: ModelRequest) -> list
     return captured[-1]
 
 
-def compact_with(middleware: AgentMiddleware, messages: Sequence[BaseMessage], request: ModelRequest) -> list[BaseMessage]:
+def compact_with(
+    middleware: AgentMiddleware, messages: Sequence[BaseMessage], request: ModelRequest
+) -> list[BaseMessage]:
     """What `middleware` would make of `messages` (unchanged when it does not compact now)."""
     if hook_kind(middleware) == "request":
-        return _capture_request(middleware, request.override(messages=list(messages)))
+        return _capture_request(middleware, with_messages(request, messages))
     state = _state_for(request, messages)
     if _overrides(middleware, "before_model"):
         update = middleware.before_model(state, request.runtime)

@@ -42,6 +42,7 @@ from langchain_memguard.compaction import (
     hook_kind,
     run_blocking,
     strategy_name,
+    with_messages,
 )
 from langchain_memguard.views import GuardView
 
@@ -160,18 +161,22 @@ class MemGuardMiddleware(AgentMiddleware):
         context = contextvars.copy_context()
 
         def policy(messages: list[Any]) -> BaseMessage:
-            probe = request.override(messages=view.from_view(messages))
+            probe = with_messages(request, view.from_view(messages))
             # Probes may run on the guard's threads: carry the run's callbacks/config along.
             return probes.keep(context.copy().run(handler, probe))
 
         if self.guard.mode == "audit":
-            response = _as_model_response(handler(request.override(messages=candidate)))
+            response = _as_model_response(handler(with_messages(request, candidate)))
             decision = self.guard.review(self._event(request, candidate, view, response), policy)
             return self._finish(decision, view, request, response, update)
-        decision = self.guard.review(self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view))
-        response = probes.response_for(decision.response)
-        if response is None:
-            response = _as_model_response(handler(request.override(messages=self._chosen(decision, view, request))))
+        decision = self.guard.review(
+            self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view)
+        )
+        reused = probes.response_for(decision.response)
+        if reused is not None:
+            response = reused
+        else:
+            response = _as_model_response(handler(with_messages(request, self._chosen(decision, view, request))))
         return self._finish(decision, view, request, response, update)
 
     def _review_request(self, request: ModelRequest, edited: ModelRequest, handler: Handler) -> Any:
@@ -182,17 +187,21 @@ class MemGuardMiddleware(AgentMiddleware):
         context = contextvars.copy_context()
 
         def policy(messages: list[Any]) -> BaseMessage:
-            return probes.keep(context.copy().run(handler, edited.override(messages=view.from_view(messages))))
+            return probes.keep(context.copy().run(handler, with_messages(edited, view.from_view(messages))))
 
         if self.guard.mode == "audit":
             response = _as_model_response(handler(edited))
             self._record(self.guard.review(self._event(request, edited.messages, view, response), policy))
             return response
-        decision = self.guard.review(self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view))
+        decision = self.guard.review(
+            self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view)
+        )
         self._record(decision)
-        response = probes.response_for(decision.response)
-        if response is None:
-            response = _as_model_response(handler(edited.override(messages=self._chosen(decision, view, request))))
+        reused = probes.response_for(decision.response)
+        if reused is not None:
+            response = reused
+        else:
+            response = _as_model_response(handler(with_messages(edited, self._chosen(decision, view, request))))
         return response
 
     def _inner_update(self, request: ModelRequest) -> dict[str, Any] | None:
@@ -206,6 +215,7 @@ class MemGuardMiddleware(AgentMiddleware):
 
     async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> Any:
         if self._kind == "request":
+
             async def guarded(edited: ModelRequest) -> Any:
                 return await self._areview_request(request, edited, handler)
 
@@ -218,16 +228,22 @@ class MemGuardMiddleware(AgentMiddleware):
         probes = _Probes()
 
         async def policy(messages: list[Any]) -> BaseMessage:
-            return probes.keep(await handler(request.override(messages=view.from_view(messages))))
+            return probes.keep(await handler(with_messages(request, view.from_view(messages))))
 
         if self.guard.mode == "audit":
-            response = _as_model_response(await handler(request.override(messages=candidate)))
+            response = _as_model_response(await handler(with_messages(request, candidate)))
             decision = await self.guard.areview(self._event(request, candidate, view, response), policy)
             return self._finish(decision, view, request, response, update)
-        decision = await self.guard.areview(self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view))
-        response = probes.response_for(decision.response)
-        if response is None:
-            response = _as_model_response(await handler(request.override(messages=self._chosen(decision, view, request))))
+        decision = await self.guard.areview(
+            self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view)
+        )
+        reused = probes.response_for(decision.response)
+        if reused is not None:
+            response = reused
+        else:
+            response = _as_model_response(
+                await handler(with_messages(request, self._chosen(decision, view, request)))
+            )
         return self._finish(decision, view, request, response, update)
 
     async def _areview_request(self, request: ModelRequest, edited: ModelRequest, handler: AsyncHandler) -> Any:
@@ -237,17 +253,23 @@ class MemGuardMiddleware(AgentMiddleware):
         probes = _Probes()
 
         async def policy(messages: list[Any]) -> BaseMessage:
-            return probes.keep(await handler(edited.override(messages=view.from_view(messages))))
+            return probes.keep(await handler(with_messages(edited, view.from_view(messages))))
 
         if self.guard.mode == "audit":
             response = _as_model_response(await handler(edited))
             self._record(await self.guard.areview(self._event(request, edited.messages, view, response), policy))
             return response
-        decision = await self.guard.areview(self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view))
+        decision = await self.guard.areview(
+            self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view)
+        )
         self._record(decision)
-        response = probes.response_for(decision.response)
-        if response is None:
-            response = _as_model_response(await handler(edited.override(messages=self._chosen(decision, view, request))))
+        reused = probes.response_for(decision.response)
+        if reused is not None:
+            response = reused
+        else:
+            response = _as_model_response(
+                await handler(with_messages(edited, self._chosen(decision, view, request)))
+            )
         return response
 
     async def _ainner_update(self, request: ModelRequest) -> dict[str, Any] | None:
@@ -265,8 +287,13 @@ class MemGuardMiddleware(AgentMiddleware):
     def _usable(update: dict[str, Any] | None) -> dict[str, Any] | None:
         return update if update and update.get("messages") else None
 
-    def _event(self, request: ModelRequest, candidate: Sequence[BaseMessage], view: GuardView,
-               proposed: ModelResponse | None = None) -> CompactionEvent:
+    def _event(
+        self,
+        request: ModelRequest,
+        candidate: Sequence[BaseMessage],
+        view: GuardView,
+        proposed: ModelResponse | None = None,
+    ) -> CompactionEvent:
         return CompactionEvent(
             before=view.to_view(request.messages),
             candidate=view.to_view(candidate),
@@ -280,7 +307,7 @@ class MemGuardMiddleware(AgentMiddleware):
         """This middleware's fallbacks bound to this model call, before the guard's own chain."""
         if not self.fallbacks:
             return None
-        bound = []
+        bound: list[Any] = []
         for fallback in self.fallbacks:
             if isinstance(fallback, AgentMiddleware):
                 bound.append(MiddlewareStrategy(fallback, request, view, strategy_name(fallback)))
@@ -294,8 +321,14 @@ class MemGuardMiddleware(AgentMiddleware):
             return list(request.messages)
         return view.from_view(decision.messages)
 
-    def _finish(self, decision: Decision, view: GuardView, request: ModelRequest,
-                response: ModelResponse, update: dict[str, Any]) -> Any:
+    def _finish(
+        self,
+        decision: Decision,
+        view: GuardView,
+        request: ModelRequest,
+        response: ModelResponse,
+        update: dict[str, Any],
+    ) -> Any:
         self._record(decision)
         if decision.verdict is Verdict.VETO:
             return response

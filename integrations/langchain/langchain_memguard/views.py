@@ -43,7 +43,8 @@ def summary_text(message: Any) -> str | None:
 
 
 def _as_training_summary(message: HumanMessage, text: str) -> HumanMessage:
-    prefix = message.content[: len(message.content) - len(text)]  # type: ignore[index]
+    content = str(message.content)  # a summary message's content is a string (see summary_text)
+    prefix = content[: len(content) - len(text)]
     return message.model_copy(update={
         "content": SUMMARY_PREFIX + text,
         "additional_kwargs": {**message.additional_kwargs, _VIEW_MARK: prefix},
@@ -95,7 +96,8 @@ class GuardView:
         text = message.content[len(SUMMARY_PREFIX):]
         if text == summary_text(original):
             return original
-        prefix = original.content[: len(original.content) - len(summary_text(original) or "")]  # type: ignore[index]
+        content = str(original.content)
+        prefix = content[: len(content) - len(summary_text(original) or "")]
         return original.model_copy(update={"content": prefix + text})
 
 

@@ -90,7 +90,9 @@ class FactAgentModel(BaseChatModel):
             message = AIMessage(content=f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}")
         else:
             command = f"echo step {k + 1}" if (remembers or k == 0) else f"ls -la # step {k + 1}"
-            message = AIMessage(content="", tool_calls=[{"name": "bash", "args": {"command": command}, "id": f"call_{k + 1}"}])
+            message = AIMessage(
+                content="", tool_calls=[{"name": "bash", "args": {"command": command}, "id": f"call_{k + 1}"}]
+            )
         tokens = len(text) // 4
         message.usage_metadata = {"input_tokens": tokens, "output_tokens": 8, "total_tokens": tokens + 8}
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -123,8 +125,13 @@ def bash(command: str) -> str:
 
 
 def make_agent(model: FactAgentModel, middleware: list[Any] = (), checkpointer: Any = None) -> Any:
-    return create_agent(model, tools=[bash], system_prompt="You are a careful programmer.",
-                        middleware=list(middleware), checkpointer=checkpointer)
+    return create_agent(
+        model,
+        tools=[bash],
+        system_prompt="You are a careful programmer.",
+        middleware=list(middleware),
+        checkpointer=checkpointer,
+    )
 
 
 def signature(messages: list[Any]) -> list[tuple[Any, ...]]:

@@ -77,7 +77,9 @@ def test_rebuilt_context_is_what_the_agent_would_have_seen(tmp_path):
 
     scorer.score = spy
     guard, handler, _ = audit(tmp_path, scorer)
-    summarizing_agent(FactAgentModel(), FixedSummarizer()).invoke({"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]})
+    summarizing_agent(FactAgentModel(), FixedSummarizer()).invoke(
+        {"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]}
+    )
     assert handler.flush(10)
 
     plain = FactAgentModel()
@@ -85,13 +87,17 @@ def test_rebuilt_context_is_what_the_agent_would_have_seen(tmp_path):
     from memguard.protocol import render_turns
 
     full_context_at_step_4 = plain.inputs[3]
-    assert seen and seen[0].startswith(render_turns([m for m in full_context_at_step_4]) + "\n\n[User]\nRecorded action at step 3:")
+    assert seen and seen[0].startswith(
+        render_turns([m for m in full_context_at_step_4]) + "\n\n[User]\nRecorded action at step 3:"
+    )
 
 
 def test_summary_rendered_as_training_saw_it(tmp_path):
     scorer = PrefixScorer(default=0.02)
     guard, handler, _ = audit(tmp_path, scorer, identical_is_safe=False)
-    summarizing_agent(FactAgentModel(), FixedSummarizer()).invoke({"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]})
+    summarizing_agent(FactAgentModel(), FixedSummarizer()).invoke(
+        {"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]}
+    )
     assert handler.flush(10)
     later = scorer.prompts[-1]
     assert "[User]\n[Summary] The agent ran a few echo commands." in later
@@ -115,7 +121,8 @@ def test_never_raises_into_the_agent(tmp_path):
 
     guard, handler, path = audit(tmp_path, probe_model=Broken())
     result = summarizing_agent(FactAgentModel(), FixedSummarizer()).invoke(
-        {"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]})
+        {"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]}
+    )
     assert handler.flush(10)
     assert "I forgot the fact" in result["messages"][-1].content
     rows = records(path)

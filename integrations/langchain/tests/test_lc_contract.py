@@ -6,11 +6,11 @@ import asyncio
 
 from langchain.agents.middleware import ClearToolUsesEdit, ContextEditingMiddleware, SummarizationMiddleware
 from langchain_core.messages import HumanMessage
-from langchain_memguard import MemGuardMiddleware
-from lc_doubles import FactAgentModel, FixedSummarizer, make_agent, signature
-
 from memguard import Guard
 from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
+
+from langchain_memguard import MemGuardMiddleware
+from lc_doubles import FactAgentModel, FixedSummarizer, make_agent, signature
 
 TASK = "Find the fact, then report it."
 

@@ -13,11 +13,11 @@ from langchain.agents.middleware import (
     SummarizationMiddleware,
 )
 from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
-from langchain_memguard import LANGCHAIN_SUMMARY_PREFIX, MemGuardMiddleware
 from langgraph.checkpoint.memory import InMemorySaver
-from lc_doubles import FACT, FactAgentModel, FixedSummarizer, PrefixScorer, make_agent, signature
-
 from memguard import Guard, JSONLSink, Verdict
+
+from langchain_memguard import LANGCHAIN_SUMMARY_PREFIX, MemGuardMiddleware
+from lc_doubles import FACT, FactAgentModel, FixedSummarizer, PrefixScorer, make_agent, signature
 
 MODES = ["invoke", "ainvoke", "stream", "astream"]
 TASK = "Find the fact, then report it."

@@ -27,9 +27,9 @@ from typing import Any
 
 from agents import Model
 from agents.run import CallModelData, ModelInputData
-
 from memguard import CompactionEvent, Decision, Guard, Verdict
 from memguard.strategies import as_strategy
+
 from openai_agents_memguard.hooks import notify
 from openai_agents_memguard.items import from_view, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
@@ -116,7 +116,7 @@ def _unchanged(before: ModelInputData, after: ModelInputData) -> bool:
         return True
     if before.instructions != after.instructions or len(before.input) != len(after.input):
         return False
-    return all(a is b or a == b for a, b in zip(before.input, after.input))
+    return all(a is b or a == b for a, b in zip(before.input, after.input, strict=True))
 
 
 class MemGuardInputFilter:
@@ -203,14 +203,17 @@ class MemGuardInputFilter:
     def _fallbacks_for(self, data: CallModelData[Any]) -> tuple[Any, ...] | None:
         if not self.fallbacks:
             return None
-        bound = [fallback if _is_strategy(fallback) else FilterStrategy.bind(fallback, data) for fallback in self.fallbacks]
+        bound = [f if _is_strategy(f) else FilterStrategy.bind(f, data) for f in self.fallbacks]
         return (*(as_strategy(b) for b in bound), *self.guard.fallbacks)
 
     @staticmethod
     def _chosen(decision: Decision, proposed: ModelInputData) -> ModelInputData:
         instructions, items = from_view(decision.messages)
-        if instructions == proposed.instructions and len(items) == len(proposed.input) and all(
-                a is b for a, b in zip(items, proposed.input)):
+        if (
+            instructions == proposed.instructions
+            and len(items) == len(proposed.input)
+            and all(a is b for a, b in zip(items, proposed.input, strict=True))
+        ):
             return proposed  # the inner filter's own object, untouched
         return ModelInputData(input=items, instructions=instructions)
 

@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents import Agent, Model, RunContextWrapper
-
 from memguard import CompactionEvent, Decision, Guard, Verdict
+
 from openai_agents_memguard.hooks import notify
 from openai_agents_memguard.items import from_view, is_opaque, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
@@ -75,7 +75,7 @@ def _accepts_wrapper(method: Any) -> bool:
 
 
 def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b))
+    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b, strict=True))
 
 
 class MemGuardSession:

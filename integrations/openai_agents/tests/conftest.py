@@ -8,8 +8,8 @@ import socket
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 os.environ.pop("OPENAI_API_KEY", None)
 
-import pytest  # noqa: E402
-from agents import set_tracing_disabled  # noqa: E402
+import pytest
+from agents import set_tracing_disabled
 
 set_tracing_disabled(True)
 

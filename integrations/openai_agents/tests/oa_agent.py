@@ -19,7 +19,6 @@ from typing import Any
 from agents import Agent, Model, RunConfig, Runner, function_tool
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
-
 from memguard import Score
 
 FACT = "FACT-42"

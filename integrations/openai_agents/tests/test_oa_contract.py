@@ -9,11 +9,11 @@ by `wrap_model` so the winning probe answers the run's own call. Three turns, sy
 from __future__ import annotations
 
 from agents import RunConfig
-from oa_agent import make_agent, normalise, run_turns, scripted_model, trimmer
-from openai_agents_memguard import MemGuardInputFilter
-
 from memguard import Guard
 from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
+
+from oa_agent import make_agent, normalise, run_turns, scripted_model, trimmer
+from openai_agents_memguard import MemGuardInputFilter
 
 
 class TestOpenAIAgentsContract(IntegrationContract):

@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 from agents import Agent, RunConfig, Runner
 from agents.run import CallModelData, ModelInputData
+from memguard import Guard, Verdict
+from memguard.testing.contract import ConstantScorer, RecordingSink
+
 from oa_agent import (
     FACT,
     FORGETFUL,
@@ -22,9 +25,6 @@ from oa_agent import (
     trimmer,
 )
 from openai_agents_memguard import MemGuardInputFilter, MemGuardModel, filter_name
-
-from memguard import Guard, Verdict
-from memguard.testing.contract import ConstantScorer, RecordingSink
 
 
 def guard_with(scorer: Any, **options: Any) -> tuple[Guard, RecordingSink]:
@@ -181,7 +181,7 @@ async def test_commit_passes_the_inner_filters_own_object_and_veto_the_callers()
         guard, _ = guard_with(ConstantScorer(p), identical_is_safe=False)
         chosen = await MemGuardInputFilter(trim, guard)(data)
         assert chosen is (returned[-1] if expected == "proposed" else data.model_data)
-        assert all(a is b for a, b in zip(data.model_data.input, items))  # the caller's items, untouched
+        assert all(a is b for a, b in zip(data.model_data.input, items, strict=True))  # the caller's items, untouched
 
 
 async def test_instructions_edits_are_reviewed_and_on_decision_errors_never_break_the_call():

@@ -7,9 +7,9 @@ import json
 
 import pytest
 from agents.testing import function_call
-from openai_agents_memguard import ITEMS_KEY, from_view, input_digest, is_opaque, to_view
-
 from memguard import MessageFormat, ObservationMasking, render_prompt, restore_messages, to_messages
+
+from openai_agents_memguard import ITEMS_KEY, from_view, input_digest, is_opaque, to_view
 
 INSTRUCTIONS = "You are careful."
 
@@ -46,7 +46,7 @@ def test_items_come_back_as_the_same_objects():
     view = to_view(items, INSTRUCTIONS)
     instructions, back = from_view(view)
     assert instructions == INSTRUCTIONS
-    assert len(back) == len(items) and all(a is b for a, b in zip(back, items))
+    assert len(back) == len(items) and all(a is b for a, b in zip(back, items, strict=True))
     assert items == snapshot  # nothing was mutated on the way
 
 
@@ -54,7 +54,7 @@ def test_items_survive_memguards_own_message_model():
     items = history()
     view = to_view(items, INSTRUCTIONS)
     through = restore_messages(to_messages(view), MessageFormat.OPENAI)
-    assert all(a is b for a, b in zip(through, view))  # unchanged messages: the caller's dicts
+    assert all(a is b for a, b in zip(through, view, strict=True))  # unchanged messages: the caller's dicts
     rebuilt = [m.to_openai() for m in to_messages(view)]  # new dicts, as an edit would give
     instructions, back = from_view(rebuilt)
     assert instructions == INSTRUCTIONS and back == items
@@ -79,7 +79,9 @@ def test_one_model_response_is_one_assistant_turn():
 def test_the_view_renders_as_memrm_reads_conversations():
     prompt = render_prompt(to_view(history(), INSTRUCTIONS), step=3, recorded="a", proposed="b",
                            perturbation="strategy_swap__x")
-    assert prompt.startswith("[System]\nYou are careful.\n\n[System]\nAnswer in English.\n\n[User]\nFind the launch code.")
+    assert prompt.startswith(
+        "[System]\nYou are careful.\n\n[System]\nAnswer in English.\n\n[User]\nFind the launch code."
+    )
     assert "[Assistant]\nLooking it up.\nlookup({'topic': 'alpha'})\n\n[Tool]\nReport on alpha" in prompt
     assert "[User]\n[Summary] (compaction item" in prompt
     assert "gAAA" not in prompt  # encrypted reasoning is not shown
@@ -126,8 +128,11 @@ def test_a_dropped_call_and_a_changed_argument_follow_the_edit():
 def test_messages_a_strategy_creates_become_easy_input_messages():
     view = to_view(history()[:2])
     summary = {"role": "user", "content": "[Summary] The code is FACT-42."}
-    call = {"role": "assistant", "content": None,
-            "tool_calls": [{"id": "c7", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c7", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+    }
     result = {"role": "tool", "tool_call_id": "c7", "content": "ok"}
     _, back = from_view([*view, summary, call, result])
     assert back[2:] == [

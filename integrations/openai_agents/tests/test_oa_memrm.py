@@ -7,10 +7,10 @@ import math
 
 import pytest
 from agents import RunConfig
+from memguard import Guard, Verdict
+
 from oa_agent import FACT, make_agent, normalise, run_turns, scripted_model, trimmer
 from openai_agents_memguard import MemGuardInputFilter
-
-from memguard import Guard, Verdict
 
 
 @pytest.fixture(scope="module", params=[-4.0, 4.0], ids=["forced-safe", "forced-harmful"])

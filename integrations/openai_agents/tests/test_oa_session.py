@@ -1,8 +1,9 @@
 """MemGuardSession on real SQLite sessions driven by a real Runner.
 
-Readable rewrites (a summarising session of the user's own) are enforced: a veto leaves the stored history exactly as it was. The Responses
-API's opaque compaction (`OpenAIResponsesCompactionSession` with an offline stand-in for
-`client.responses.compact`) is audited only.
+Readable rewrites (a summarising session of the user's own) are enforced: a veto leaves the
+stored history exactly as it was. The Responses API's opaque compaction
+(`OpenAIResponsesCompactionSession` with an offline stand-in for `client.responses.compact`) is
+audited only.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 
 import pytest
 from agents import OpenAIResponsesCompactionSession, RunConfig, Runner, SQLiteSession
+from memguard import Guard, ObservationMasking, Verdict
+from memguard.testing.contract import ConstantScorer, RecordingSink
+
 from oa_agent import FACT, TURNS, make_agent, normalise, scripted_model
 from openai_agents_memguard import MemGuardSession
 from openai_agents_memguard.session import HistoryRestoreError
-
-from memguard import Guard, ObservationMasking, Verdict
-from memguard.testing.contract import ConstantScorer, RecordingSink
 
 SESSION_TURNS = (TURNS[0], TURNS[2], "Say the launch code once more.")
 SUMMARY = {"role": "user", "content": "[Summary] The assistant looked some things up."}
@@ -140,8 +141,12 @@ class _ByStrategy:
         out = []
         for prompt in prompts:
             tag = prompt.split("Proposed action under perturbation '", 1)[1].split("'", 1)[0]
-            out.append(Score(p_harmful=self.table.get(tag.removeprefix("strategy_swap__"), self.default),
-                             n_tokens=len(prompt) // 4))
+            out.append(
+                Score(
+                    p_harmful=self.table.get(tag.removeprefix("strategy_swap__"), self.default),
+                    n_tokens=len(prompt) // 4,
+                )
+            )
         return out
 
 
@@ -165,13 +170,15 @@ def test_after_a_veto_the_session_is_not_asked_to_compact_during_the_cooldown():
 
 
 async def run_seeded(session: MemGuardSession, then: Any) -> None:
-    await session.add_items([
-        {"role": "user", "content": TURNS[0]},
-        {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{\"topic\":\"alpha\"}"},
-        {"type": "function_call_output", "call_id": "call_1", "output": f"The launch code is {FACT}."},
-        {"role": "assistant", "content": "Noted the launch code."},
-        {"role": "user", "content": TURNS[2]},
-    ])
+    await session.add_items(
+        [
+            {"role": "user", "content": TURNS[0]},
+            {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": '{"topic":"alpha"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": f"The launch code is {FACT}."},
+            {"role": "assistant", "content": "Noted the launch code."},
+            {"role": "user", "content": TURNS[2]},
+        ]
+    )
     await then()
 
 
@@ -238,13 +245,17 @@ class OfflineCompactAPI:
     async def compact(self, *, model: str, input: list[Any] | None = None, **_: Any) -> Any:
         self.calls += 1
         users = [i for i in input or [] if i.get("role") == "user"]
-        return SimpleNamespace(output=[*users, {"type": "compaction", "encrypted_content": f"enc-{self.calls}"}],
-                               usage=None)
+        return SimpleNamespace(
+            output=[*users, {"type": "compaction", "encrypted_content": f"enc-{self.calls}"}], usage=None
+        )
 
 
 def compaction_session(api: OfflineCompactAPI) -> OpenAIResponsesCompactionSession:
     return OpenAIResponsesCompactionSession(
-        "s", SQLiteSession("s"), client=api, compaction_mode="input",  # type: ignore[arg-type]
+        "s",
+        SQLiteSession("s"),
+        client=api,
+        compaction_mode="input",  # type: ignore[arg-type]
         should_trigger_compaction=lambda context: len(context["compaction_candidate_items"]) >= 3,
     )
 

@@ -158,7 +158,7 @@ class MemGuardCondenser(CondenserBase):
     @classmethod
     def _not_guarded_twice(cls, inner: CondenserBase) -> CondenserBase:
         if isinstance(inner, MemGuardCondenser):  # pydantic turns only ValueError into a ValidationError
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 "the condenser is already a MemGuardCondenser: attach a guard to it instead of wrapping it")
         return inner
 

@@ -7,6 +7,10 @@ from typing import Any
 import pytest
 from memguard import Decision, Guard, ObservationMasking, RecentWindow, Verdict
 from memguard.testing.contract import ConstantScorer, RecordingSink
+from openhands.sdk import Agent
+from openhands.sdk.context.condenser import LLMSummarizingCondenser, NoOpCondenser
+from openhands.sdk.event import Condensation, CondensationRequest, MessageEvent, ObservationEvent
+
 from oh_doubles import (
     FACT,
     TagScorer,
@@ -17,10 +21,6 @@ from oh_doubles import (
     summarizing,
     transcript,
 )
-from openhands.sdk import Agent
-from openhands.sdk.context.condenser import LLMSummarizingCondenser, NoOpCondenser
-from openhands.sdk.event import Condensation, CondensationRequest, MessageEvent, ObservationEvent
-
 from openhands_memguard import MemGuardCondenser, guard_agent
 
 

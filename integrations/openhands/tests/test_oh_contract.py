@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from memguard import Guard
 from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
-from oh_doubles import agent_llm, make_agent, run, summarizing, transcript
 
+from oh_doubles import agent_llm, make_agent, run, summarizing, transcript
 from openhands_memguard import guard_agent
 
 

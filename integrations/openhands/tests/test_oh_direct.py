@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from memguard import Guard, Verdict
 from memguard.testing.contract import ConstantScorer
-from oh_doubles import agent_llm, make_agent, run
 from openhands.sdk.context.condenser import CondenserBase, NoOpCondenser, PipelineCondenser, RollingCondenser
 from openhands.sdk.context.condenser.base import CondensationRequirement
 from openhands.sdk.context.view import View
@@ -21,6 +20,7 @@ from openhands.sdk.event import Condensation
 from openhands.sdk.llm import LLM
 from pydantic import PrivateAttr
 
+from oh_doubles import agent_llm, make_agent, run
 from openhands_memguard import MemGuardCondenser
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import httpx
 from memguard import Guard, RemoteMemRM
 from memguard.testing.contract import RecordingSink
-from oh_doubles import agent_llm, make_agent, run, summarizing
-
-from openhands_memguard import guard_agent
 from tests.test_remote import URL, FakeVLLM
+
+from oh_doubles import agent_llm, make_agent, run, summarizing
+from openhands_memguard import guard_agent
 
 
 def test_a_remote_memrm_scores_the_reviews():

@@ -6,12 +6,12 @@ import json
 
 import pytest
 from memguard import ObservationMasking, RecentWindow, render_action, render_prompt
-from oh_doubles import FACT, ShellAction, ShellObservation, agent_llm, make_agent, run
 from openhands.sdk.context.view import View
 from openhands.sdk.event import ActionEvent, Condensation, LLMConvertibleEvent, MessageEvent, ObservationEvent
 from openhands.sdk.event.condenser import CondensationSummaryEvent
 from openhands.sdk.llm import Message, MessageToolCall, TextContent
 
+from oh_doubles import FACT, ShellAction, ShellObservation, agent_llm, make_agent, run
 from openhands_memguard import GuardedMessageEvent, GuardView
 from openhands_memguard.views import MARK
 

@@ -28,13 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from memguard import CompactionEvent, Decision, Guard, Message, Verdict
 from pydantic_ai.capabilities import AbstractCapability, WrapperCapability
 from pydantic_ai.messages import InstructionPart, ModelMessage, ModelResponse
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.usage import RunUsage
 
-from memguard import CompactionEvent, Decision, Guard, Message, Verdict
 from pydantic_ai_memguard.fallbacks import CapabilityStrategy, check_compaction, strategy_name
 from pydantic_ai_memguard.messages import MessageBridge
 from pydantic_ai_memguard.probing import ObservedModel, ReplayModel, probe
@@ -55,8 +55,12 @@ class _Snapshot:
 
     @classmethod
     def take(cls, ctx: RunContext[Any], request_context: ModelRequestContext) -> _Snapshot:
-        return cls(list(ctx.messages), list(request_context.messages), request_context.messages,
-                   {name: getattr(request_context, name) for name in ("model", "model_settings", "model_request_parameters")})
+        return cls(
+            list(ctx.messages),
+            list(request_context.messages),
+            request_context.messages,
+            {name: getattr(request_context, name) for name in ("model", "model_settings", "model_request_parameters")},
+        )
 
     def restore(self, ctx: RunContext[Any], request_context: ModelRequestContext) -> ModelRequestContext:
         """History and request exactly as they were (the inner's changes undone)."""
@@ -89,7 +93,7 @@ class _Probes:
 
 
 def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b))
+    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b, strict=True))
 
 
 async def _resolve(value: Any) -> Any:
@@ -137,7 +141,8 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
                 check_compaction(fallback, "a fallback")
             elif not callable(fallback):
                 raise TypeError(
-                    f"a fallback must be a compaction capability or a memguard strategy, got {type(fallback).__name__}")
+                    f"a fallback must be a compaction capability or a memguard strategy, got {type(fallback).__name__}"
+                )
         if on_decision is not None and not callable(on_decision):
             raise TypeError("on_decision must be callable")
         self.guard = guard
@@ -162,8 +167,9 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
 
     # ------------------------------------------------------------------ the hook
 
-    async def before_model_request(self, ctx: RunContext[AgentDepsT],
-                                   request_context: ModelRequestContext) -> ModelRequestContext:
+    async def before_model_request(
+        self, ctx: RunContext[AgentDepsT], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
         before = _Snapshot.take(ctx, request_context)
         proposed: ModelRequestContext = await _resolve(self.wrapped.before_model_request(ctx, request_context))
         if _same(proposed.messages, before.messages) and _same(ctx.messages, before.history):
@@ -182,9 +188,15 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             return self._audit(ctx, proposed, before, bridge, event)
         return await self._enforce(ctx, request_context, proposed, before, bridge, event)
 
-    async def _enforce(self, ctx: RunContext[AgentDepsT], request_context: ModelRequestContext,
-                       proposed: ModelRequestContext, before: _Snapshot, bridge: MessageBridge,
-                       event: CompactionEvent) -> ModelRequestContext:
+    async def _enforce(
+        self,
+        ctx: RunContext[AgentDepsT],
+        request_context: ModelRequestContext,
+        proposed: ModelRequestContext,
+        before: _Snapshot,
+        bridge: MessageBridge,
+        event: CompactionEvent,
+    ) -> ModelRequestContext:
         probes = _Probes(bridge)
 
         async def policy(messages: list[Message]) -> Message:
@@ -214,14 +226,16 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         self._bill_unused_probes(ctx, probes, response)
         return chosen if response is None else replace(chosen, model=ReplayModel(chosen.model, response))
 
-    def _fallbacks_for(self, ctx: RunContext[AgentDepsT], request_context: ModelRequestContext,
-                       bridge: MessageBridge) -> tuple[Any, ...] | None:
+    def _fallbacks_for(
+        self, ctx: RunContext[AgentDepsT], request_context: ModelRequestContext, bridge: MessageBridge
+    ) -> tuple[Any, ...] | None:
         """This capability's fallbacks bound to this request, before the guard's own chain."""
         if not self.fallbacks:
             return None
         bound = [
             CapabilityStrategy(fallback, bridge, ctx, request_context, strategy_name(fallback))
-            if isinstance(fallback, AbstractCapability) else fallback
+            if isinstance(fallback, AbstractCapability)
+            else fallback
             for fallback in self.fallbacks
         ]
         return (*bound, *self.guard.fallbacks)
@@ -234,8 +248,14 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
 
     # ------------------------------------------------------------------ audit mode
 
-    def _audit(self, ctx: RunContext[AgentDepsT], proposed: ModelRequestContext, before: _Snapshot,
-               bridge: MessageBridge, event: CompactionEvent) -> ModelRequestContext:
+    def _audit(
+        self,
+        ctx: RunContext[AgentDepsT],
+        proposed: ModelRequestContext,
+        before: _Snapshot,
+        bridge: MessageBridge,
+        event: CompactionEvent,
+    ) -> ModelRequestContext:
         observed = ObservedModel(proposed.model)
         recorded = asyncio.ensure_future(probe(proposed, before.messages, ctx))
         task = asyncio.ensure_future(self._submit_audit(ctx, event, bridge, recorded, observed))
@@ -243,8 +263,14 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             self._shared.audits.setdefault(ctx.run_id, []).append((task, observed))
         return replace(proposed, model=observed)
 
-    async def _submit_audit(self, ctx: RunContext[AgentDepsT], event: CompactionEvent, bridge: MessageBridge,
-                            recorded: asyncio.Future[ModelResponse], observed: ObservedModel) -> None:
+    async def _submit_audit(
+        self,
+        ctx: RunContext[AgentDepsT],
+        event: CompactionEvent,
+        bridge: MessageBridge,
+        recorded: asyncio.Future[ModelResponse],
+        observed: ObservedModel,
+    ) -> None:
         """Once both next steps are known, hand the event to the guard's background worker."""
         try:
             proposed = await observed.response

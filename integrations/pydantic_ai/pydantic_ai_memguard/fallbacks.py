@@ -19,12 +19,12 @@ from copy import copy
 from dataclasses import dataclass
 from typing import Any
 
+from memguard import Message
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import RunContext
 
-from memguard import Message
 from pydantic_ai_memguard.messages import MessageBridge
 
 __all__ = ["CapabilityStrategy", "check_compaction", "compact_with", "strategy_name"]
@@ -35,7 +35,9 @@ _KEEP_FIELDS = ("keep_tokens", "keep_messages", "keep_pairs")
 def check_compaction(capability: Any, what: str = "inner") -> AbstractCapability[Any]:
     """`capability` if it can compact a history, else a `TypeError` that says why not."""
     if not isinstance(capability, AbstractCapability):
-        raise TypeError(f"{what} must be a Pydantic AI capability (AbstractCapability), got {type(capability).__name__}")
+        raise TypeError(
+            f"{what} must be a Pydantic AI capability (AbstractCapability), got {type(capability).__name__}"
+        )
     hook = type(capability).before_model_request
     if hook is AbstractCapability.before_model_request and not callable(getattr(capability, "compact", None)):
         raise TypeError(
@@ -59,8 +61,12 @@ async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def compact_with(capability: AbstractCapability[Any], messages: Sequence[ModelMessage],
-                       ctx: RunContext[Any], request_context: ModelRequestContext) -> list[ModelMessage]:
+async def compact_with(
+    capability: AbstractCapability[Any],
+    messages: Sequence[ModelMessage],
+    ctx: RunContext[Any],
+    request_context: ModelRequestContext,
+) -> list[ModelMessage]:
     """What `capability` makes of `messages`; the real run and request contexts stay untouched."""
     compact = getattr(capability, "compact", None)
     if callable(compact):

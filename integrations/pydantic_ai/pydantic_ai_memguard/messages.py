@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from memguard import Message
 from pydantic_ai.messages import (
     BaseToolReturnPart,
     CompactionPart,
@@ -34,8 +35,6 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
-
-from memguard import Message
 
 __all__ = ["INSTRUCTIONS_REF", "REF", "SUMMARY_PREFIX", "MessageBridge"]
 
@@ -183,8 +182,9 @@ class MessageBridge:
                 parts.append(part)  # hidden parts stay with their message
             elif index in present:
                 message, shown = present[index]
-                parts.append(part if message.model_dump() == shown.fields else _changed_request_part(part, message, shown))
-        if len(parts) == len(original.parts) and all(a is b for a, b in zip(parts, original.parts)):
+                same = message.model_dump() == shown.fields
+                parts.append(part if same else _changed_request_part(part, message, shown))
+        if len(parts) == len(original.parts) and all(a is b for a, b in zip(parts, original.parts, strict=True)):
             return original
         return replace(original, parts=parts)
 
@@ -202,13 +202,21 @@ def _request_part_fields(part: ModelRequestPart) -> tuple[dict[str, Any], tuple[
         items, index = _user_items(part.content)
         return {"role": "user", "content": items}, index
     if isinstance(part, BaseToolReturnPart):
-        return {"role": "tool", "content": part.model_response_str(), "tool_call_id": part.tool_call_id,
-                "name": part.tool_name}, ()
+        return {
+            "role": "tool",
+            "content": part.model_response_str(),
+            "tool_call_id": part.tool_call_id,
+            "name": part.tool_name,
+        }, ()
     if isinstance(part, RetryPromptPart):  # deprecated, but a stored history may hold one
         if part.tool_name is None:
             return {"role": "user", "content": part.model_response()}, ()
-        return {"role": "tool", "content": part.model_response(), "tool_call_id": part.tool_call_id,
-                "name": part.tool_name}, ()
+        return {
+            "role": "tool",
+            "content": part.model_response(),
+            "tool_call_id": part.tool_call_id,
+            "name": part.tool_name,
+        }, ()
     if isinstance(part, RetryFeedbackPart):
         return {"role": "user", "content": part.model_response()}, ()
     if isinstance(part, CompactionPart) and part.content and part.provider_name is None:
@@ -237,8 +245,11 @@ def _user_items(content: Sequence[Any]) -> tuple[list[dict[str, Any]], tuple[int
 
 def _response_fields(response: ModelResponse) -> dict[str, Any]:
     calls = [
-        {"id": part.tool_call_id, "type": "function",
-         "function": {"name": part.tool_name, "arguments": part.args_as_json_str()}}
+        {
+            "id": part.tool_call_id,
+            "type": "function",
+            "function": {"name": part.tool_name, "arguments": part.args_as_json_str()},
+        }
         for part in response.parts
         if isinstance(part, ToolCallPart)
     ]
@@ -254,8 +265,11 @@ def _changed_request_part(part: ModelRequestPart, message: Message, shown: _Show
     if isinstance(part, UserPromptPart):
         return replace(part, content=_user_content(part, message, shown))
     if isinstance(part, BaseToolReturnPart):
-        changes: dict[str, Any] = {"content": text, "tool_call_id": message.tool_call_id or part.tool_call_id,
-                                   "tool_name": message.name or part.tool_name}
+        changes: dict[str, Any] = {
+            "content": text,
+            "tool_call_id": message.tool_call_id or part.tool_call_id,
+            "tool_name": message.name or part.tool_name,
+        }
         return replace(part, **changes)
     if isinstance(part, RetryPromptPart):
         return replace(part, content=text, tool_call_id=message.tool_call_id or part.tool_call_id)
@@ -306,8 +320,10 @@ def _changed_response(original: ModelResponse, message: Message) -> ModelRespons
             if function is None:
                 continue
             same = function.get("name") == part.tool_name and function.get("arguments") == part.args_as_json_str()
-            changes: dict[str, Any] = {"tool_name": str(function.get("name") or part.tool_name),
-                                       "args": function.get("arguments")}
+            changes: dict[str, Any] = {
+                "tool_name": str(function.get("name") or part.tool_name),
+                "args": function.get("arguments"),
+            }
             parts.append(part if same else replace(part, **changes))
         else:
             parts.append(part)

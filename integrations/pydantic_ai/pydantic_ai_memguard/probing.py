@@ -91,12 +91,18 @@ class ObservedModel(WrapperModel):
         if self.response.done():
             return
         if error is not None:
-            self.response.set_exception(error if isinstance(error, Exception) else RuntimeError("model call interrupted"))
+            self.response.set_exception(
+                error if isinstance(error, Exception) else RuntimeError("model call interrupted")
+            )
         elif result is not None:
             self.response.set_result(result)
 
-    async def request(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
-                      model_request_parameters: ModelRequestParameters) -> ModelResponse:
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
         try:
             response = await super().request(messages, model_settings, model_request_parameters)
         except BaseException as exc:
@@ -106,12 +112,17 @@ class ObservedModel(WrapperModel):
         return response
 
     @asynccontextmanager
-    async def request_stream(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
-                             model_request_parameters: ModelRequestParameters,
-                             run_context: RunContext[Any] | None = None) -> AsyncGenerator[StreamedResponse]:
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncGenerator[StreamedResponse]:
         try:
-            async with super().request_stream(messages, model_settings, model_request_parameters,
-                                              run_context) as stream:
+            async with super().request_stream(
+                messages, model_settings, model_request_parameters, run_context
+            ) as stream:
                 yield stream
         except BaseException as exc:
             self._settle(None, exc)

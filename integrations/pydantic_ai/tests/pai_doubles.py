@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from memguard import Score
 from pydantic_ai import Agent
 from pydantic_ai.messages import (
     BaseToolReturnPart,
@@ -25,8 +26,6 @@ from pydantic_ai.messages import (
     ToolCallPart,
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
-
-from memguard import Score
 
 FACT = "FACT-42"
 TASK = "Find the fact, then report it."
@@ -98,7 +97,11 @@ class ScriptedModel:
                 for word in re.split(r"(?<= )", part.content):
                     yield word
             elif isinstance(part, ToolCallPart):
-                yield {0: DeltaToolCall(name=part.tool_name, json_args=json.dumps(part.args), tool_call_id=part.tool_call_id)}
+                yield {
+                    0: DeltaToolCall(
+                        name=part.tool_name, json_args=json.dumps(part.args), tool_call_id=part.tool_call_id
+                    )
+                }
 
 
 def bash(command: str) -> str:
@@ -133,8 +136,13 @@ class ActionScorer:
     """P(HARMFUL) looked up in each real rendered prompt: by the strategy in the perturbation tag
     (`by_strategy`), else by the start of the proposed action (`table`), else `default`."""
 
-    def __init__(self, table: dict[str, float] | None = None, default: float = 0.02, *,
-                 by_strategy: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        table: dict[str, float] | None = None,
+        default: float = 0.02,
+        *,
+        by_strategy: dict[str, float] | None = None,
+    ) -> None:
         self.table = dict(table or {})
         self.by_strategy = dict(by_strategy or {})
         self.default = default

@@ -11,16 +11,16 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pai_doubles import TASK, ScriptedModel, make_agent, transcript
+from memguard import Guard
+from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.tools import RunContext
 from pydantic_ai_harness.compaction import ClearToolResults, SlidingWindowCompaction
-from pydantic_ai_memguard import MemGuardCompaction
 
-from memguard import Guard
-from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
+from pai_doubles import TASK, ScriptedModel, make_agent, transcript
+from pydantic_ai_memguard import MemGuardCompaction
 
 
 def sliding_window() -> Any:
@@ -35,7 +35,9 @@ def clear_tool_results() -> Any:
 class KeepTaskAndLastStep(AbstractCapability[None]):
     """A hand-written compaction (no harness): the task and the latest tool call with its result."""
 
-    async def before_model_request(self, ctx: RunContext[None], request_context: ModelRequestContext) -> ModelRequestContext:
+    async def before_model_request(
+        self, ctx: RunContext[None], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
         if len(ctx.messages) <= 6:
             return request_context
         ctx.messages[:] = [ctx.messages[0], *ctx.messages[-2:]]

@@ -6,13 +6,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from pai_doubles import ScriptedModel, make_agent
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage, ToolReturnPart
 from pydantic_ai.models import ModelRequestContext, ModelRequestParameters
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RunUsage
 from pydantic_ai_harness.compaction import ClearToolResults, SlidingWindowCompaction
+
+from pai_doubles import ScriptedModel, make_agent
 from pydantic_ai_memguard import CapabilityStrategy, MemGuardCompaction, MessageBridge, compact_with, strategy_name
 
 
@@ -31,7 +32,9 @@ class LoopRecordingClear(AbstractCapability[None]):
 class HookOnly(AbstractCapability[None]):
     """A compaction with no `compact`: it rewrites the run's history in `before_model_request`."""
 
-    async def before_model_request(self, ctx: RunContext[None], request_context: ModelRequestContext) -> ModelRequestContext:
+    async def before_model_request(
+        self, ctx: RunContext[None], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
         ctx.messages[:] = ctx.messages[-1:]
         request_context.messages = list(ctx.messages)
         return request_context
@@ -44,22 +47,28 @@ def history() -> list[ModelMessage]:
 
 def contexts(messages: list[ModelMessage]) -> tuple[RunContext[None], ModelRequestContext]:
     ctx = RunContext(deps=None, model=ScriptedModel().model, usage=RunUsage(), messages=list(messages))
-    request = ModelRequestContext(model=ctx.model, messages=list(messages), model_settings=None,  # type: ignore[arg-type]
-                                  model_request_parameters=ModelRequestParameters())
+    request = ModelRequestContext(
+        model=ctx.model,
+        messages=list(messages),
+        model_settings=None,  # type: ignore[arg-type]
+        model_request_parameters=ModelRequestParameters(),
+    )
     return ctx, request
 
 
 def test_the_guard_awaits_a_capability_fallback_on_the_agent_loop():
-    from pai_doubles import TASK, ActionScorer
-
     from memguard import Guard
+
+    from pai_doubles import TASK, ActionScorer
 
     capability = LoopRecordingClear()
     scorer = ActionScorer(by_strategy={"sliding_window_compaction_keep_messages_3": 0.9})
     guard = Guard(scorer, identical_is_safe=False)
     model = ScriptedModel()
-    agent = make_agent(model, [MemGuardCompaction(SlidingWindowCompaction(max_messages=6, keep_messages=3), guard,
-                                                  fallbacks=[capability])])
+    agent = make_agent(
+        model,
+        [MemGuardCompaction(SlidingWindowCompaction(max_messages=6, keep_messages=3), guard, fallbacks=[capability])],
+    )
 
     async def main() -> Any:
         return asyncio.get_running_loop(), await agent.run(TASK)

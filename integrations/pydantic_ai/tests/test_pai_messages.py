@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from memguard import Message, ObservationMasking, RecentWindow, render_prompt
 from pydantic_ai.messages import (
     CachePoint,
     CompactionPart,
@@ -21,9 +22,8 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai_memguard import REF, SUMMARY_PREFIX, MessageBridge
 
-from memguard import Message, ObservationMasking, RecentWindow, render_prompt
+from pydantic_ai_memguard import REF, SUMMARY_PREFIX, MessageBridge
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -32,21 +32,43 @@ def history() -> list:
     """Every kind of part an agent's history holds: system, user (text and files), calls, returns,
     a tool retry, an output retry, a harness summary, thinking, and a request MemRM cannot read."""
     return [
-        ModelRequest(parts=[SystemPromptPart("Be careful.", timestamp=T0), UserPromptPart("Find the fact.", timestamp=T0)],
-                     instructions="Use bash.", run_id="r1"),
-        ModelResponse(parts=[ThinkingPart("hmm"), TextPart("Looking."),
-                             ToolCallPart("bash", {"command": "echo step 1"}, tool_call_id="c1")], model_name="m"),
-        ModelRequest(parts=[ToolReturnPart("bash", "step 1 FACT-42", tool_call_id="c1", timestamp=T0, metadata={"k": 1})]),
+        ModelRequest(
+            parts=[SystemPromptPart("Be careful.", timestamp=T0), UserPromptPart("Find the fact.", timestamp=T0)],
+            instructions="Use bash.",
+            run_id="r1",
+        ),
+        ModelResponse(
+            parts=[
+                ThinkingPart("hmm"),
+                TextPart("Looking."),
+                ToolCallPart("bash", {"command": "echo step 1"}, tool_call_id="c1"),
+            ],
+            model_name="m",
+        ),
+        ModelRequest(
+            parts=[ToolReturnPart("bash", "step 1 FACT-42", tool_call_id="c1", timestamp=T0, metadata={"k": 1})]
+        ),
         ModelRequest(parts=[ToolAvailabilityDeltaPart(tools_added=["grep"])]),
         ModelResponse(parts=[ToolCallPart("bash", '{"command": 2}', tool_call_id="c2")]),
-        ModelRequest(parts=[ToolReturnPart("bash", "command must be a string", tool_call_id="c2", outcome="retried",
-                                           retry=RetryInfo(cause="model_retry", attempt=1, max_retries=1))]),
+        ModelRequest(
+            parts=[
+                ToolReturnPart(
+                    "bash",
+                    "command must be a string",
+                    tool_call_id="c2",
+                    outcome="retried",
+                    retry=RetryInfo(cause="model_retry", attempt=1, max_retries=1),
+                )
+            ]
+        ),
         ModelResponse(parts=[ToolCallPart("bash", {"command": "echo step 2"}, tool_call_id="c3")]),
         ModelRequest(parts=[ToolReturnPart("bash", {"stdout": "step 2"}, tool_call_id="c3")]),
         ModelResponse(parts=[TextPart("bad")]),
         ModelRequest(parts=[RetryFeedbackPart("not good", retry=RetryInfo(cause="model_retry", attempt=1))]),
         ModelRequest(parts=[CompactionPart(content="Ran two echos.", metadata={"summary": True})]),
-        ModelRequest(parts=[UserPromptPart(["Also look at", ImageUrl("https://example.com/a.png"), CachePoint(), "this."])]),
+        ModelRequest(
+            parts=[UserPromptPart(["Also look at", ImageUrl("https://example.com/a.png"), CachePoint(), "this."])]
+        ),
         ModelResponse(parts=[TextPart("Done.")]),
     ]
 
@@ -56,7 +78,7 @@ def test_unchanged_view_gives_back_the_agent_own_objects():
     bridge = MessageBridge("Use bash.")
     back = bridge.from_view(bridge.to_view(messages))
     assert len(back) == len(messages)
-    assert all(a is b for a, b in zip(back, messages))
+    assert all(a is b for a, b in zip(back, messages, strict=True))
 
 
 def test_the_view_is_what_memrm_should_read():
@@ -66,18 +88,29 @@ def test_the_view_is_what_memrm_should_read():
     assert shown[:3] == [("system", "Use bash."), ("system", "Be careful."), ("user", "Find the fact.")]
     assistant = view[3]
     assert assistant.content == "Looking." and assistant.tool_calls[0]["function"] == {
-        "name": "bash", "arguments": '{"command":"echo step 1"}'}
-    assert (view[4].role, view[4].tool_call_id, view[4].name, view[4].content) == ("tool", "c1", "bash", "step 1 FACT-42")
+        "name": "bash",
+        "arguments": '{"command":"echo step 1"}',
+    }
+    assert (view[4].role, view[4].tool_call_id, view[4].name, view[4].content) == (
+        "tool",
+        "c1",
+        "bash",
+        "step 1 FACT-42",
+    )
     assert "command must be a string" in view[6].content  # the tool retry, as the model is shown it
     assert view[8].content == '{"stdout":"step 2"}'
     assert view[10].role == "user" and "not good" in view[10].content  # the output retry
     assert view[11].content == SUMMARY_PREFIX + "Ran two echos."
-    assert view[12].content == [{"type": "text", "text": "Also look at"},
-                                {"type": "text", "text": "[image-url https://example.com/a.png]"},
-                                {"type": "text", "text": "this."}]
+    assert view[12].content == [
+        {"type": "text", "text": "Also look at"},
+        {"type": "text", "text": "[image-url https://example.com/a.png]"},
+        {"type": "text", "text": "this."},
+    ]
     assert len(view) == 14  # the tool-availability request is not shown
     prompt = render_prompt(view, step=3, recorded="ls", proposed="ls", perturbation="p")
-    assert prompt.startswith("[System]\nUse bash.\n\n[System]\nBe careful.\n\n[User]\nFind the fact.\n\n[Assistant]\nLooking.\n")
+    assert prompt.startswith(
+        "[System]\nUse bash.\n\n[System]\nBe careful.\n\n[User]\nFind the fact.\n\n[Assistant]\nLooking.\n"
+    )
     assert "[User]\n[Summary] Ran two echos." in prompt and prompt.endswith("\n\nAnswer:")
 
 
@@ -102,7 +135,7 @@ def test_dropping_messages_keeps_hidden_parts_with_their_turn():
     back = bridge.from_view(window)
     assert back[0] is messages[0]
     assert messages[2] not in back and messages[3] not in back  # the hidden request went with its turn
-    assert back[1:] == messages[-5:] and all(a is b for a, b in zip(back[1:], messages[-5:]))
+    assert back[1:] == messages[-5:] and all(a is b for a, b in zip(back[1:], messages[-5:], strict=True))
 
 
 def test_hidden_request_survives_when_its_turn_does():
@@ -120,17 +153,24 @@ def test_new_and_changed_turns_are_built_from_the_view():
     bridge = MessageBridge()
     view = bridge.to_view(messages)
     summary = Message(role="user", content="[Summary] earlier work")
-    changed_call = view[2].model_copy(update={"content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "bash", "arguments": '{"command":"ls"}'}}]})
+    changed_call = view[2].model_copy(
+        update={
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "bash", "arguments": '{"command":"ls"}'}}
+            ],
+        }
+    )
     back = bridge.from_view([view[0], view[1], summary, changed_call, *view[3:]])
-    assert isinstance(back[1], ModelRequest) and back[1].parts == [UserPromptPart("[Summary] earlier work",
-                                                                                 timestamp=back[1].parts[0].timestamp)]
+    assert isinstance(back[1], ModelRequest) and back[1].parts == [
+        UserPromptPart("[Summary] earlier work", timestamp=back[1].parts[0].timestamp)
+    ]
     response = back[2]
     assert isinstance(response, ModelResponse) and response is not messages[1]
     assert [type(p).__name__ for p in response.parts] == ["ThinkingPart", "ToolCallPart"]  # text gone, thinking kept
     assert response.parts[1].args == '{"command":"ls"}' and response.parts[1].tool_call_id == "c1"
     assert response.model_name == "m"
-    assert back[3:] == messages[2:] and all(a is b for a, b in zip(back[3:], messages[2:]))
+    assert back[3:] == messages[2:] and all(a is b for a, b in zip(back[3:], messages[2:], strict=True))
 
 
 def test_changed_summary_and_multimodal_prompt_keep_their_shape():
@@ -143,7 +183,9 @@ def test_changed_summary_and_multimodal_prompt_keep_their_shape():
     view[11] = view[11].model_copy(update={"content": items})
     back = bridge.from_view(view)
     summary = back[10].parts[0]
-    assert isinstance(summary, CompactionPart) and summary.content == "Shorter." and summary.metadata == {"summary": True}
+    assert (
+        isinstance(summary, CompactionPart) and summary.content == "Shorter." and summary.metadata == {"summary": True}
+    )
     prompt = back[11].parts[0]
     original = messages[11].parts[0].content
     assert prompt.content == ["Also look at", original[1], original[2], "that."]
