@@ -7,6 +7,8 @@
   whatever compacts its memory.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from langchain_memguard.callback import PROBE_TAG, MemGuardCallbackHandler
 from langchain_memguard.compaction import MiddlewareStrategy, compact_with, strategy_name
 from langchain_memguard.middleware import MemGuardMiddleware
@@ -31,4 +33,7 @@ __all__ = [
     "summary_text",
     "to_guard_view",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("langchain-memguard")  # pyproject.toml holds the only copy
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"

@@ -6,6 +6,8 @@ history (`OpenAIResponsesCompactionSession` or your own); `to_view`/`from_view` 
 input items to memguard's messages and back without loss.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from openai_agents_memguard.filter import AsyncFilterStrategy, FilterStrategy, MemGuardInputFilter, filter_name
 from openai_agents_memguard.items import ITEMS_KEY, from_view, input_digest, is_opaque, to_view
 from openai_agents_memguard.probing import AgentProbe, probe_model
@@ -30,4 +32,7 @@ __all__ = [
     "probe_model",
     "to_view",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("openai-agents-memguard")  # pyproject.toml holds the only copy
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"

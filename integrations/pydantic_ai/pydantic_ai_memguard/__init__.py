@@ -6,6 +6,8 @@ or vetoes each compaction on MemRM's word, reusing the winning probe as the step
 `MessageBridge` converts Pydantic AI messages to memguard's view and back without loss.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from pydantic_ai_memguard.capability import MemGuardCompaction
 from pydantic_ai_memguard.fallbacks import CapabilityStrategy, compact_with, strategy_name
 from pydantic_ai_memguard.messages import REF, SUMMARY_PREFIX, MessageBridge
@@ -23,4 +25,7 @@ __all__ = [
     "probe",
     "strategy_name",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("pydantic-ai-memguard")  # pyproject.toml holds the only copy
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
