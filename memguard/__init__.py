@@ -7,6 +7,7 @@ strategy, or vetoed (nothing lost). See `Guard`.
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from memguard._concurrency import run_coroutine_blocking
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
 from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
@@ -66,6 +67,7 @@ __all__ = [
     "render_action",
     "render_prompt",
     "restore_messages",
+    "run_coroutine_blocking",
     "to_messages",
 ]
 # `MemRM` is importable by name (`from memguard import MemRM`) but left out of `__all__`: it needs

@@ -9,20 +9,17 @@ guard can score them and use them as fallbacks.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.graph.message import add_messages
+from memguard import run_coroutine_blocking
 
 from langchain_memguard.views import GuardView
-
-T = TypeVar("T")
 
 __all__ = [
     "HookKind",
@@ -76,29 +73,6 @@ def apply_update(messages: Sequence[BaseMessage], update: Sequence[Any]) -> list
     return list(merged)
 
 
-def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run an async-only hook from sync code; on a helper thread when a loop already runs here."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    box: dict[str, Any] = {}
-
-    def runner() -> None:
-        try:
-            box["value"] = asyncio.run(coroutine)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=runner, name="langchain-memguard-hook", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
-
-
 def with_messages(request: ModelRequest, messages: Sequence[BaseMessage]) -> ModelRequest:
     """`request` with other messages (LangChain types them as its message union; any BaseMessage works)."""
     return request.override(messages=cast(Any, list(messages)))
@@ -131,7 +105,7 @@ def compact_with(
     if _overrides(middleware, "before_model"):
         update = middleware.before_model(state, request.runtime)
     else:
-        update = run_blocking(middleware.abefore_model(state, request.runtime))
+        update = run_coroutine_blocking(middleware.abefore_model(state, request.runtime))
     if not update or not update.get("messages"):
         return list(messages)
     return apply_update(messages, update["messages"])

@@ -33,14 +33,12 @@ from langchain.agents.middleware.types import ExtendedModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.types import Command
-from memguard import CompactionEvent, Decision, Guard, Verdict
-from memguard.strategies import as_strategy
+from memguard import CompactionEvent, Decision, Guard, Verdict, as_strategy, run_coroutine_blocking
 
 from langchain_memguard.compaction import (
     MiddlewareStrategy,
     apply_update,
     hook_kind,
-    run_blocking,
     strategy_name,
     with_messages,
 )
@@ -208,7 +206,7 @@ class MemGuardMiddleware(AgentMiddleware):
         if type(self.inner).before_model is not AgentMiddleware.before_model:
             update = self.inner.before_model(request.state, request.runtime)
         else:
-            update = run_blocking(self.inner.abefore_model(request.state, request.runtime))
+            update = run_coroutine_blocking(self.inner.abefore_model(request.state, request.runtime))
         return self._usable(update)
 
     # ------------------------------------------------------------------ async
