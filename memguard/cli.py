@@ -640,7 +640,8 @@ def demo(
     out.print(table)
     if offline:
         warn("these scores come from a tiny RANDOM model: they only show that the plumbing works")
-    err.print(f"audit log: {audit}  ->  memguard report {audit} -o memguard-report.html", highlight=False)
+    err.print(f"audit log: {audit}", highlight=False, soft_wrap=True)
+    err.print(f"  see it:  memguard report {audit} -o memguard-report.html", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def test_first_offline_demo_prints_only_memguard_output(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     ours = ("offline: scoring with a tiny RANDOM model", "  reviewing ", "warning: these scores come from a tiny RANDOM",
-            "audit log: ")  # fmt: skip
+            "audit log: ", "  see it:  memguard report ")  # fmt: skip
     lines = result.stderr.splitlines()
     assert [next(p for p in ours if line.startswith(p)) for line in lines if line.startswith(ours)] == list(ours)
     assert all(line.startswith(ours) for line in lines), result.stderr
