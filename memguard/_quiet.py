@@ -1,6 +1,6 @@
 """Quiet the model libraries while memguard builds or loads a model the user did not ask to watch.
 
-transformers, huggingface_hub and peft print progress bars ("Writing model shards", "Loading
+transformers, huggingface_hub, peft and bitsandbytes print progress bars ("Writing model shards", "Loading
 weights"), info and warnings (FutureWarnings about their own internals) that mean nothing to a
 user of `memguard demo --offline`. Inside `quiet_model_libraries()` those are silenced; errors
 are not: exceptions propagate, and ERROR log records still print. Everything is restored on exit.
@@ -16,7 +16,20 @@ from contextlib import ExitStack, contextmanager
 __all__ = ["quiet_model_libraries"]
 
 # Warnings attributed to these packages (by the module that issued them) are dropped.
-_NOISY = ("transformers", "peft", "huggingface_hub", "accelerate", "torch", "safetensors", "tokenizers")
+# bitsandbytes (the [quant] extra) and kernels (a transformers dependency) are imported with them: on
+# a CPU with AVX512-BF16 bitsandbytes tries to fetch an optional hub kernel at import and, offline,
+# warns twice that it fell back to its own.
+_NOISY = (
+    "transformers",
+    "peft",
+    "huggingface_hub",
+    "accelerate",
+    "torch",
+    "safetensors",
+    "tokenizers",
+    "bitsandbytes",
+    "kernels",
+)
 
 
 @contextmanager
