@@ -10,14 +10,17 @@ From async code, a coroutine that a sync callable returns is awaited on the call
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import enum
 import inspect
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["StallTracker", "call_async", "call_blocking", "run_coroutine_blocking"]
+__all__ = ["Handoff", "StallTracker", "await_on_loop", "call_async", "call_blocking", "run_coroutine_blocking"]
 
 
 class StallTracker(Protocol):
@@ -165,3 +168,90 @@ async def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], ar
     except TimeoutError:
         state.abandon()
         raise
+
+
+class Handoff(enum.Enum):
+    """How an awaitable handed to another thread's event loop ended (see `await_on_loop`)."""
+
+    DONE = "done"  # it ran there; the value is returned
+    NOT_STARTED = "not-started"  # the loop stopped before it began: the caller still owns it, untouched
+    INTERRUPTED = "interrupted"  # it began there and was cancelled: its work is lost
+
+
+LOOP_POLL_S = 0.05
+"""How often a thread waiting on another thread's loop checks that the loop still runs."""
+
+
+def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> tuple[Handoff, T | None]:
+    """Await `awaitable` on `loop` (running in another thread) and wait here for the outcome.
+
+    Loops stop under their waiters: `asyncio.run` cancels what is pending on exit, and
+    `run_until_complete` callers (`Runner.run_sync`) leave the loop open but stopped between runs,
+    often with the task made for `awaitable` queued but not yet started. The loop's task and this
+    thread race to claim `awaitable` when the task first runs: when this thread wins, the awaitable
+    is untouched and the caller awaits it elsewhere (no second model call, no "never awaited"
+    warning); the task, if one was made, is cancelled for when the loop runs again, and does
+    nothing. Python >= 3.12 starts the task at once (eager start), which closes that window for
+    loops that stop mid-iteration. The awaitable's own exceptions propagate.
+    """
+    claim = threading.Lock()
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def run() -> T | None:
+        if not claim.acquire(blocking=False):
+            return None  # this thread took `awaitable` back first
+        try:
+            value = await awaitable
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                outcome.cancel()
+            else:
+                outcome.set_exception(exc)
+            raise
+        outcome.set_result(value)
+        return value
+
+    def start() -> None:  # on the loop
+        task = asyncio.Task(run(), loop=loop, **_EAGER) if _EAGER else loop.create_task(run())
+        tasks.append(task)
+        task.add_done_callback(_retrieve)
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:  # the loop closed meanwhile
+        return Handoff.NOT_STARTED, None
+    while True:
+        try:
+            return Handoff.DONE, outcome.result(timeout=LOOP_POLL_S)
+        except concurrent.futures.CancelledError:  # cancelled mid-way (asyncio.run's shutdown)
+            return Handoff.INTERRUPTED, None
+        except concurrent.futures.TimeoutError:
+            pass
+        if loop.is_running() and not loop.is_closed():
+            continue
+        if claim.acquire(blocking=False):  # the loop stopped before the task began (if one was made)
+            _cancel_soon(loop, tasks)
+            return Handoff.NOT_STARTED, None
+        if outcome.done():
+            continue
+        _cancel_soon(loop, tasks)  # it began there and the loop stopped under it
+        return Handoff.INTERRUPTED, None
+
+
+# Python 3.12+: a task's first step runs when it is made, not on the loop's next iteration.
+_EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark the task's outcome as seen (it travels through `outcome`): no "never retrieved" log."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _cancel_soon(loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]]) -> None:
+    try:
+        for task in tasks:
+            loop.call_soon_threadsafe(task.cancel)
+    except RuntimeError:  # the loop closed
+        pass

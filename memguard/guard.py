@@ -10,7 +10,6 @@ strategies, token counting, sink writes, sync agents and scorers) off the event 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import inspect
 import json
@@ -21,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from memguard._concurrency import call_async, call_blocking, is_async_callable
+from memguard._concurrency import Handoff, await_on_loop, call_async, call_blocking, is_async_callable
 from memguard.audit import AuditWorker, Sink, emit_all
 from memguard.events import CompactionEvent, Decision, Verdict
 from memguard.messages import Message, role_and_text
@@ -547,48 +546,24 @@ class Guard:
                 self._vetoed_at.popitem(last=False)
 
 
-_LOOP_POLL_S = 0.05
-"""How often an audit probe waiting on the caller's loop checks that the loop still runs."""
-
-
 def _on_loop(policy: Policy, loop: asyncio.AbstractEventLoop) -> Policy:
     """`policy` for the audit worker thread: a coroutine it returns runs on the caller's `loop`.
 
     Loop-bound clients (an httpx `AsyncClient`, a LangChain async model) then work as in the
-    agent itself. Once that loop has stopped, the coroutine runs on a fresh loop instead.
+    agent itself. When that loop stops first, the same coroutine runs on a fresh loop instead,
+    or, if it had already begun there, the agent is probed afresh.
     """
 
     def on_loop(messages: list[Any]) -> Any:
         result = policy(messages)
         if not inspect.isawaitable(result) or loop.is_closed() or not loop.is_running():
             return result
-        started = threading.Event()
-
-        async def on_callers_loop() -> Any:
-            started.set()
-            return await result
-
-        queued = on_callers_loop()
-        try:
-            future = asyncio.run_coroutine_threadsafe(queued, loop)
-        except RuntimeError:  # the loop closed meanwhile
-            queued.close()
-            return result
-        while not future.done():
-            concurrent.futures.wait([future], timeout=_LOOP_POLL_S)
-            if not future.done() and (loop.is_closed() or not loop.is_running()):
-                # The loop stopped with our coroutine still queued (a loop left open between
-                # runs, as `Runner.run_sync` and `run_until_complete` callers do): run it on a
-                # fresh loop instead, or probe afresh if it had already started there.
-                future.cancel()
-                if started.is_set():
-                    return policy(messages)
-                queued.close()
-                return result
-        try:
-            return future.result()
-        except (concurrent.futures.CancelledError, RuntimeError):  # the loop shut down meanwhile
+        handoff, value = await_on_loop(result, loop)
+        if handoff is Handoff.NOT_STARTED:
+            return result  # untouched: the worker awaits it on a loop of its own
+        if handoff is Handoff.INTERRUPTED:
             return policy(messages)
+        return value
 
     return on_loop
 

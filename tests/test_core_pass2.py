@@ -202,14 +202,17 @@ def test_an_audit_probe_queued_on_a_loop_that_stopped_runs_on_a_fresh_one():
     loop = asyncio.new_event_loop()
 
     async def run() -> None:
-        await guard.areview(CompactionEvent(before=before, candidate=lossy(before)), AsyncFactPolicy(FACT))
+        await guard.areview(CompactionEvent(before=before, candidate=lossy(before)), agent)
         time.sleep(0.3)  # the loop is busy while the audit worker queues its probe on it
 
+    agent = AsyncFactPolicy(FACT)
     try:
         loop.run_until_complete(run())
         assert guard.flush(10), "the audit probe waited on a stopped loop"
         assert len(sink.decisions) == 1 and sink.decisions[0].error is None
-        loop.run_until_complete(asyncio.sleep(0))  # the stranded attempt is cancelled when the loop runs again
+        assert agent.calls == 2  # full and compacted contexts, each probed once
+        loop.run_until_complete(asyncio.sleep(0.01))  # runs again: a task queued for the probe does nothing
+        assert asyncio.all_tasks(loop) == set() and agent.calls == 2
     finally:
         loop.close()
 
