@@ -203,19 +203,17 @@ def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> t
             return None  # this thread took `awaitable` back first
         try:
             value = await awaitable
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                outcome.cancel()
-            else:
-                outcome.set_exception(exc)
+        except asyncio.CancelledError:
+            outcome.cancel()
             raise
+        except BaseException as exc:  # noqa: BLE001 - it travels through `outcome` to the waiter
+            outcome.set_exception(exc)
+            return None
         outcome.set_result(value)
         return value
 
     def start() -> None:  # on the loop
-        task = asyncio.Task(run(), loop=loop, **_EAGER) if _EAGER else loop.create_task(run())
-        tasks.append(task)
-        task.add_done_callback(_retrieve)
+        tasks.append(asyncio.Task(run(), loop=loop, **_EAGER) if _EAGER else loop.create_task(run()))
 
     try:
         loop.call_soon_threadsafe(start)
@@ -241,12 +239,6 @@ def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> t
 
 # Python 3.12+: a task's first step runs when it is made, not on the loop's next iteration.
 _EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Mark the task's outcome as seen (it travels through `outcome`): no "never retrieved" log."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _cancel_soon(loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]]) -> None:
