@@ -1,0 +1,130 @@
+"""Every Python block of the documentation runs, offline, as a test named after its file and lines.
+
+See `tests/docs_harness.py` for how a page runs (in order, shared globals, offline hub with tiny
+models, fresh working directory). The quick start's shell command runs too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pytest_examples import CodeExample
+
+from tests import figures
+from tests.docs_harness import (
+    ROOT,
+    PageState,
+    doc_pages,
+    example_id,
+    in_directory,
+    no_network,
+    page_env,
+    page_examples,
+    skip_reason,
+)
+
+pytestmark = [pytest.mark.docs, pytest.mark.local]
+
+EXAMPLES = page_examples("main")
+_STATES: dict[Path, PageState] = {}
+
+
+@pytest.fixture(scope="session")
+def offline_hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One offline hub cache (tiny random MemRM under the real ids) for every page."""
+    from memguard.testing.hub import install_offline_hub
+
+    return install_offline_hub(tmp_path_factory.mktemp("hf-hub"))
+
+
+def _run_block(example: CodeExample, state: PageState) -> None:
+    """Execute one block in its page's globals, compiled under the page's own name and line numbers.
+
+    A failure's traceback then points at the Markdown file and line, like any Python source.
+    """
+    source = "\n" * (example.start_line) + example.source
+    code = compile(source, str(example.path), "exec", dont_inherit=True)
+    state.globals.setdefault("__name__", "__main__")
+    try:
+        exec(code, state.globals)
+    except BaseException as exc:
+        state.failed = f"{example_id(example)} raised {type(exc).__name__}"
+        raise
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
+def test_doc_block(example: CodeExample, offline_hub_cache: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    reason = skip_reason(example)
+    if reason is not None:
+        figures.count("docs: Python blocks skipped (each names why)")
+        figures.note(f"docs: skipped {example_id(example)}", reason)
+        pytest.skip(f"not run offline: {reason}")
+    from memguard.testing.hub import offline_hub
+
+    state = _STATES.setdefault(example.path, PageState())
+    if state.workdir is None:
+        state.workdir = tmp_path_factory.mktemp(example.path.stem)
+    page = [e for e in EXAMPLES if e.path == example.path]
+    with offline_hub(offline_hub_cache), no_network(), in_directory(state.workdir):
+        for earlier in page:  # a block may use what the blocks above it on its page defined
+            if earlier.start_line >= example.start_line:
+                break
+            if earlier.start_line in state.ran or skip_reason(earlier) is not None:
+                continue
+            if state.failed:
+                pytest.skip(f"an earlier block on this page failed: {state.failed}")
+            _run_block(earlier, state)
+            state.ran.add(earlier.start_line)
+        if state.failed:
+            pytest.skip(f"an earlier block on this page failed: {state.failed}")
+        _run_block(example, state)
+        state.ran.add(example.start_line)
+    figures.count("docs: Python blocks run")
+
+
+def test_every_page_is_collected() -> None:
+    """Each page that holds Python blocks is run here or names the environment that runs it."""
+    envs = {str(page.relative_to(ROOT)): page_env(page) for page in doc_pages()}
+    known = {"main", "openhands"}
+    assert set(envs.values()) <= known, {p: e for p, e in envs.items() if e not in known}
+    assert EXAMPLES, "no documentation block found"
+
+
+def test_skips_are_few_and_explained() -> None:
+    skipped = [e for e in EXAMPLES if skip_reason(e) is not None]
+    assert len(skipped) <= max(3, len(EXAMPLES) // 10), [example_id(e) for e in skipped]
+
+
+# --------------------------------------------------------------------------- the quick start's shell
+
+
+def _quick_start_commands() -> list[str]:
+    """The memguard commands of the README's quick start (the part after the venv setup)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL):
+        for line in block.strip().splitlines():
+            last = line.split("&&")[-1].strip()
+            if last.startswith("memguard "):
+                commands.append(last)
+    return commands
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("command", _quick_start_commands())
+def test_quick_start_shell_command(command: str, tmp_path: Path) -> None:
+    executable = Path(sys.executable).with_name("memguard")
+    argv = [str(executable), *shlex.split(command)[1:]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "memguard" in done.stdout
+    figures.count("docs: quick-start shell commands run")
