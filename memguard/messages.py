@@ -105,6 +105,18 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+def role_of(item: Any, *, index: int | None = None) -> str:
+    """A message's role without building a `Message` (cheap: for hot paths such as the gate)."""
+    if isinstance(item, Mapping):
+        return str(item.get("role", "user"))
+    if isinstance(item, Message):
+        return str(item.role)
+    if is_langchain_message(item):
+        kind = getattr(item, "type", None)
+        return str(_LC_ROLE.get(str(kind)) or getattr(item, "role", None) or kind)
+    return str(to_message(item, index=index).role)
+
+
 def role_and_text(item: Any, *, index: int | None = None) -> tuple[str, str]:
     """A message's role and plain text without building a `Message` (cheap: for hot paths)."""
     if isinstance(item, Mapping):
@@ -112,10 +124,17 @@ def role_and_text(item: Any, *, index: int | None = None) -> tuple[str, str]:
     if isinstance(item, Message):
         return str(item.role), content_text(item.content)
     if is_langchain_message(item):
-        kind = getattr(item, "type", None)
-        return str(_LC_ROLE.get(str(kind)) or getattr(item, "role", None) or kind), content_text(item.content)
+        return role_of(item), content_text(item.content)
     message = to_message(item, index=index)
     return str(message.role), message.text()
+
+
+def is_system_like(role: Any) -> bool:
+    """`system` and `developer` (OpenAI's newer name for the same kind of turn) are instructions."""
+    return role in SYSTEM_ROLES
+
+
+SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
 def is_langchain_message(obj: Any) -> bool:
