@@ -178,4 +178,6 @@ def _wrap(wrapper: GuardedCompaction, func: Callable[..., Any], decide: Callable
     functools.update_wrapper(wrapper, func)
     wrapper._decide = decide
     wrapper._last = last
+    # The function itself, so `inspect.iscoroutinefunction(f.with_decision)` tells async from sync.
+    wrapper.__dict__["with_decision"] = functools.wraps(func)(decide)
     return wrapper
