@@ -95,8 +95,19 @@ def guard_compaction(
     strategy: str | None = None,
     on_decision: Callable[[Decision], Any] | None = None,
     conversation_id: str | Callable[[list[Any]], str] | None = None,
+    must_reduce: bool | Callable[[list[Any]], bool] = False,
 ) -> Callable[[Callable[..., Any]], GuardedCompaction]:
-    """The decorator behind `Guard.compaction` and `memguard.guarded` (see the module docstring)."""
+    """The decorator behind `Guard.compaction` and `memguard.guarded` (see the module docstring).
+
+    Args:
+        guard: The guard that reviews each call.
+        policy: The agent (messages -> next response), probed on both contexts.
+        strategy: The name the compaction goes by (default: the function's name).
+        on_decision: Called with every decision.
+        conversation_id: A string, or a callable of the messages, naming the conversation.
+        must_reduce: True (or a callable of the messages saying so) when the context must
+            shrink now (it overflows): such a call is never skipped and never vetoed.
+    """
     if conversation_id is not None and not isinstance(conversation_id, str) and not callable(conversation_id):
         raise TypeError("conversation_id must be a string or a callable of the messages")
 
@@ -112,7 +123,8 @@ def guard_compaction(
         def prepare(messages: Any) -> tuple[list[Any], Gate, list[Any] | None]:
             """The caller's list, the gate's answer, and what to hand `func` (None: skip it)."""
             before = list(messages)
-            gate = guard.gate(before, conversation_id=id_for(before))
+            reduce = bool(must_reduce(before)) if callable(must_reduce) else bool(must_reduce)
+            gate = guard.gate(before, conversation_id=id_for(before), must_reduce=reduce)
             if not gate.review:
                 return before, gate, None
             return before, gate, (list(before) if gate.audit else safe_copies(before))

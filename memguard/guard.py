@@ -788,6 +788,7 @@ def guarded(
     strategy: str | None = None,
     on_decision: Callable[[Decision], Any] | None = None,
     conversation_id: str | Callable[[list[Any]], str] | None = None,
+    must_reduce: bool | Callable[[list[Any]], bool] = False,
     **guard_options: Any,
 ) -> Callable[..., Any]:
     """Module-level decorator: guard a compaction function with an existing or a new `Guard`."""
@@ -798,4 +799,4 @@ def guarded(
     elif guard_options:
         raise ValueError(f"guard options {sorted(guard_options)} given beside an existing guard")
     return guard.compaction(policy=policy, strategy=strategy, on_decision=on_decision,
-                            conversation_id=conversation_id)
+                            conversation_id=conversation_id, must_reduce=must_reduce)

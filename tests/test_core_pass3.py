@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from memguard import CompactionEvent, Gate, Guard, JSONLSink, ObservationMasking, Verdict, guarded
 from memguard.scoring.base import Score
 from memguard.testing.contract import RecordingSink
+from memguard.testing.loops import longest_loop_stall
 
 from tests.doubles import AsyncFactPolicy, FactPolicy, KeyedScorer, ValueScorer, swe_conversation
-from tests.test_core_pass2 import _max_loop_gap
 
 FACT = "FACT-42"
 
@@ -307,7 +307,7 @@ async def _longest_stall(work) -> float:
         work()
         await asyncio.sleep(0.05)
 
-    gap, _ = await _max_loop_gap(run())
+    gap, _ = await longest_loop_stall(run())
     return gap
 
 
