@@ -267,21 +267,24 @@ class AuditWorker:
 
     def submit(self, job: Callable[[], None]) -> bool:
         """Queue `job`; False (and counted in `dropped`) when the queue is full or the worker stopped."""
+        start = None
         with self._lock:
             if self._stopped:
                 self.dropped += 1
                 return False
             if self._thread is None:
-                self._thread = threading.Thread(
+                self._thread = start = threading.Thread(
                     target=_run_jobs, args=(self._queue, self._notes, self._counts), name=self._name, daemon=True
                 )
-                self._thread.start()
             try:
                 self._queue.put_nowait(job)
+                accepted = True
             except queue.Full:
                 self.dropped += 1
-                return False
-            return True
+                accepted = False
+        if start is not None:  # outside the lock: other submitters need not wait for the thread to start
+            start.start()
+        return accepted
 
     def notify(self, note: Callable[[], None]) -> None:
         """Run `note` on the worker before its next job (or at `stop`), never on this thread."""
@@ -355,7 +358,7 @@ class AuditWorker:
                 self._queue.put_nowait(_STOP)
             except queue.Full:  # pragma: no cover - just emptied
                 pass
-            if thread is not threading.current_thread():
+            if thread is not threading.current_thread() and thread.ident is not None:  # started
                 thread.join(timeout=1.0)
         return drained and left == 0
 
