@@ -132,13 +132,13 @@ def test_scores_follow_the_served_model_in_request_order_with_left_cut() -> None
         scores = rm.score(PROMPTS)
     for prompt, score in zip(PROMPTS, scores, strict=True):
         ids = encode(prompt)
-        kept = ids[-20:]
+        kept = ids[-19:]  # max_length counts the label's position too (scoring.cut)
         assert score.p_harmful == pytest.approx(fake_p(kept), abs=1e-12)
         assert (score.n_tokens, score.n_truncated) == (len(kept), len(ids) - len(kept))
     assert scores[0].p_harmful != scores[1].p_harmful
     sent = [body["items"] for path, body in fake.requests if path == "/generative_scoring"]
     assert [len(items) for items in sent] == [2, 1]  # batch_size respected
-    assert sent[0][1] == encode(PROMPTS[1])[-20:]  # the end (judgment turn) is what is kept
+    assert sent[0][1] == encode(PROMPTS[1])[-19:]  # the end (judgment turn) is what is kept
 
 
 async def test_async_gives_the_same_scores_as_sync() -> None:
