@@ -221,6 +221,29 @@ def test_polarity_forced_byte(tmp_path, gap):
         assert s.p_safe == pytest.approx(1 - expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_logits_raise_instead_of_giving_a_nan_score(tmp_path, value):
+    """Before: fp16 overflow gave p_harmful = NaN, which no threshold can judge (and `memguard score`
+    wrote it with exit 0). Now every path raises; the guard's on_error decides."""
+    from memguard import CompactionEvent, Guard, Verdict
+    from memguard.scoring import NonFiniteScoreError
+    from tests.doubles import FactPolicy, swe_conversation
+
+    root = build_tiny_rm(tmp_path, tokenizer="byte", forced=3.0)
+    rm = MemRM.from_pretrained(**rm_paths(root))
+    with torch.no_grad():
+        rm.model.get_output_embeddings().weight[list(rm.label_ids), 0] = value
+    shared = "[System]\n" + "a long shared view. " * 20
+    for prompts in (["[User]\nhi\n\nAnswer:"], [shared + "one\n\nAnswer:", shared + "two!\n\nAnswer:"]):
+        with pytest.raises(NonFiniteScoreError, match="not finite"):
+            rm.score(prompts)
+    assert rm.prefix_store is None or len(rm.prefix_store) == 0  # nothing non-finite is kept
+    before = swe_conversation(6, fact="FACT-42")
+    decision = Guard(rm, on_error="closed", identical_is_safe=False).review(
+        CompactionEvent(before=before, candidate=before[:2] + before[-2:]), FactPolicy("FACT-42"))
+    assert decision.verdict is Verdict.VETO and "NonFiniteScoreError" in (decision.error or "")
+
+
 def test_polarity_forced_qwen_vocab(tmp_path_factory):
     """Preferring " N" (id 451) means HARMFUL: p_harmful = sigmoid(z_N - z_Y)."""
     root = build_tiny_rm(tmp_path_factory.mktemp("forced_qwen"), tokenizer="qwen", forced=3.0)
