@@ -17,6 +17,7 @@ from typing import Any
 from memguard.datasets import DataRow
 from memguard.metrics import COVERAGE_T, band
 from memguard.scoring.base import NonFiniteScoreError, Score, Scorer
+from memguard.text import safe_text
 
 __all__ = ["OutputError", "existing_keys", "score_record", "score_rows", "score_to_file"]
 
@@ -133,7 +134,7 @@ def score_to_file(
         def write(batch: Sequence[DataRow], scores: list[Score]) -> None:
             nonlocal written
             for row, score in zip(batch, scores, strict=True):
-                fh.write(json.dumps(score_record(row, score, t=t), ensure_ascii=False) + "\n")
+                fh.write(safe_text(json.dumps(score_record(row, score, t=t), ensure_ascii=False)) + "\n")
             fh.flush()
             written += len(batch)
             if on_batch is not None:
