@@ -31,6 +31,7 @@ from memguard._extras import MissingExtra, needs_extra
 from memguard._quiet import quiet_model_libraries
 from memguard.config import (
     ConfigError,
+    Dtype,
     GuardConfig,
     GuardSettings,
     Quantization,
@@ -179,6 +180,9 @@ _SCORER_OPTIONS: list[tuple[str, Any]] = [
     ("quantization", _opt(Quantization | None, "--quantization",
                           help="auto (NF4 on CUDA, none on CPU), nf4 (needs memguard[quant]) or none.")),
     ("force", _opt(bool, "--force", help="Load an adapter whose base has another name (shapes are still checked).")),
+    ("dtype", _opt(Dtype | None, "--dtype",
+                   help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16.")),
+    ("device", _opt(str | None, "--device", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")),
     ("max_length", _opt(int | None, "--max-length", min=2,
                         help="Positions the model reads, the label's included: prompts keep max-length - 1 tokens.")),
     ("cut", _opt(Cut | None, "--cut", help="Over-long prompts: exact (each alone, as trained) or shared.")),
@@ -213,6 +217,8 @@ class ScorerOptions:
     base_revision: str | None = None
     quantization: str | None = None
     force: bool = False
+    dtype: str | None = None
+    device: str | None = None
     max_length: int | None = None
     cut: str | None = None
     cut_block: int | None = None

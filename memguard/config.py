@@ -17,7 +17,7 @@ base = "Qwen/Qwen3-1.7B-Base"
 adapter = "MemGym/memgym-rm-1p7b"
 subfolder = "checkpoint-500"
 # local:  revision (the base's), adapter_revision, quantization ("auto" | "nf4" | "none"),
-#         force (true: skip only the adapter's base-name check)
+#         force (true: skip only the adapter's base-name check), dtype, device
 # both:   max_length (positions, label included), cut ("exact" | "shared"), cut_block
 # remote: url, model (the served adapter's name), api_key_env (NAME of the environment
 #         variable holding the key), timeout, retries, merged_adapter
@@ -104,6 +104,7 @@ class AuditSettings(_Strict):
 
 
 Quantization = Literal["auto", "nf4", "none"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 _REMOTE_ONLY = ("url", "model", "api_key_env", "timeout", "retries", "merged_adapter")
 
 
@@ -124,6 +125,8 @@ class ScorerSettings(_Strict):
     quantization: Quantization | None = Field(
         default=None, description='"auto" (NF4 on CUDA, none on CPU: the default when unset), "nf4" or "none".')
     force: bool = Field(default=False, description="Skip only the adapter's base-name check (shapes still checked).")
+    dtype: Dtype | None = Field(default=None, description='"auto" (bfloat16 on CUDA, float32 on CPU: the default).')
+    device: str | None = Field(default=None, description='"auto" (CUDA if available: the default), "cpu", "cuda:1"...')
     max_length: int | None = Field(default=None, ge=2, description="Positions the model reads, the label's included.")
     cut: Cut | None = Field(default=None, description='"exact" (the default: each prompt cut alone) or "shared".')
     cut_block: int | None = Field(default=None, ge=1, description="Shared cut: round its start to this many tokens.")
@@ -164,7 +167,7 @@ class ScorerSettings(_Strict):
         options: dict[str, Any] = dict(
             base=self.base, adapter=self.adapter, subfolder=self.subfolder or None, revision=self.revision,
             adapter_revision=self.adapter_revision, max_length=self.max_length, cut=self.cut,
-            cut_block=self.cut_block, force=self.force or None,
+            cut_block=self.cut_block, force=self.force or None, dtype=self.dtype, device=self.device,
         )  # fmt: skip
         options = {k: v for k, v in options.items() if v is not None}
         if self.quantization is not None:

@@ -187,11 +187,13 @@ def test_every_scorer_option_reaches_the_settings(tmp_path, fake, monkeypatch):
     data = write_jsonl(tmp_path / "rows.jsonl", [prompt_row(0.2, 1)])
     out = str(tmp_path / "o.jsonl")
     local = ["score", str(data), "-o", out, "--adapter-revision", "a1b2", "--base-revision", "c3d4", "--force",
-             "--quantization", "none", "--cut", "shared", "--cut-block", "128", "--max-length", "4096"]
+             "--quantization", "none", "--cut", "shared", "--cut-block", "128", "--max-length", "4096",
+             "--dtype", "bfloat16", "--device", "cpu"]
     assert runner.invoke(cli.app, local).exit_code == 0
     s = fake.seen["options"].settings()
     assert (s.adapter_revision, s.revision, s.force, s.quantization) == ("a1b2", "c3d4", True, "none")
     assert (s.cut, s.cut_block, s.max_length, s.kind) == ("shared", 128, 4096, "local")
+    assert (s.dtype, s.device) == ("bfloat16", "cpu")
     remote = ["score", str(data), "-o", out, "--restart", "--remote", "http://u:pw-secret-77@h:8000",
               "--remote-model", "memrm-v2", "--api-key-env", "MEMGUARD_TEST_RM_KEY", "--remote-timeout", "12.5",
               "--remote-retries", "5", "--merged-adapter"]

@@ -96,11 +96,12 @@ def test_build_scorer_passes_the_table(monkeypatch):
     assert calls["remote"] == ("http://h:1", {"max_length": 8192})
     # every key the Python API takes can be set from the table
     local = {"revision": "b0", "adapter_revision": "a1", "force": True, "quantization": "none", "cut": "shared",
-             "cut_block": 256}
+             "cut_block": 256, "dtype": "bfloat16", "device": "cpu"}
     GuardConfig.model_validate({"scorer": local}).build_scorer()
     assert calls["local"] == {"base": "Qwen/Qwen3-1.7B-Base", "adapter": "MemGym/memgym-rm-1p7b",
                               "subfolder": "checkpoint-500", "revision": "b0", "adapter_revision": "a1", "force": True,
-                              "quantization": None, "cut": "shared", "cut_block": 256}
+                              "quantization": None, "cut": "shared", "cut_block": 256, "dtype": "bfloat16",
+                              "device": "cpu"}
     monkeypatch.setenv("MEMGUARD_TEST_RM_KEY", "sk-secret-123")
     remote = {"kind": "remote", "url": "http://h:1", "model": "memrm-v2", "api_key_env": "MEMGUARD_TEST_RM_KEY",
               "timeout": 7.5, "retries": 4, "merged_adapter": True}

@@ -79,7 +79,8 @@ def _resolve_quantization(quantization: Quantization, device: torch.device) -> s
 
 def _nf4_config() -> Any:
     """QLoRA's NF4 recipe, the setting MemGym evaluated the adapter under."""
-    with needs_extra("quant", "quantization='nf4' (or pass quantization=None)"):
+    with needs_extra("quant", "quantization 'nf4' (or no quantization: quantization=None, --quantization none, "
+                              "TOML quantization = \"none\")"):
         importlib.import_module("bitsandbytes")  # transformers would only say "install bitsandbytes"
     from transformers import BitsAndBytesConfig
 
@@ -472,7 +473,8 @@ def _p_harmful_of(z: torch.Tensor) -> list[float]:
         bad = int((~finite).sum())
         raise NonFiniteScoreError(
             f"MemRM's label logits are not finite (NaN or inf) for {bad} of {len(z)} prompts: the "
-            "forward pass overflowed. Load the model in bfloat16 or float32 (dtype=), not float16."
+            "forward pass overflowed. Load the model in bfloat16 or float32, not float16 (dtype=; --dtype; "
+            "TOML dtype = \"bfloat16\")."
         )
     p: list[float] = torch.softmax(z, dim=-1)[:, 1].cpu().tolist()
     return p
