@@ -54,10 +54,20 @@ def test_a_candidate_that_fits_is_still_cut_with_its_event():
 
 
 def test_shared_cut_never_costs_a_prompt_more_than_the_slack():
-    seqs = event(2000, [1, SHARED_CUT_SLACK + 2])
+    seqs = event(2000, [1, SHARED_CUT_SLACK + 1])
     assert cut_starts(seqs, 1001, "shared") == cut_starts(seqs, 1001, "exact")  # too far apart to share
     seqs = event(2000, [1, SHARED_CUT_SLACK])
     assert len(set(cut_starts(seqs, 1001, "shared"))) == 1
+
+
+def test_unrelated_prompts_that_fit_do_not_pull_an_event_apart():
+    # short prompts of other conversations sort among the event's candidates; the event's own
+    # candidate that fits is still cut with its siblings
+    shared = list(range(995))
+    view = [shared + [5000] * 3, shared + [5001] * 10, shared + [5002] * 12]  # 998 ids fit in 1000
+    others = [[0, -1 - j] + [3000] * 40 for j in range(4)]  # they sort just before the event
+    starts = cut_starts([*others, *view], 1001, "shared")
+    assert starts[:4] == [0, 0, 0, 0] and starts[4:] == [7, 7, 7]
 
 
 def test_shared_cut_stays_inside_what_prompts_share():

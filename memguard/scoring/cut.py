@@ -19,9 +19,9 @@ vLLM's ``--max-model-len`` counts the same positions, so a server started with
   prefilled once (`memguard.scoring.prefix`, or vLLM's prefix cache) and the rest costs a few
   tokens per candidate. What it changes: a candidate whose prompt is shorter than the longest
   loses that difference (a few tokens of the oldest context, at the far left) beyond what the
-  exact cut removes. Prompts are grouped only when the cut falls inside what they share and no
-  prompt loses more than `SHARED_CUT_SLACK` tokens beyond its own cut; any other prompt is cut
-  exactly. With ``block > 1`` the start is rounded up to a multiple of `block`, so successive
+  exact cut removes. Prompts are grouped only when they differ in no more than their last
+  `SHARED_CUT_SLACK` (512) tokens (so none loses more than that beyond its own cut) and the cut
+  falls inside what they share; any other prompt is cut exactly. With ``block > 1`` the start is rounded up to a multiple of `block`, so successive
   events of a growing conversation start at the same offset until it grows past the next
   multiple, and the prefix kept from one event is reused by the next (at the price of up to
   ``block - 1`` more tokens cut).
@@ -124,12 +124,14 @@ def cut_starts(seqs: Sequence[Sequence[int]], max_length: int, cut: Cut = "exact
 
 def _shared_start(group: list[int], seqs: Sequence[Sequence[int]], needs: list[int], lcp: int,
                   block: int) -> int | None:
-    """The one start of `group` (prompts sharing `lcp` leading ids), or None when they cannot share one."""
+    """The one start of `group` (prompts sharing `lcp` leading ids), or None when they are not the
+    candidates of one event (they differ in more than their last `SHARED_CUT_SLACK` ids) or the
+    cut would leave what they share."""
+    if max(len(seqs[i]) for i in group) - lcp > SHARED_CUT_SLACK:
+        return None
     latest = max(needs[i] for i in group)
     if latest == 0:
         return 0  # nothing to cut (yet): the group may still grow
-    if latest - min(needs[i] for i in group) > SHARED_CUT_SLACK:
-        return None
     shortest = min(len(seqs[i]) for i in group)
     for start in (_round_up(latest, block), latest):  # unrounded when rounding would leave the shared part
         if start <= lcp and start < shortest:
