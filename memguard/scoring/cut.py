@@ -21,10 +21,10 @@ vLLM's ``--max-model-len`` counts the same positions, so a server started with
   loses that difference (a few tokens of the oldest context, at the far left) beyond what the
   exact cut removes. Prompts are grouped only when they differ in no more than their last
   `SHARED_CUT_SLACK` (512) tokens (so none loses more than that beyond its own cut) and the cut
-  falls inside what they share; any other prompt is cut exactly. With ``block > 1`` the start is rounded up to a multiple of `block`, so successive
-  events of a growing conversation start at the same offset until it grows past the next
-  multiple, and the prefix kept from one event is reused by the next (at the price of up to
-  ``block - 1`` more tokens cut).
+  falls inside what they share; any other prompt is cut exactly. With ``block > 1`` the start
+  is rounded up to a multiple of `block`, so successive events of a growing conversation start
+  at the same offset until it grows past the next multiple, and the prefix kept from one event
+  is reused by the next (at the price of up to ``block - 1`` more tokens cut).
 
 Pure Python on token-id lists (no torch): the remote scorer uses it too.
 """
