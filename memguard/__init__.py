@@ -16,7 +16,7 @@ from memguard.gate import Gate
 from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, SUMMARY_PREFIX, render_action, render_prompt
-from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.scoring.base import NonFiniteScoreError, Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
 from memguard.settings import GuardSettings, commits
 from memguard.strategies import (
@@ -27,6 +27,7 @@ from memguard.strategies import (
     as_strategy,
     default_fallbacks,
 )
+from memguard.text import safe_text
 
 if TYPE_CHECKING:
     from memguard.scoring.local import MemRM as MemRM  # explicit re-export: not in __all__
@@ -50,6 +51,7 @@ __all__ = [
     "LoggingSink",
     "Message",
     "MessageFormat",
+    "NonFiniteScoreError",
     "ObservationMasking",
     "OpenTelemetrySink",
     "Policy",
@@ -74,6 +76,7 @@ __all__ = [
     "render_prompt",
     "restore_messages",
     "run_coroutine_blocking",
+    "safe_text",
     "same_action",
     "to_messages",
 ]
