@@ -127,6 +127,19 @@ def _scrub(value: Any, texts: list[str]) -> Any:
     return value
 
 
+def _score_text(report: CandidateReport | None) -> str:
+    """``P(HARMFUL)=0.62`` (or ``identical next action``) for a candidate; empty when unscored."""
+    if report is None:
+        return ""
+    if report.identical:
+        return "identical next action"
+    if report.p_harmful is not None:
+        return f"P(HARMFUL)={report.p_harmful:.2f}"
+    if report.rejected:
+        return "rejected by the rails"
+    return ""
+
+
 class Decision(BaseModel):
     """The guard's answer for one event; `messages` and `response` are in the caller's type."""
 
@@ -178,6 +191,39 @@ class Decision(BaseModel):
     def band(self) -> Band | None:
         """Coverage band of the proposed compaction's score ("safe" / "uncertain" / "harmful")."""
         return self.candidates[0].band if self.candidates else None
+
+    def summary(self) -> str:
+        """One line a person can read: what happened, the score that decided it, and why.
+
+        Examples: ``commit: P(HARMFUL)=0.12 (summarization)``, ``fallback observation_masking:
+        P(HARMFUL)=0.08 (summarization: P(HARMFUL)=0.91)``, ``veto: skipped (cooldown)``,
+        ``audit: pending``. Scores show two decimals; the exact values stay on the Decision.
+
+        Returns:
+            The summary line (no conversation text: it is safe to log).
+        """
+        verdict = self.verdict.value
+        if self.skipped is not None:
+            return f"{verdict}: skipped ({self.skipped.replace('_', ' ')})"
+        if self.pending:
+            return f"{verdict}: pending (scored in the background)"
+        head = f"{verdict} {self.strategy}" if self.verdict is Verdict.FALLBACK else verdict
+        chosen = next((c for c in self.candidates if c.strategy == self.strategy), None)
+        shown = chosen if chosen is not None and self.verdict is not Verdict.VETO else (
+            self.candidates[0] if self.candidates else None)
+        score = _score_text(shown)
+        detail = [score] if score else []
+        if self.verdict is Verdict.FALLBACK and self.candidates:
+            proposed = _score_text(self.candidates[0])
+            detail.append(f"({self.proposed_strategy}: {proposed})" if proposed else f"({self.proposed_strategy})")
+        else:
+            detail.append(f"({self.proposed_strategy})")
+        if self.error:
+            detail.append(f"[error: {self.error.split(':', 1)[0]}]")
+        return f"{head}: {' '.join(detail)}"
+
+    def __str__(self) -> str:
+        return self.summary()
 
     def to_record(self, *, redact: bool = False, include_messages: bool = False) -> dict[str, Any]:
         """A JSON-ready audit record. `redact` replaces every piece of text by hash and size."""

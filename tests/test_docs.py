@@ -40,7 +40,7 @@ def offline_hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One offline hub cache (tiny random MemRM under the real ids) for every page."""
     from memguard.testing.hub import install_offline_hub
 
-    return install_offline_hub(tmp_path_factory.mktemp("hf-hub"))
+    return install_offline_hub(tmp_path_factory.mktemp("hf-hub"), tokenizer="byte")  # fast; same loading code
 
 
 def _run_block(example: CodeExample, state: PageState) -> None:

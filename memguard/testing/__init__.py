@@ -1,9 +1,12 @@
-"""Test helpers for memguard users and its own tests: tiny MemRM look-alikes, offline tokenizers.
+"""Test helpers for memguard users and its own tests: tiny MemRM look-alikes, offline tokenizers,
+an offline hub cache, stand-in scorers and sinks; the integration contract is `memguard.testing.contract`.
 
 Heavy imports (torch, transformers, peft) happen inside the functions, so importing this package
 is cheap.
 """
 
+from memguard.testing.doubles import ConstantScorer, FailingScorer, HashScorer, RecordingSink
+from memguard.testing.hub import install_offline_hub, offline_hub
 from memguard.testing.loops import longest_loop_stall
 from memguard.testing.tiny import LORA_SETTINGS, SUBFOLDER, build_tiny_rm
 from memguard.testing.tokenizers import (
@@ -17,6 +20,12 @@ from memguard.testing.tokenizers import (
 )
 
 __all__ = [
+    "ConstantScorer",
+    "FailingScorer",
+    "HashScorer",
+    "RecordingSink",
+    "install_offline_hub",
+    "offline_hub",
     "LORA_SETTINGS",
     "QWEN3_VOCAB_SIZE",
     "QWEN_N_ID",

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import inspect
 import threading
 import time
@@ -76,7 +75,7 @@ import pytest
 
 from memguard.events import Decision, Verdict
 from memguard.guard import Guard
-from memguard.scoring.base import Score
+from memguard.testing.doubles import ConstantScorer, FailingScorer, HashScorer, RecordingSink
 from memguard.testing.loops import longest_loop_stall
 
 __all__ = [
@@ -116,73 +115,6 @@ class AgentRun:
     requests: list[Hashable] | None = None
     streamed: Any = None
     usage: Any = None
-
-
-class ConstantScorer:
-    """A scorer that gives every prompt the same P(HARMFUL) and counts what it was asked."""
-
-    def __init__(self, p_harmful: float) -> None:
-        self.p_harmful = p_harmful
-        self.prompts: list[str] = []
-        self._lock = threading.Lock()
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        with self._lock:
-            self.prompts.extend(prompts)
-        for prompt in prompts:
-            if not prompt.endswith("\n\nAnswer:"):
-                raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
-        return [Score(p_harmful=self.p_harmful, n_tokens=max(1, len(p) // 4)) for p in prompts]
-
-
-class FailingScorer:
-    """A scorer that always raises, to exercise the guard's `on_error` policy."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        self.calls += 1
-        raise ConnectionError("scoring server unavailable")
-
-
-class RecordingSink:
-    """An audit sink that keeps every Decision in memory (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.decisions: list[Decision] = []
-        self._lock = threading.Lock()
-
-    def emit(self, decision: Decision) -> None:
-        with self._lock:
-            self.decisions.append(decision)
-
-    def close(self) -> None:
-        return None
-
-    @property
-    def reviews(self) -> list[Decision]:
-        """Decisions that probed the agent (cooldown vetoes did not)."""
-        return [d for d in self.decisions if d.candidates]
-
-
-class HashScorer:
-    """A deterministic scorer whose verdict depends on the prompt itself (SAFE or HARMFUL by its hash).
-
-    Several conversations run at once then get their own, different verdicts: a guard that mixed
-    their state up would end one of them differently from its run alone.
-    """
-
-    def __init__(self, harmful_share: float = 0.5) -> None:
-        self.harmful_share = harmful_share
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            digest = int(hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16)
-            harmful = digest / 0xFFFFFFFF < self.harmful_share
-            out.append(Score(p_harmful=0.95 if harmful else 0.05, n_tokens=max(1, len(prompt) // 4)))
-        return out
 
 
 def _by_conversation(decisions: Sequence[Decision]) -> Counter[tuple[Any, ...]]:
