@@ -75,6 +75,8 @@ def test_safe_ends_like_the_inner_manager_within_the_documented_calls(path, mode
     assert manager.removed_message_count == compacting.agent.conversation_manager.removed_message_count
     assert result.model.calls == compacting.model.calls + extra_calls(sink)
     assert result.summarizer.calls == compacting.summarizer.calls  # the inner's own summaries, not one more
+    # Probes are the agent's own request: model settings, tool specs, tool choice and system prompt.
+    assert set(result.model.requests) == set(compacting.model.requests)
 
 
 @pytest.mark.parametrize("mode", MODES)
