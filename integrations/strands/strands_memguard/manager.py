@@ -265,7 +265,6 @@ class MemGuardConversationManager(ConversationManager):
 
     def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
         """Route the inner manager's hooks through the guard (never register them beside it)."""
-        registry.add_callback(AgentInitializedEvent, self._on_agent_initialized)
         registry.add_callback(BeforeInvocationEvent, self._on_before_invocation)
         inner_hooks = HookRegistry()
         self._inner.register_hooks(inner_hooks, **kwargs)
@@ -320,9 +319,6 @@ class MemGuardConversationManager(ConversationManager):
                 raise InterruptException(interrupts[0])
 
         return route
-
-    def _on_agent_initialized(self, event: AgentInitializedEvent) -> None:
-        self._replay.wire(event.agent)
 
     def _on_before_invocation(self, event: BeforeInvocationEvent) -> None:
         self._replay.clear(event.agent)  # a probe from the last invocation answers nothing now

@@ -155,8 +155,9 @@ class ProbeReplay:
     """Serves a probe as the agent's next model call when that call is the probed request.
 
     One per guarded manager; `wire` registers it on an agent once (``Agent.add_middleware`` from
-    Strands 1.62, the agent's private middleware registry before). A probe offered for an agent
-    is used at most once: the next model call takes it, identical or not.
+    Strands 1.62, the agent's private middleware registry before), at the agent's first model
+    call: middleware added before then wraps it, and sees a served probe as the model call. A
+    probe offered for an agent is used at most once: the next model call takes it, identical or not.
     """
 
     def __init__(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from memguard import Guard, ObservationMasking, RecentWindow, Verdict
 from memguard.testing.contract import ConstantScorer, RecordingSink
+from strands import Agent
 from strands.agent.conversation_manager import SlidingWindowConversationManager
 from strands.hooks import BeforeModelCallEvent, HookProvider, HookRegistry
 from strands.session.file_session_manager import FileSessionManager
@@ -111,3 +112,23 @@ def test_a_probe_is_served_only_to_the_identical_request(settings_change):
     served = 0 if settings_change else reviews
     assert manager._replay.served == served
     assert model.calls == compacting_model.calls + 2 * reviews - served
+
+
+@pytest.mark.skipif(not hasattr(Agent, "add_middleware"), reason="public model middleware arrived in Strands 1.62")
+def test_middleware_added_before_the_first_call_sees_a_served_probe_as_the_model_call():
+    from strands.middleware import InvokeModelStage
+
+    seen: list[int] = []
+
+    async def count(context: Any, next_fn: Any) -> Any:
+        seen.append(len(context.messages))
+        async for event in next_fn(context):
+            yield event
+
+    manager = _guarded(manager_for("proactive"), 0.0)
+    agent, model, _ = build_agent("proactive", manager)
+    agent.add_middleware(InvokeModelStage, count)
+    compacting, compacting_model, _ = build_agent("proactive", manager_for("proactive"))
+    assert str(agent(TASK)) == str(compacting(TASK))
+    assert manager._replay.served == 2
+    assert len(seen) == compacting_model.calls == model.calls - manager._replay.served
