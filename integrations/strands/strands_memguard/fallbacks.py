@@ -78,7 +78,7 @@ class ManagerStrategy:
         stand_in = _ScratchAgent(self.agent, scratch)
         manager.reduce_context(stand_in)  # type: ignore[arg-type]  # duck-typed: messages + the real agent
         result = [back[id(m)] if id(m) in back and m == back[id(m)] else m for m in stand_in.messages]
-        return self.view.to_view(result, summary=getattr(manager, "_summary_message", None))
+        return self.view.to_view(result, summary=manager.get_state().get("summary_message"))
 
 
 def check_fallbacks(fallbacks: Sequence[Any]) -> tuple[Any, ...]:

@@ -433,7 +433,7 @@ class MemGuardConversationManager(ConversationManager):
         agent, inner = round_.agent, self._inner
         request = AgentRequest.of(agent, round_.invocation_state)
         view = StrandsView(request.system_prompt_text, shell_tools=self.shell_tools)
-        summary = getattr(inner, "_summary_message", None)
+        summary = inner.get_state().get("summary_message")  # the summary a summarizing manager keeps
         candidate = list(agent.messages)
         if self._guard.mode == "audit":  # probed later, in the background: keep it as it is now
             candidate, summary = copy.deepcopy((candidate, summary))
