@@ -157,6 +157,9 @@ class ScriptedModel(Model):
                 self.overflows += 1
             raise ContextWindowOverflowException(f"{len(text)} characters do not fit")
         message = self.answer(messages)
+        tag = re.search(r"\(conversation \d+\)", system_prompt or "")
+        if tag and not any("toolUse" in block for block in message["content"]):  # answers name their conversation
+            message = {**message, "content": [{"text": f"{b['text']} {tag.group(0)}"} for b in message["content"]]}
         yield {"messageStart": {"role": "assistant"}}
         uses = False
         for block in message["content"]:
@@ -244,19 +247,21 @@ def record(seen: list[Any], event: Any) -> None:
 
 
 def build_agent(path: str, manager: ConversationManager | None, *, session_manager: Any = None,
-                callback_handler: Any = None, agent_id: str | None = None,
-                hooks: list[Any] | None = None) -> tuple[Agent, ScriptedModel, ScriptedModel]:
+                callback_handler: Any = None, agent_id: str | None = None, hooks: list[Any] | None = None,
+                conversation: int = 0) -> tuple[Agent, ScriptedModel, ScriptedModel]:
+    """A scenario's agent; `conversation` > 0 names itself in the system prompt, the agent id and its answers."""
     model = ScriptedModel(overflow_chars=650 if path == "overflow" else None,
                           context_window_limit=400 if path == "proactive" else 100_000)
     summarizer = ScriptedModel(summary_answer, model_id="scripted-summarizer")
     options: dict[str, Any] = {}
     if session_manager is not None:
         options["session_manager"] = session_manager
-    if agent_id is not None:
-        options["agent_id"] = agent_id
+    if agent_id is not None or conversation:
+        options["agent_id"] = agent_id or f"agent-{conversation}"
     if hooks:
         options["hooks"] = hooks
-    agent = Agent(model=model, aux_model=summarizer, tools=[shell], system_prompt=SYSTEM,
+    system = SYSTEM if not conversation else f"{SYSTEM} (conversation {conversation})"
+    agent = Agent(model=model, aux_model=summarizer, tools=[shell], system_prompt=system,
                   conversation_manager=manager if manager is not None else NullConversationManager(),
                   callback_handler=callback_handler, retry_strategy=None, **options)
     return agent, model, summarizer
@@ -266,7 +271,8 @@ def run(path: str, manager: ConversationManager | None, mode: str = "sync", *, c
         **options: Any) -> Run:
     """Run a scenario to the end with `manager` (None: a `NullConversationManager`)."""
     collector = StreamCollector()
-    agent, model, summarizer = build_agent(path, manager, callback_handler=collector, **options)
+    agent, model, summarizer = build_agent(path, manager, callback_handler=collector, conversation=conversation,
+                                           **options)
     outputs: list[str] = []
     if mode == "sync":
         for prompt in prompts_for(path, conversation):
@@ -291,7 +297,7 @@ async def _arun(path: str, agent: Agent, model: ScriptedModel, summarizer: Scrip
 
 async def arun(path: str, manager: ConversationManager | None, *, conversation: int = 0, **options: Any) -> Run:
     """`run` from a running loop (stream_async: what a streaming consumer sees)."""
-    agent, model, summarizer = build_agent(path, manager, **options)
+    agent, model, summarizer = build_agent(path, manager, conversation=conversation, **options)
     return await _arun(path, agent, model, summarizer, conversation)
 
 
