@@ -32,12 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from memguard import CompactionEvent, Decision, Guard, Verdict
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 from strands.agent.conversation_manager import ConversationManager
 from strands.hooks import AgentInitializedEvent, BeforeInvocationEvent, BeforeModelCallEvent, HookRegistry
 from strands.interrupt import InterruptException
 
-from strands_memguard import _core
 from strands_memguard.fallbacks import bind_fallbacks, check_fallbacks, strategy_name
 from strands_memguard.probing import AgentRequest, ProbeRecord, ProbeReplay, _messages_key
 from strands_memguard.views import SHELL_TOOLS, StrandsView, assistant_turns
@@ -102,7 +101,7 @@ class _Round:
     must_reduce: bool
     invocation_state: dict[str, Any] | None
     shallow: _Snapshot
-    gate: _core.Gate | None = None
+    gate: Gate | None = None
     snapshot: _Snapshot | None = None
     skipped: bool = False
 
@@ -136,7 +135,7 @@ class _Review:
 
 @dataclass
 class _Skip:
-    gate: _core.Gate
+    gate: Gate
     before: list[Any]
 
 
@@ -361,10 +360,11 @@ class MemGuardConversationManager(ConversationManager):
             else:
                 delattr(inner, "reduce_context")
 
-    def _gate(self, round_: _Round) -> _core.Gate:
-        messages = round_.agent.messages
-        return _core.gate(self._guard, messages, conversation_id=self._conversation_id(round_.agent),
-                          step=assistant_turns(messages), must_reduce=round_.must_reduce)
+    def _gate(self, round_: _Round, messages: Sequence[Any] | None = None) -> Gate:
+        """The guard's gate for this step, asked before the inner reduces (`messages`: as they are now)."""
+        messages = round_.agent.messages if messages is None else messages
+        return self._guard.gate(messages, conversation_id=self._conversation_id(round_.agent),
+                                step=assistant_turns(messages), must_reduce=round_.must_reduce)
 
     def _conversation_id(self, agent: Agent) -> str:
         if self.conversation_id:
@@ -385,23 +385,23 @@ class MemGuardConversationManager(ConversationManager):
     def _finish(self, round_: _Round) -> None:
         outcome = self._prepare(round_)
         if isinstance(outcome, _Skip):
-            self._record(_core.skip(self._guard, outcome.gate, outcome.before, strategy=self.strategy))
+            self._record(self._guard.skip(outcome.gate, outcome.before, strategy=self.strategy))
         elif outcome is not None:
-            decision = _core.review(self._guard, outcome.event, outcome.policy, gate=self._require_gate(round_),
-                                    fallbacks=outcome.fallbacks)
+            decision = self._guard.review(outcome.event, outcome.policy, gate=self._require_gate(round_),
+                                          fallbacks=outcome.fallbacks)
             self._apply(outcome, decision)
 
     async def _afinish(self, round_: _Round) -> None:
         outcome = self._prepare(round_)
         if isinstance(outcome, _Skip):
-            self._record(await _core.askip(self._guard, outcome.gate, outcome.before, strategy=self.strategy))
+            self._record(await self._guard.askip(outcome.gate, outcome.before, strategy=self.strategy))
         elif outcome is not None:
-            decision = await _core.areview(self._guard, outcome.event, outcome.policy,
-                                           gate=self._require_gate(round_), fallbacks=outcome.fallbacks)
+            decision = await self._guard.areview(outcome.event, outcome.policy, gate=self._require_gate(round_),
+                                                 fallbacks=outcome.fallbacks)
             self._apply(outcome, decision)
 
     @staticmethod
-    def _require_gate(round_: _Round) -> _core.Gate:
+    def _require_gate(round_: _Round) -> Gate:
         if round_.gate is None:  # _prepare asks it before any review; a guard for the invariant
             raise RuntimeError("a review without a gate")
         return round_.gate
@@ -416,18 +416,13 @@ class MemGuardConversationManager(ConversationManager):
             snapshot = round_.shallow
             if _same(agent.messages, snapshot.messages):
                 return None
-            round_.gate = self._gate_after(round_)
+            round_.gate = self._gate(round_, snapshot.messages)  # asked after the fact: it already ran
             if not round_.gate.review:
                 snapshot.restore(agent, self._inner)
                 return _Skip(round_.gate, list(agent.messages))
         elif _messages_key(agent.messages) == _messages_key(snapshot.messages):
             return None  # nothing the model reads changed (say, only pins were set)
         return self._review(round_, snapshot)
-
-    def _gate_after(self, round_: _Round) -> _core.Gate:
-        messages = round_.shallow.messages
-        return _core.gate(self._guard, messages, conversation_id=self._conversation_id(round_.agent),
-                          step=assistant_turns(messages), must_reduce=round_.must_reduce)
 
     def _review(self, round_: _Round, snapshot: _Snapshot) -> _Review:
         agent, inner = round_.agent, self._inner
