@@ -24,6 +24,7 @@ PACKAGES: dict[str, str] = {
     "memguard": ".",
     "memguard.scoring": ".",
     "memguard.testing": ".",
+    "memguard.testing.contract": ".",
     "langchain_memguard": "integrations/langchain",
     "pydantic_ai_memguard": "integrations/pydantic_ai",
     "openai_agents_memguard": "integrations/openai_agents",
