@@ -259,8 +259,8 @@ class Guard:
         if not left:
             return Gate(review=True, conversation_id=conversation_id, step=step, audit=audit)
         self._stats.add("cooldown_skips")
-        reason = (f"cooldown: {left - 1} more step(s) after this one "
-                  f"(veto at step {veto.step}, cooldown={self.cooldown})")
+        reason = (f"cooldown after the veto at step {veto.step} (cooldown={self.cooldown}): "
+                  f"reviews resume at step {veto.step + self.cooldown + 1}")
         return Gate(review=False, conversation_id=conversation_id, step=step, audit=audit, reason=reason)
 
     def skip(self, gate: Gate, before: Sequence[Any], *, strategy: str = "compaction") -> Decision:

@@ -50,3 +50,17 @@ def test_replay_agent_forgets_without_recent_observations():
     context = trajectory[:6]
     assert agent(context) == trajectory[6]
     assert "ls -la" in agent(example.my_summariser(context, keep_tail=1))["content"]
+
+
+def test_custom_compaction_example_is_quiet_and_leaves_no_file(tmp_path, capsys, monkeypatch, qwen_rm):
+    example = load_example("custom_compaction")
+    monkeypatch.setattr(example, "load_scorer", lambda args: qwen_rm)
+    monkeypatch.chdir(tmp_path)
+    assert example.main([]) == 0
+    assert list(tmp_path.iterdir()) == []  # no audit log unless --audit asks for one
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line[:4].strip().isdigit()]
+    assert lines and all(("P(HARMFUL)=" in line or "identical next action" in line or "skipped" in line
+                          or "rejected" in line) for line in lines), lines
+    assert "p_harmful=" not in captured.out and captured.err == ""
+
