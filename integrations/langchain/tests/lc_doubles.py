@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -67,6 +68,7 @@ class FactAgentModel(BaseChatModel):
 
     n_steps: int = 6
     _inputs: list[list[Any]] = PrivateAttr(default_factory=list)
+    _requests: list[Any] = PrivateAttr(default_factory=list)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -77,12 +79,18 @@ class FactAgentModel(BaseChatModel):
     def inputs(self) -> list[list[Any]]:
         return self._inputs
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> FactAgentModel:
-        return self
+    @property
+    def requests(self) -> list[Any]:
+        """One signature per call: the model and every setting it was sent with (tools by name)."""
+        return self._requests
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(tools=[getattr(t, "name", None) or t["name"] for t in tools], **kwargs)
 
     def _generate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         with self._lock:
             self._inputs.append(list(messages))
+            self._requests.append(request_signature(self._llm_type, stop, kwargs))
         text = "\n".join(str(m.content) for m in messages)
         k = _last_step(messages)
         remembers = FACT in text
@@ -95,7 +103,13 @@ class FactAgentModel(BaseChatModel):
             )
         tokens = len(text) // 4
         message.usage_metadata = {"input_tokens": tokens, "output_tokens": 8, "total_tokens": tokens + 8}
+        message.response_metadata = {"model_name": self._llm_type}
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def request_signature(model: str, stop: Any, settings: dict[str, Any]) -> tuple[Any, ...]:
+    """A hashable signature of one model request, messages aside."""
+    return (model, repr(stop), tuple(sorted((k, repr(v)) for k, v in settings.items())))
 
 
 class FixedSummarizer(BaseChatModel):
@@ -140,3 +154,34 @@ def signature(messages: list[Any]) -> list[tuple[Any, ...]]:
         (m.type, m.content, tuple((c["name"], repr(c["args"]), c["id"]) for c in getattr(m, "tool_calls", None) or []))
         for m in messages
     ]
+
+
+class RunSettings(AgentMiddleware):
+    """Sends every model call with non-default settings, so a probe that drops them is caught."""
+
+    settings: dict[str, Any] = {"temperature": 0.3, "max_tokens": 512}
+    tool_choice = "auto"
+
+    def _with_settings(self, request: Any) -> Any:
+        return request.override(model_settings=dict(self.settings), tool_choice=self.tool_choice)
+
+    def wrap_model_call(self, request: Any, handler: Any) -> Any:
+        return handler(self._with_settings(request))
+
+    async def awrap_model_call(self, request: Any, handler: Any) -> Any:
+        return await handler(self._with_settings(request))
+
+
+class CountingEdit:
+    """A context edit (`ClearToolUsesEdit`'s protocol) that counts the calls where it changed something."""
+
+    def __init__(self, edit: Any) -> None:
+        self.edit = edit
+        self.keep = getattr(edit, "keep", None)
+        self.applied = 0
+
+    def apply(self, messages: list[Any], *, count_tokens: Any) -> None:
+        before = list(messages)
+        self.edit.apply(messages, count_tokens=count_tokens)
+        if messages != before:
+            self.applied += 1
