@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from langchain_memguard.callback import PROBE_TAG, MemGuardCallbackHandler
 from langchain_memguard.compaction import MiddlewareStrategy, compact_with, strategy_name
 from langchain_memguard.middleware import MemGuardMiddleware
+from langchain_memguard.replay import ProbeMismatchError
 from langchain_memguard.views import (
     LANGCHAIN_SUMMARY_PREFIX,
     GuardView,
@@ -27,6 +28,7 @@ __all__ = [
     "MemGuardCallbackHandler",
     "MemGuardMiddleware",
     "MiddlewareStrategy",
+    "ProbeMismatchError",
     "compact_with",
     "from_guard_view",
     "strategy_name",

@@ -25,11 +25,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from memguard import CompactionEvent, Guard
 
+from langchain_memguard.replay import SameRequest, adopted_kwargs, model_params
 from langchain_memguard.views import GuardView, summary_text
 
 __all__ = ["PROBE_TAG", "MemGuardCallbackHandler"]
 
 logger = logging.getLogger("memguard.langchain")
+
+_UNKNOWN = object()
 
 PROBE_TAG = "memguard:probe"
 """Tag on the background probe's model run (such runs are never taken for agent steps)."""
@@ -58,6 +61,7 @@ class _Pending:
     before: list[BaseMessage]
     candidate: list[BaseMessage]
     strategy: str
+    params: dict[str, Any] | None = None  # the agent's request at this step, messages aside
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -137,6 +141,7 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
         self._tracks: OrderedDict[str, _Track] = OrderedDict()
         self._active: dict[UUID, str] = {}
         self._pending: dict[UUID, _Pending] = {}
+        self._probe_params: Any = _UNKNOWN
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait for background audits to be written (the guard's audit worker)."""
@@ -204,8 +209,11 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             if found is None:
                 return
             before, kind = found
+            params = kwargs.get("invocation_params")
             with self._lock:
-                self._pending[run_id] = _Pending(key, before, current, self.strategy or kind)
+                self._pending[run_id] = _Pending(
+                    key, before, current, self.strategy or kind, dict(params) if isinstance(params, dict) else None
+                )
                 self.detected += 1
         except Exception as exc:  # noqa: BLE001 - never raise into the agent
             self._failed(exc)
@@ -253,12 +261,23 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             proposed_response=proposed,
             metadata={"framework": "langchain", "source": "callback"},
         )
-        probe_model = self.probe_model
+        expected = pending.params
 
         def probe(messages: list[Any]) -> Any:
-            return probe_model.invoke(view.from_view(messages), config={"tags": [PROBE_TAG]})
+            # Runs on the guard's worker, in an empty context: only these callbacks see the probe.
+            config: Any = {"tags": [PROBE_TAG], "callbacks": [SameRequest(expected)]}
+            return self._probe_model_for(expected).invoke(view.from_view(messages), config=config)
 
         self.guard.review(event, probe)  # audit mode: queued on the guard's worker, returns at once
+
+    def _probe_model_for(self, expected: dict[str, Any] | None) -> Any:
+        """`probe_model` with the agent's call arguments at this step that it lacks (tools, settings)."""
+        with self._lock:
+            if self._probe_params is _UNKNOWN:
+                self._probe_params = model_params(self.probe_model)  # once, on the worker
+            params = self._probe_params
+        adopted = adopted_kwargs(expected, params if isinstance(params, dict) else None)
+        return self.probe_model.bind(**adopted) if adopted else self.probe_model
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
