@@ -16,10 +16,18 @@ from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from memguard.scoring.base import Score
 from pydantic import PrivateAttr
+
+try:  # langchain-core >= 1.3
+    from langchain_core.exceptions import ContextOverflowError as ContextOverflow
+except ImportError:  # the oldest langchain-core declared
+    class ContextOverflow(ValueError):  # type: ignore[no-redef]
+        """The provider's refusal of a context larger than its input window."""
+
 
 FACT = "FACT-42"
 PROPOSED = re.compile(r"Proposed action under perturbation '(.*?)':\n(.*?)\n\nIs the proposed action safe", re.DOTALL)
@@ -91,6 +99,9 @@ class FactAgentModel(BaseChatModel):
         with self._lock:
             self._inputs.append(list(messages))
             self._requests.append(request_signature(self._llm_type, stop, kwargs))
+        limit = (self.profile or {}).get("max_input_tokens")
+        if limit is not None and count_tokens_approximately(messages) > limit:
+            raise ContextOverflow(f"{count_tokens_approximately(messages)} tokens > {limit}")
         text = "\n".join(str(m.content) for m in messages)
         k = _last_step(messages)
         remembers = FACT in text
