@@ -28,7 +28,13 @@ class ProbeMismatchError(ValueError):
     """`probe_model` would not send the request the agent sent (another model, or other settings)."""
 
 
-class _Captured(Exception):
+class _Captured(BaseException):
+    """Raised by `_Capture` to stop a call before it is sent.
+
+    A `BaseException`, so LangChain's callback manager lets it through unlogged (it logs, then
+    re-raises, an `Exception` from a ``raise_error`` handler); `model_params` catches it.
+    """
+
     def __init__(self, params: dict[str, Any]) -> None:
         super().__init__("captured")
         self.params = params
