@@ -22,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from memguard import CompactionEvent, Guard
 
 from langchain_memguard.replay import SameRequest, adopted_kwargs, model_params
@@ -39,12 +39,24 @@ PROBE_TAG = "memguard:probe"
 
 
 def _message_key(message: BaseMessage) -> tuple[Any, ...]:
-    """Identity of a message for comparing inputs: type, content and tool calls (not ids, not names)."""
+    """Identity of a message for comparing inputs: type, content and tool calls (not ids, not names).
+
+    Fields are read by type (a missing attribute costs pydantic an exception per message).
+    """
     calls = tuple(
         (call.get("name"), repr(call.get("args")), call.get("id"))
-        for call in (getattr(message, "tool_calls", None) or [])
+        for call in (message.tool_calls if isinstance(message, AIMessage) else ())
     )
-    return (message.type, repr(message.content), calls, getattr(message, "tool_call_id", None))
+    content = message.content if isinstance(message.content, str) else repr(message.content)
+    return (message.type, content, calls, message.tool_call_id if isinstance(message, ToolMessage) else None)
+
+
+def _grew(previous: Sequence[BaseMessage], current: Sequence[BaseMessage]) -> bool:
+    """Whether `current` starts with `previous`: the same objects (the usual case in a graph, checked
+    first, no conversion), else messages equal by `_message_key` (a middleware's copies)."""
+    if len(current) < len(previous):
+        return False
+    return all(p is c or _message_key(p) == _message_key(c) for p, c in zip(previous, current, strict=False))
 
 
 @dataclass
@@ -77,11 +89,11 @@ def rebuild_before(previous: Sequence[BaseMessage], output: BaseMessage | None,
 
     None when `current` is the ordinary continuation of `previous` (+ `output`).
     """
+    if _grew(previous, current):
+        return None  # previous input is a prefix: the history only grew
     known = [*previous, *([output] if output is not None else [])]
     known_keys = [_message_key(m) for m in known]
     current_keys = [_message_key(m) for m in current]
-    if current_keys[: len(previous)] == known_keys[: len(previous)]:
-        return None  # previous input is a prefix: the history only grew
     known_set = set(known_keys)
     tail: list[BaseMessage] = []
     for message, key in zip(reversed(current), reversed(current_keys), strict=True):

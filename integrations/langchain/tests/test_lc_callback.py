@@ -197,3 +197,17 @@ def test_a_probe_not_sent_like_the_agent_is_refused_and_never_scored(tmp_path, p
     assert rows and all("ProbeMismatchError" in (r["error"] or "") for r in rows)
     assert all(r["recorded_action"] is None for r in rows)
     assert scorer.calls == []  # nothing was scored on a probe the agent would not have sent
+
+
+def test_a_growing_history_is_recognised_without_converting_a_message(tmp_path, monkeypatch):
+    """On the agent's path: a graph hands the model the same message objects call after call, so
+    telling growth from compaction compares references, not message contents."""
+    import langchain_memguard.callback as callback
+
+    converted = []
+    real_key = callback._message_key
+    monkeypatch.setattr(callback, "_message_key", lambda m: converted.append(m) or real_key(m))
+    guard, handler, path = audit(tmp_path)
+    make_agent(FactAgentModel()).invoke({"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]})
+    assert handler.flush(10)
+    assert handler.detected == 0 and converted == []
