@@ -71,10 +71,12 @@ class FactAgentModel(BaseChatModel):
     """A tool-calling agent: runs `n_steps` bash commands, then answers.
 
     Its command is ``echo step k`` while it remembers FACT and ``ls -la # step k`` once it has
-    forgotten it; its answer says which. Records every input it was called with.
+    forgotten it; its answer says which. Records every input it was called with. With `blocks`, its
+    messages hold a list of content blocks (what ChatAnthropic returns), with a line of text.
     """
 
     n_steps: int = 6
+    blocks: bool = False
     _inputs: list[list[Any]] = PrivateAttr(default_factory=list)
     _requests: list[Any] = PrivateAttr(default_factory=list)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -106,16 +108,20 @@ class FactAgentModel(BaseChatModel):
         k = _last_step(messages)
         remembers = FACT in text
         if k >= self.n_steps:
-            message = AIMessage(content=f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}")
+            message = AIMessage(content=self._content(f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}"))
         else:
             command = f"echo step {k + 1}" if (remembers or k == 0) else f"ls -la # step {k + 1}"
             message = AIMessage(
-                content="", tool_calls=[{"name": "bash", "args": {"command": command}, "id": f"call_{k + 1}"}]
+                content=self._content(f"Running step {k + 1}." if self.blocks else ""),
+                tool_calls=[{"name": "bash", "args": {"command": command}, "id": f"call_{k + 1}"}],
             )
         tokens = len(text) // 4
         message.usage_metadata = {"input_tokens": tokens, "output_tokens": 8, "total_tokens": tokens + 8}
         message.response_metadata = {"model_name": self._llm_type}
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _content(self, text: str) -> Any:
+        return [{"type": "text", "text": text}] if self.blocks else text
 
 
 def request_signature(model: str, stop: Any, settings: dict[str, Any]) -> tuple[Any, ...]:
@@ -149,10 +155,11 @@ def bash(command: str) -> str:
     return f"step {step}" + (f" {FACT}" if step == "1" else "")
 
 
-def make_agent(model: FactAgentModel, middleware: list[Any] = (), checkpointer: Any = None) -> Any:
+def make_agent(model: FactAgentModel, middleware: list[Any] = (), checkpointer: Any = None,
+               tools: list[Any] | None = None) -> Any:
     return create_agent(
         model,
-        tools=[bash],
+        tools=[bash] if tools is None else tools,
         system_prompt="You are a careful programmer.",
         middleware=list(middleware),
         checkpointer=checkpointer,
