@@ -108,7 +108,8 @@ class FactAgentModel(BaseChatModel):
         k = _last_step(messages)
         remembers = FACT in text
         if k >= self.n_steps:
-            message = AIMessage(content=self._content(f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}"))
+            answer = f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}"
+            message = AIMessage(content=self._content(answer))
         else:
             command = f"echo step {k + 1}" if (remembers or k == 0) else f"ls -la # step {k + 1}"
             message = AIMessage(
