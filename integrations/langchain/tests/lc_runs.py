@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,22 +57,37 @@ def streamed_message(message: Any) -> tuple[Any, ...]:
     return (message.type, repr(message.content), calls)
 
 
-def run_streamed(agent: Any, *, mode: str = "sync", task: str = TASK, thread_id: str | None = None) -> StreamedRun:
-    """Run `agent` to the end, streaming messages and values (sync or async)."""
-    recorder, usage = CallRecorder(), UsageMetadataCallbackHandler()
-    config: dict[str, Any] = {"callbacks": [recorder, usage]}
+def _config(recorder: CallRecorder, usage: UsageMetadataCallbackHandler, thread_id: str | None,
+            callbacks: list[Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {"callbacks": [recorder, usage, *callbacks]}
     if thread_id is not None:
         config["configurable"] = {"thread_id": thread_id}
-    inputs = {"messages": [HumanMessage(task)]}
-    chunks: list[tuple[str, Any]] = []
-    if mode == "sync":
-        chunks = list(agent.stream(inputs, config, stream_mode=["messages", "values"]))
-    else:
-        async def collect() -> list[tuple[str, Any]]:
-            return [chunk async for chunk in agent.astream(inputs, config, stream_mode=["messages", "values"])]
+    return config
 
-        chunks = asyncio.run(collect())
+
+def _finish(chunks: list[tuple[str, Any]], recorder: CallRecorder, usage: UsageMetadataCallbackHandler) -> StreamedRun:
     streamed = [streamed_message(payload[0]) for kind, payload in chunks if kind == "messages"]
     values = [payload for kind, payload in chunks if kind == "values"]
     return StreamedRun(messages=list(values[-1]["messages"]), streamed=streamed, usage=usage.usage_metadata,
                        recorder=recorder)
+
+
+def run_streamed(agent: Any, *, mode: str = "sync", task: str = TASK, thread_id: str | None = None,
+                 callbacks: Sequence[Any] = ()) -> StreamedRun:
+    """Run `agent` to the end, streaming messages and values (sync, or async in a loop of its own)."""
+    if mode != "sync":
+        return asyncio.run(arun_streamed(agent, task=task, thread_id=thread_id, callbacks=callbacks))
+    recorder, usage = CallRecorder(), UsageMetadataCallbackHandler()
+    config = _config(recorder, usage, thread_id, list(callbacks))
+    chunks = list(agent.stream({"messages": [HumanMessage(task)]}, config, stream_mode=["messages", "values"]))
+    return _finish(chunks, recorder, usage)
+
+
+async def arun_streamed(agent: Any, *, task: str = TASK, thread_id: str | None = None,
+                        callbacks: Sequence[Any] = ()) -> StreamedRun:
+    """`run_streamed` from a running loop (`astream`)."""
+    recorder, usage = CallRecorder(), UsageMetadataCallbackHandler()
+    config = _config(recorder, usage, thread_id, list(callbacks))
+    chunks = [chunk async for chunk in agent.astream({"messages": [HumanMessage(task)]}, config,
+                                                     stream_mode=["messages", "values"])]
+    return _finish(chunks, recorder, usage)
