@@ -1,10 +1,12 @@
 """langchain-memguard: memguard for LangChain agents.
 
-- `MemGuardMiddleware` enforces: it wraps a compaction middleware of a `create_agent` agent
-  (`SummarizationMiddleware`, `ContextEditingMiddleware`, ...) and commits, replaces or vetoes
-  each compaction on MemRM's word.
+- `MemGuardMiddleware` wraps a compaction middleware of a `create_agent` agent
+  (`SummarizationMiddleware`, `ContextEditingMiddleware`, ...): in enforce mode it commits,
+  replaces or vetoes each compaction on MemRM's word; in audit mode it records, invisibly to the run.
 - `MemGuardCallbackHandler` only records, from the callbacks of any LangChain/LangGraph agent,
   whatever compacts its memory.
+
+Guide: docs/langchain.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version
