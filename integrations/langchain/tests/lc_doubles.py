@@ -77,6 +77,7 @@ class FactAgentModel(BaseChatModel):
 
     n_steps: int = 6
     blocks: bool = False
+    label: str = ""  # ends its answer (tells runs of several conversations apart)
     _inputs: list[list[Any]] = PrivateAttr(default_factory=list)
     _requests: list[Any] = PrivateAttr(default_factory=list)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -108,7 +109,7 @@ class FactAgentModel(BaseChatModel):
         k = _last_step(messages)
         remembers = FACT in text
         if k >= self.n_steps:
-            answer = f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}"
+            answer = f"done, {'the fact is ' + FACT if remembers else 'I forgot the fact'}{self.label}"
             message = AIMessage(content=self._content(answer))
         else:
             command = f"echo step {k + 1}" if (remembers or k == 0) else f"ls -la # step {k + 1}"
