@@ -128,6 +128,7 @@ class MemGuardMiddleware(AgentMiddleware):
 
     @property
     def name(self) -> str:
+        """The node name in the graph: `name=`, else ``MemGuard[<inner name>]``."""
         return self._name or f"MemGuard[{self.inner.name}]"
 
     @property
@@ -138,12 +139,14 @@ class MemGuardMiddleware(AgentMiddleware):
     # ------------------------------------------------------------------ audit: the compaction in place
 
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """Audit mode: the inner state compaction, where it runs unguarded. Enforce mode: nothing."""
         if not self.audits or self._kind != "state":
             return None
         update = self._usable(self._inner_before_model(state, runtime))
         return None if update is None else self._remember(state, update)
 
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """`before_model` for async runs."""
         if not self.audits or self._kind != "state":
             return None
         update = self._usable(await self._ainner_before_model(state, runtime))
@@ -162,6 +165,7 @@ class MemGuardMiddleware(AgentMiddleware):
     # ------------------------------------------------------------------ sync model call
 
     def wrap_model_call(self, request: ModelRequest, handler: Handler) -> Any:
+        """One model call: gate, inner compaction, review, and the step's response (see the module)."""
         if self.audits:
             return self._audit_call(request, handler)
         view = GuardView(request.system_message)
@@ -240,6 +244,7 @@ class MemGuardMiddleware(AgentMiddleware):
     # ------------------------------------------------------------------ async model call
 
     async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> Any:
+        """`wrap_model_call` for async runs (probes awaited in the step's own task)."""
         if self.audits:
             return await self._aaudit_call(request, handler)
         view = GuardView(request.system_message)
