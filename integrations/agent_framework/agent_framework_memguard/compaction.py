@@ -302,6 +302,9 @@ class MemGuardCompaction(ChatMiddleware):
             return True
         served = self._apply(decision, messages, state, review, fallbacks)
         if call is not None and served is not None:
+            for _, probe in review.probes:
+                if probe is not served:
+                    served.bill(probe)  # the run's usage counts every request the provider billed
             call.serve = served
         return decision.verdict is not Verdict.VETO
 

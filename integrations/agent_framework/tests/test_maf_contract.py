@@ -18,11 +18,11 @@ from agent_framework import (
     SlidingWindowStrategy,
     ToolResultCompactionStrategy,
 )
-from maf_doubles import TASK, ScriptedChatClient, history, make_agent, transcript
-
-from agent_framework_memguard import MemGuardCompaction
 from memguard import Guard
 from memguard.testing.contract import AgentRun, IntegrationContract, RunMode
+
+from agent_framework_memguard import MemGuardCompaction
+from maf_doubles import TASK, ScriptedChatClient, history, make_agent, transcript
 
 
 def sliding_window() -> Any:
