@@ -7,9 +7,9 @@ import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import agent_framework
 import pytest
 from agent_framework import (
-    AgentTriggeredCompactionStrategy,
     CharacterEstimatorTokenizer,
     ChatContext,
     ChatMiddleware,
@@ -18,8 +18,8 @@ from agent_framework import (
     InMemoryHistoryProvider,
     Message,
     SlidingWindowStrategy,
+    TokenBudgetComposedStrategy,
     ToolResultCompactionStrategy,
-    UnloadSkillsCompactionStrategy,
 )
 from agent_framework._compaction import EXCLUDE_REASON_KEY, EXCLUDED_KEY
 from memguard import Decision, Guard, ObservationMasking, Verdict
@@ -27,6 +27,12 @@ from memguard.testing.contract import ConstantScorer, RecordingSink
 
 from agent_framework_memguard import MemGuardCompaction, guard_agent
 from maf_doubles import OPTIONS, TASK, ScriptedChatClient, StrategyScorer, history, make_agent, transcript
+
+# Agent-triggered compaction and skill unloading arrived in agent-framework-core 1.26 (experimental).
+AgentTriggeredCompactionStrategy: Any = getattr(agent_framework, "AgentTriggeredCompactionStrategy", None)
+UnloadSkillsCompactionStrategy: Any = getattr(agent_framework, "UnloadSkillsCompactionStrategy", None)
+needs_triggers = pytest.mark.skipif(AgentTriggeredCompactionStrategy is None,
+                                    reason="agent-framework-core < 1.26 has no agent-triggered compaction")
 
 
 def make_guard(scorer: Any, **options: Any) -> tuple[Guard, RecordingSink]:
@@ -142,12 +148,10 @@ async def test_a_context_over_the_input_budget_is_compacted_whatever_the_score()
     assert (text, transcript(history(session))) == (expected[0], transcript(history(expected[1])))
 
 
-async def test_the_budget_is_found_through_wrapping_strategies_and_checked_during_a_cooldown() -> None:
+async def test_the_budget_is_checked_during_a_cooldown() -> None:
     # The sliding window proposes from the third call on (269 tokens, under the budget: vetoed, a
     # cooldown starts); from the fourth (385 tokens) the context is over the budget.
     guard, sink = make_guard(ConstantScorer(1.0), cooldown=10)
-    triggered = AgentTriggeredCompactionStrategy(over_budget())
-    assert MemGuardCompaction(triggered, guard).input_budget.tokens == 300  # type: ignore[union-attr]
     guarded = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard, input_budget_tokens=300)
     await run(make_agent(ScriptedChatClient(), compaction=guarded, middleware=[guarded]))
     verdicts = [d.verdict for d in sink.decisions]
@@ -155,6 +159,17 @@ async def test_the_budget_is_found_through_wrapping_strategies_and_checked_durin
     first_forced = next(d for d in sink.decisions if d.verdict is Verdict.FORCED)
     assert first_forced.step - sink.decisions[0].step <= 10  # inside the cooldown, still reviewed
     assert MemGuardCompaction(over_budget(), guard, input_budget_tokens=None).input_budget is None
+
+
+def test_the_budget_is_found_through_wrapping_strategies() -> None:
+    guard, _ = make_guard(ConstantScorer(1.0))
+    composed = TokenBudgetComposedStrategy(token_budget=10_000, tokenizer=CharacterEstimatorTokenizer(),
+                                           strategies=[SlidingWindowStrategy(keep_last_groups=3), over_budget()])
+    assert MemGuardCompaction(composed, guard).input_budget.tokens == 300  # type: ignore[union-attr]
+    if AgentTriggeredCompactionStrategy is not None:
+        triggered = AgentTriggeredCompactionStrategy(over_budget())
+        assert MemGuardCompaction(triggered, guard).input_budget.tokens == 300  # type: ignore[union-attr]
+    assert MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=3), guard).input_budget is None
 
 
 # ---------------------------------------------------------------------- forwarding
@@ -166,11 +181,25 @@ def test_tokenizer_and_client_managed_history_are_forwarded() -> None:
     window = ContextWindowCompactionStrategy(max_context_window_tokens=1000, max_output_tokens=10, tokenizer=tokenizer)
     assert MemGuardCompaction(window, guard).tokenizer is tokenizer
     assert MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard).tokenizer is None
-    triggered = AgentTriggeredCompactionStrategy(SlidingWindowStrategy(keep_last_groups=2))
-    assert MemGuardCompaction(triggered, guard).requires_client_managed_history is True
     assert MemGuardCompaction(window, guard).requires_client_managed_history is False
 
+    class ClientManaged:
+        requires_client_managed_history = True
 
+        async def __call__(self, messages: list[Message]) -> bool:
+            return False
+
+    assert MemGuardCompaction(ClientManaged(), guard).requires_client_managed_history is True
+
+
+@needs_triggers
+def test_agent_triggered_compaction_needs_client_managed_history() -> None:
+    guard, _ = make_guard(ConstantScorer(0.0))
+    triggered = AgentTriggeredCompactionStrategy(SlidingWindowStrategy(keep_last_groups=2))
+    assert MemGuardCompaction(triggered, guard).requires_client_managed_history is True
+
+
+@needs_triggers
 def test_create_trigger_tool_exists_only_when_the_inner_has_it() -> None:
     guard, _ = make_guard(ConstantScorer(0.0))
     plain = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard)
