@@ -36,6 +36,7 @@ from typing import Any
 from agent_framework import (
     ChatContext,
     ChatMiddleware,
+    ChatResponse,
     TokenizerProtocol,
     apply_compaction,
     included_messages,
@@ -60,10 +61,15 @@ logger = logging.getLogger("memguard.agent_framework")
 
 @dataclass
 class _Call:
-    """One model call the middleware is handling: its request and, after a review, the answer to serve."""
+    """One model call the middleware is handling: its request and, after a review, the answer to serve.
+
+    In audit mode `audit` holds the review to submit once the call's real response (the agent's
+    step on the compacted context) is known.
+    """
 
     request: Request
     serve: Probe | None = None
+    audit: tuple[CompactionEvent, _Review, _core.Gate] | None = None
 
 
 _CALL: ContextVar[_Call | None] = ContextVar("agent_framework_memguard_call", default=None)
@@ -234,7 +240,28 @@ class MemGuardCompaction(ChatMiddleware):
         if served is not None and served.answers(included_messages(call.request.messages)):
             context.result = served.replay()
             return
+        if call.audit is None:
+            await call_next()
+            return
+        audit = call.audit
+        if context.stream:  # the real response is known when the stream is finalised
+
+            async def observe(final: Any) -> None:
+                await self._submit_audit(audit, final)
+
+            context.stream_result_hooks.append(observe)
+            await call_next()
+            return
         await call_next()
+        if isinstance(context.result, ChatResponse):
+            await self._submit_audit(audit, context.result)
+
+    async def _submit_audit(self, audit: tuple[CompactionEvent, _Review, _core.Gate], response: Any) -> None:
+        """Audit: the call's real response is the agent's step on the compacted context; the guard
+        probes the full context and scores both in the background (one extra model call)."""
+        event, review, decided = audit
+        observed = event.model_copy(update={"proposed_response": response_view(response)})
+        self._record(await _core.areview(self.guard, observed, review.policy, decided=decided, fallbacks=None))
 
     # ------------------------------------------------------------------ as compaction strategy
 
@@ -295,6 +322,9 @@ class MemGuardCompaction(ChatMiddleware):
             metadata={"framework": "agent_framework", "strategy": type(self.inner).__name__,
                       "must_reduce": must_reduce},
         )
+        if self.guard.mode == "audit" and call is not None:
+            call.audit = (event, review, decided)  # submitted once the model answered the compacted context
+            return True
         fallbacks = self._fallbacks_for(state, request)
         decision = await _core.areview(self.guard, event, review.policy, decided=decided, fallbacks=fallbacks)
         self._record(decision)

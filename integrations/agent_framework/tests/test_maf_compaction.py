@@ -3,6 +3,7 @@ must-reduce path, what is forwarded to the framework, fallbacks, `CompactionProv
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -313,3 +314,29 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="input_budget_tokens"):
         MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard, input_budget_tokens=-1)
     copy.copy(MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard))  # no __getattr__ recursion
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_audit_observes_the_real_call_and_probes_only_the_full_context(stream: bool) -> None:
+    compacting = ScriptedChatClient()
+    expected_text, expected_session = await run(
+        make_agent(compacting, compaction=SlidingWindowStrategy(keep_last_groups=2)), stream=stream)
+    guard, sink = make_guard(ConstantScorer(1.0), mode="audit")
+    client = ScriptedChatClient()
+    guarded = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard)
+    agent = make_agent(client, compaction=guarded, middleware=[guarded])
+    session = agent.create_session(session_id="s1")
+    if stream:
+        response_stream = agent.run(TASK, session=session, stream=True)
+        async for _ in response_stream:
+            pass
+        response = await response_stream.get_final_response()
+    else:
+        response = await agent.run(TASK, session=session)
+    assert await asyncio.to_thread(guard.flush, 30.0)  # the audit probes run on this loop meanwhile
+    assert (response.text, transcript(history(session))) == (expected_text, transcript(history(expected_session)))
+    assert len(sink.decisions) == 5 and all(d.verdict is Verdict.AUDIT and d.p_harmful == 1.0 for d in sink.decisions)
+    assert client.calls == compacting.calls + len(sink.decisions)  # one probe each: the full context
+    assert set(client.requests) == set(compacting.requests)
+    billed = sum(10 * len(inputs) for inputs in compacting.inputs)  # the run's usage: its own calls only
+    assert response.usage_details is not None and response.usage_details["input_token_count"] == billed
