@@ -162,6 +162,7 @@ async def test_the_budget_is_checked_during_a_cooldown() -> None:
     assert MemGuardCompaction(over_budget(), guard, input_budget_tokens=None).input_budget is None
 
 
+@pytest.mark.filterwarnings("ignore:.*is experimental")
 def test_the_budget_is_found_through_wrapping_strategies() -> None:
     guard, _ = make_guard(ConstantScorer(1.0))
     composed = TokenBudgetComposedStrategy(token_budget=10_000, tokenizer=CharacterEstimatorTokenizer(),
@@ -194,6 +195,7 @@ def test_tokenizer_and_client_managed_history_are_forwarded() -> None:
 
 
 @needs_triggers
+@pytest.mark.filterwarnings("ignore:.*is experimental")
 def test_agent_triggered_compaction_needs_client_managed_history() -> None:
     guard, _ = make_guard(ConstantScorer(0.0))
     triggered = AgentTriggeredCompactionStrategy(SlidingWindowStrategy(keep_last_groups=2))
@@ -201,6 +203,7 @@ def test_agent_triggered_compaction_needs_client_managed_history() -> None:
 
 
 @needs_triggers
+@pytest.mark.filterwarnings("ignore:.*is experimental")
 def test_create_trigger_tool_exists_only_when_the_inner_has_it() -> None:
     guard, _ = make_guard(ConstantScorer(0.0))
     plain = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard)
@@ -340,3 +343,25 @@ async def test_audit_observes_the_real_call_and_probes_only_the_full_context(str
     assert set(client.requests) == set(compacting.requests)
     billed = sum(10 * len(inputs) for inputs in compacting.inputs)  # the run's usage: its own calls only
     assert response.usage_details is not None and response.usage_details["input_token_count"] == billed
+
+
+async def test_concurrent_conversations_on_one_guard_keep_their_decisions_and_answers_apart() -> None:
+    async def one(guard: Guard, k: int, shared: MemGuardCompaction | None) -> tuple[Any, ...]:
+        client = ScriptedChatClient(task=f"{TASK} #{k}")
+        guarded = shared or MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard)
+        agent = make_agent(client, compaction=guarded, middleware=[guarded])
+        session = agent.create_session(session_id=f"c{k}")
+        response = await agent.run(f"{TASK} #{k}", session=session)
+        return response.text, transcript(history(session)), client.calls
+
+    scorer = StrategyScorer({}, default=1.0)
+    alone = []
+    for k in range(3):
+        guard, _ = make_guard(scorer)
+        alone.append(await one(guard, k, None))
+    guard, sink = make_guard(scorer)
+    shared = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard)  # one instance for all
+    together = await asyncio.gather(*(one(guard, k, shared) for k in range(3)))
+    assert list(together) == alone
+    assert {d.conversation_id for d in sink.decisions} == {"c0", "c1", "c2"}
+    assert all(d.verdict is Verdict.VETO for d in sink.decisions)
