@@ -315,7 +315,10 @@ class MemGuardCompaction(ChatMiddleware):
         if not changed:
             return False
         after_sent = included_messages(messages)
-        review = _Review(request, before, to_view(after_sent, request.instructions), before_sent, after_sent)
+        candidate = to_view(after_sent, request.instructions)
+        if _same_view(before, candidate) and _key(before_sent) == _key(after_sent):
+            return True  # bookkeeping only: the model is sent exactly what it was (nothing to review)
+        review = _Review(request, before, candidate, before_sent, after_sent)
         event = CompactionEvent(
             before=review.before, candidate=review.candidate, strategy=self.strategy, step=decided.step,
             conversation_id=decided.conversation_id,
@@ -377,6 +380,10 @@ class MemGuardCompaction(ChatMiddleware):
             self.on_decision(decision)
         except Exception as exc:  # noqa: BLE001 - a user hook must not break the agent
             logger.error("memguard: on_decision hook failed (%s)", type(exc).__name__)
+
+
+def _same_view(a: list[Message], b: list[Message]) -> bool:
+    return len(a) == len(b) and all(x.model_dump() == y.model_dump() for x, y in zip(a, b, strict=True))
 
 
 def _step_of(messages: Sequence[AFMessage]) -> int:

@@ -365,3 +365,20 @@ async def test_concurrent_conversations_on_one_guard_keep_their_decisions_and_an
     assert list(together) == alone
     assert {d.conversation_id for d in sink.decisions} == {"c0", "c1", "c2"}
     assert all(d.verdict is Verdict.VETO for d in sink.decisions)
+
+
+class Bookkeeping:
+    """Changes an annotation only: the model is sent the same messages."""
+
+    async def __call__(self, messages: list[Message]) -> bool:
+        messages[-1].additional_properties["note"] = "seen"
+        return True
+
+
+async def test_a_change_the_model_cannot_see_is_not_reviewed() -> None:
+    guard, sink = make_guard(ConstantScorer(1.0))
+    guarded = MemGuardCompaction(Bookkeeping(), guard)
+    client = ScriptedChatClient()
+    _, session = await run(make_agent(client, compaction=guarded, middleware=[guarded]))
+    assert not sink.decisions and client.calls == 7
+    assert history(session)[-2].additional_properties["note"] == "seen"
