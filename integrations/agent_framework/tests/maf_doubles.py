@@ -202,3 +202,21 @@ class StrategyScorer:
                 self.seen.append(name)
             out.append(Score(p_harmful=self.by_strategy.get(name, self.default), n_tokens=len(prompt) // 4))
         return out
+
+
+class SummarizerClient(BaseChatClient[Any]):
+    """The summariser a `SummarizationStrategy` calls: names the steps it read, never the fact's value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def _inner_get_response(self, *, messages: Sequence[Message], stream: bool, options: Mapping[str, Any],
+                            **kwargs: Any) -> Any:
+        self.calls += 1
+        steps = sorted({int(s) for m in messages for s in re.findall(r"step (\d+)", m.text)})
+
+        async def respond() -> ChatResponse[Any]:
+            return ChatResponse(messages=[Message("assistant", [f"Ran steps {steps}; found a fact."])])
+
+        return respond()

@@ -19,6 +19,7 @@ from agent_framework import (
     InMemoryHistoryProvider,
     Message,
     SlidingWindowStrategy,
+    SummarizationStrategy,
     TokenBudgetComposedStrategy,
     ToolResultCompactionStrategy,
 )
@@ -27,7 +28,16 @@ from memguard import Decision, Guard, ObservationMasking, Verdict
 from memguard.testing.contract import ConstantScorer, RecordingSink
 
 from agent_framework_memguard import MemGuardCompaction, guard_agent
-from maf_doubles import OPTIONS, TASK, ScriptedChatClient, StrategyScorer, history, make_agent, transcript
+from maf_doubles import (
+    OPTIONS,
+    TASK,
+    ScriptedChatClient,
+    StrategyScorer,
+    SummarizerClient,
+    history,
+    make_agent,
+    transcript,
+)
 
 # Agent-triggered compaction and skill unloading arrived in agent-framework-core 1.26 (experimental).
 AgentTriggeredCompactionStrategy: Any = getattr(agent_framework, "AgentTriggeredCompactionStrategy", None)
@@ -382,3 +392,14 @@ async def test_a_change_the_model_cannot_see_is_not_reviewed() -> None:
     _, session = await run(make_agent(client, compaction=guarded, middleware=[guarded]))
     assert not sink.decisions and client.calls == 7
     assert history(session)[-2].additional_properties["note"] == "seen"
+
+
+async def test_memrm_reads_an_earlier_summary_as_a_summary_turn() -> None:
+    scorer = ConstantScorer(0.0)
+    guard, sink = make_guard(scorer)
+    summarizer = SummarizerClient()
+    guarded = MemGuardCompaction(SummarizationStrategy(client=summarizer, target_count=2, threshold=1), guard)
+    await run(make_agent(ScriptedChatClient(), compaction=guarded, middleware=[guarded]))
+    assert len(sink.reviews) >= 2 and summarizer.calls == len(sink.reviews)
+    assert "[User]\n[Summary] Ran steps [1]; found a fact." in scorer.prompts[-1]
+    assert scorer.prompts[-1].startswith("[System]\nYou are a careful programmer.")

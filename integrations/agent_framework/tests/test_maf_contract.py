@@ -16,13 +16,14 @@ from typing import Any, ClassVar
 from agent_framework import (
     ContextWindowCompactionStrategy,
     SlidingWindowStrategy,
+    SummarizationStrategy,
     ToolResultCompactionStrategy,
 )
 from memguard import Guard
 from memguard.testing.contract import AgentRun, IntegrationContract, RunMode
 
 from agent_framework_memguard import MemGuardCompaction
-from maf_doubles import TASK, ScriptedChatClient, history, make_agent, transcript
+from maf_doubles import TASK, ScriptedChatClient, SummarizerClient, history, make_agent, transcript
 
 
 def sliding_window() -> Any:
@@ -31,6 +32,10 @@ def sliding_window() -> Any:
 
 def tool_results() -> Any:
     return ToolResultCompactionStrategy(keep_last_tool_call_groups=1)
+
+
+def summarization() -> Any:
+    return SummarizationStrategy(client=SummarizerClient(), target_count=2, threshold=1)
 
 
 def context_window() -> Any:
@@ -110,6 +115,12 @@ class TestToolResultCompactionContract(_Contract):
     """`ToolResultCompactionStrategy`: collapses older tool-call groups into inserted summary messages."""
 
     make_compaction = staticmethod(tool_results)
+
+
+class TestSummarizationContract(_Contract):
+    """`SummarizationStrategy`: an LLM summary (its own client) replaces older groups."""
+
+    make_compaction = staticmethod(summarization)
 
 
 class TestStreamingContract(_Contract):
