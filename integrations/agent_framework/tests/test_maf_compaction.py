@@ -403,3 +403,27 @@ async def test_memrm_reads_an_earlier_summary_as_a_summary_turn() -> None:
     assert len(sink.reviews) >= 2 and summarizer.calls == len(sink.reviews)
     assert "[User]\n[Summary] Ran steps [1]; found a fact." in scorer.prompts[-1]
     assert scorer.prompts[-1].startswith("[System]\nYou are a careful programmer.")
+
+
+class Counting:
+    def __init__(self, strategy: Any) -> None:
+        self.strategy = strategy
+        self.calls = 0
+
+    async def __call__(self, messages: list[Message]) -> bool:
+        self.calls += 1
+        changed: bool = await self.strategy(messages)
+        return changed
+
+
+@pytest.mark.skipif(not hasattr(Guard, "gate"), reason="memguard before its third pass has no gate")
+async def test_a_cooldown_does_not_call_the_inner_strategy() -> None:
+    guard, sink = make_guard(ConstantScorer(1.0), cooldown=3)
+    inner = Counting(SlidingWindowStrategy(keep_last_groups=2))
+    guarded = MemGuardCompaction(inner, guard)
+    client = ScriptedChatClient()
+    await run(make_agent(client, compaction=guarded, middleware=[guarded]))
+    skipped = [d for d in sink.decisions if not d.reviewed]
+    assert [d.step for d in sink.reviews] == [2, 6] and [d.step for d in skipped] == [3, 4, 5]
+    assert inner.calls == 7 - len(skipped)  # one per model call, none during the cooldown
+    assert guard.stats()["cooldown_skips"] == 3
