@@ -52,7 +52,13 @@ def agent_run(**fields: Any) -> AgentRun:
 
 
 class _Counting:
-    """Counts how often the inner (wrapped) strategy runs."""
+    """Counts the compactions the inner (wrapped) strategy made.
+
+    Agent Framework calls a strategy before every model call and the strategy decides whether to
+    compact (it returns whether it changed the list), so an invocation that returns False is no
+    compaction: what the contract's `compactions` counts is the invocations that compacted. A
+    guard that called the strategy during a cooldown would count more compactions than reviews.
+    """
 
     def __init__(self, strategy: Any) -> None:
         self.strategy = strategy
@@ -61,8 +67,8 @@ class _Counting:
         self.calls = 0
 
     async def __call__(self, messages: list[Any]) -> bool:
-        self.calls += 1
         changed: bool = await self.strategy(messages)
+        self.calls += changed
         return changed
 
 
