@@ -69,7 +69,7 @@ class _Call:
 
     request: Request
     serve: Probe | None = None
-    audit: tuple[CompactionEvent, _Review, Any] | None = None
+    audit: tuple[CompactionEvent, _Review, _core.Gate] | None = None
 
 
 _CALL: ContextVar[_Call | None] = ContextVar("agent_framework_memguard_call", default=None)
@@ -256,7 +256,7 @@ class MemGuardCompaction(ChatMiddleware):
         if isinstance(context.result, ChatResponse):
             await self._submit_audit(audit, context.result)
 
-    async def _submit_audit(self, audit: tuple[CompactionEvent, _Review, Any], response: Any) -> None:
+    async def _submit_audit(self, audit: tuple[CompactionEvent, _Review, _core.Gate], response: Any) -> None:
         """Audit: the call's real response is the agent's step on the compacted context; the guard
         probes the full context and scores both in the background (one extra model call)."""
         event, review, decided = audit

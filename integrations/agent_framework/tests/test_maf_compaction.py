@@ -416,7 +416,6 @@ class Counting:
         return changed
 
 
-@pytest.mark.skipif(not hasattr(Guard, "gate"), reason="memguard before its third pass has no gate")
 async def test_a_cooldown_does_not_call_the_inner_strategy() -> None:
     guard, sink = make_guard(ConstantScorer(1.0), cooldown=3)
     inner = Counting(SlidingWindowStrategy(keep_last_groups=2))
