@@ -346,7 +346,7 @@ async def test_audit_observes_the_real_call_and_probes_only_the_full_context(str
         response = await response_stream.get_final_response()
     else:
         response = await agent.run(TASK, session=session)
-    assert await asyncio.to_thread(guard.flush, 30.0)  # the audit probes run on this loop meanwhile
+    assert await guard.aflush(30.0)  # the audit probes run on this loop meanwhile
     assert (response.text, transcript(history(session))) == (expected_text, transcript(history(expected_session)))
     assert len(sink.decisions) == 5 and all(d.verdict is Verdict.AUDIT and d.p_harmful == 1.0 for d in sink.decisions)
     assert client.calls == compacting.calls + len(sink.decisions)  # one probe each: the full context
