@@ -302,15 +302,18 @@ class MemGuardCompaction(ChatMiddleware):
         if not decided.review:
             self._record(await _core.askip(self.guard, decided, before, strategy=self.strategy))
             return False
-        state = ListState.take(messages)
+        audit = self.guard.mode == "audit"
+        state = None if audit else ListState.take(messages)  # audit never undoes the inner's change
         try:
             changed = await self.inner(messages)
-        except Exception as exc:  # noqa: BLE001 - a failing compaction keeps the full context, recorded
-            state.restore()
+        except Exception as exc:
             failed = self.guard.compaction_failed(before, strategy=self.strategy, error=exc,
                                                   conversation_id=decided.conversation_id)
             await self.guard.apublish(failed)
             self._record(failed)
+            if state is None:
+                raise  # audit changes nothing: the run fails as it would unguarded
+            state.restore()  # a failing compaction keeps the full context, recorded
             return False
         if not changed:
             return False
@@ -325,14 +328,15 @@ class MemGuardCompaction(ChatMiddleware):
             metadata={"framework": "agent_framework", "strategy": type(self.inner).__name__,
                       "must_reduce": must_reduce},
         )
-        if self.guard.mode == "audit" and call is not None:
-            call.audit = (event, review, decided)  # submitted once the model answered the compacted context
+        if state is None:  # audit
+            if call is not None:
+                call.audit = (event, review, decided)  # submitted once the model answered the compacted context
+            else:
+                self._record(await _core.areview(self.guard, event, review.policy, decided=decided, fallbacks=None))
             return True
         fallbacks = self._fallbacks_for(state, request)
         decision = await _core.areview(self.guard, event, review.policy, decided=decided, fallbacks=fallbacks)
         self._record(decision)
-        if decision.verdict is Verdict.AUDIT:
-            return True
         served = self._apply(decision, messages, state, review, fallbacks)
         if call is not None and served is not None:
             for _, probe in review.probes:

@@ -426,3 +426,11 @@ async def test_a_cooldown_does_not_call_the_inner_strategy() -> None:
     assert [d.step for d in sink.reviews] == [2, 6] and [d.step for d in skipped] == [3, 4, 5]
     assert inner.calls == 7 - len(skipped)  # one per model call, none during the cooldown
     assert guard.stats()["cooldown_skips"] == 3
+
+
+async def test_in_audit_mode_a_failing_compaction_fails_the_run_as_it_would_unguarded() -> None:
+    guard, sink = make_guard(ConstantScorer(0.0), mode="audit")
+    guarded = MemGuardCompaction(Broken(), guard)
+    with pytest.raises(RuntimeError, match="boom"):
+        await run(make_agent(ScriptedChatClient(), compaction=guarded, middleware=[guarded]))
+    assert [d.error for d in sink.decisions] == ["compaction failed: RuntimeError"]
