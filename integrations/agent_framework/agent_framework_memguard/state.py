@@ -12,7 +12,6 @@ so it cannot fail on an object that refuses to be copied); `restore` puts all of
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +58,13 @@ class _Saved:
 
 
 def _save(value: Any, memo: dict[int, _Saved]) -> Any:
-    if isinstance(value, (MutableMapping, MutableSequence)) and not isinstance(value, (str, bytes, bytearray)):
+    if isinstance(value, (dict, list)):
         known = memo.get(id(value))
         if known is not None:
             return known
         saved = _Saved(value)
         memo[id(value)] = saved
-        pairs = value.items() if isinstance(value, MutableMapping) else enumerate(value)
+        pairs = value.items() if isinstance(value, dict) else enumerate(value)
         saved.items = [(key, _save(item, memo)) for key, item in pairs]
         return saved
     return value
@@ -78,7 +77,7 @@ def _put_back(value: Any, done: set[int]) -> Any:
     if id(obj) not in done:
         done.add(id(obj))
         restored = [(key, _put_back(item, done)) for key, item in value.items]
-        if isinstance(obj, MutableMapping):
+        if isinstance(obj, dict):
             obj.clear()
             obj.update(restored)
         else:
@@ -88,29 +87,35 @@ def _put_back(value: Any, done: set[int]) -> Any:
 
 @dataclass
 class _ObjectState:
-    """One message's or content item's attributes, their containers saved by content."""
+    """One message's or content item's attributes, its dict and list attributes saved by content."""
 
     obj: Any
     attributes: dict[str, Any]
+    containers: dict[str, _Saved]
 
     @classmethod
     def take(cls, obj: Any, memo: dict[int, _Saved]) -> _ObjectState:
-        return cls(obj, {name: _save(value, memo) for name, value in vars(obj).items()})
+        attributes = dict(vars(obj))
+        containers = {name: _save(value, memo) for name, value in attributes.items() if isinstance(value, (dict, list))}
+        return cls(obj, attributes, containers)
 
     def copy(self, memo: dict[int, Any]) -> Any:
         """A new object of the same type holding the recorded state (containers rebuilt, leaves shared)."""
         new = object.__new__(type(self.obj))
-        vars(new).update({name: _materialize(value, memo) for name, value in self.attributes.items()})
+        state = vars(new)
+        state.update(self.attributes)
+        state.update({name: _materialize(saved, memo) for name, saved in self.containers.items()})
         return new
 
     def restore(self, done: set[int]) -> None:
         current = vars(self.obj)
         for name in [name for name in current if name not in self.attributes]:
             delattr(self.obj, name)
+        for saved in self.containers.values():
+            _put_back(saved, done)
         for name, value in self.attributes.items():
-            restored = _put_back(value, done)
-            if current.get(name, _MISSING) is not restored:
-                setattr(self.obj, name, restored)
+            if current.get(name, _MISSING) is not value:
+                setattr(self.obj, name, value)
 
 
 _MISSING = object()
@@ -121,7 +126,7 @@ def _materialize(value: Any, memo: dict[int, Any]) -> Any:
         return value
     if id(value) in memo:
         return memo[id(value)]
-    if isinstance(value.obj, MutableMapping):
+    if isinstance(value.obj, dict):
         out: Any = {}
         memo[id(value)] = out
         out.update((key, _materialize(item, memo)) for key, item in value.items)
