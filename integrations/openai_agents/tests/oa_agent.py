@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents import Agent, Model, RunConfig, Runner, function_tool
+from agents import Agent, Model, ModelSettings, RunConfig, Runner, function_tool
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 from memguard import Score
@@ -32,6 +32,23 @@ def lookup(topic: str) -> str:
     """Look a topic up in the archive."""
     report = f"Report on {topic}: {FILLER}"
     return report + (f" The launch code is {FACT}." if topic == "alpha" else " Sunny, 21 degrees.")
+
+
+RUN_SETTINGS = ModelSettings(temperature=0.3, max_tokens=77, tool_choice="required")
+"""Non-default run settings: a probe sent without them is caught (the Runner resets tool_choice
+after the agent used a tool, so the forced choice holds only for each run's first call)."""
+
+
+def run_config(**options: Any) -> RunConfig:
+    """The tests' RunConfig: no tracing, the non-default run settings."""
+    return RunConfig(tracing_disabled=True, model_settings=RUN_SETTINGS, **options)
+
+
+def signature(call: ModelCall) -> tuple[Any, ...]:
+    """A model call without its input: settings, tools, tool_choice, schema, handoffs (the contract's `requests`)."""
+    return (json.dumps(call.model_settings.to_json_dict(), sort_keys=True), tuple(t.name for t in call.tools),
+            None if call.output_schema is None else call.output_schema.name(),
+            tuple(h.tool_name for h in call.handoffs))
 
 
 def trimmer() -> ToolOutputTrimmer:
