@@ -110,6 +110,8 @@ class RewriteHook(Generic[T]):
                  store: ProbeStore | None) -> None:
         if not callable(inner):
             raise TypeError(f"inner must be a {self.hook} (a callable), got {type(inner).__name__}")
+        if not isinstance(guard, Guard):
+            raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
         self.inner = inner
         self.fallbacks = check_fallbacks(fallbacks)
         self.reviewer = RewriteReviewer(

@@ -1,0 +1,176 @@
+"""History rewrites before an agent's first call: handoff input filters and the session input callback.
+
+Each surface runs the shared contract (plain: no rewrite; compacting: the SDK's own rewrite;
+guarded: the same rewrite wrapped, the run's model wrapped so the winning probe answers the next
+agent's first call), then the behaviours of its own: nested history, fallbacks, the gate, what
+the session stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from agents import Runner, SQLiteSession
+from agents.extensions.handoff_filters import nest_handoff_history, remove_all_tools
+from memguard import Guard, Verdict
+from memguard.testing.contract import AgentRun, ConstantScorer, IntegrationContract, RecordingSink, RunMode, Variant
+
+import oa_handoff
+from oa_agent import FACT, TURNS, make_agent, normalise, run_config, scripted_model, signature
+from openai_agents_memguard import MemGuardHandoffFilter, MemGuardSessionInput
+
+
+def guard_with(scorer: Any, **options: Any) -> tuple[Guard, RecordingSink]:
+    sink = RecordingSink()
+    return Guard(scorer, sinks=[sink], identical_is_safe=False, **options), sink
+
+
+# --------------------------------------------------------------------------- handoff input filters
+
+
+def handoff_run(variant: str, guard: Guard | None, *, mode: str, inner: Any = remove_all_tools,
+                run_level: bool = False, **options: Any) -> tuple[list[Any], Any, Any]:
+    model = oa_handoff.scripted_model()
+    config = run_config()
+    hook: Any = None if variant == "plain" else inner
+    if variant == "guarded":
+        assert guard is not None
+        hook = MemGuardHandoffFilter(inner, guard, run_config=config, **options)
+        config.model = hook.wrap_model(model)
+    if run_level:
+        config.handoff_input_filter = hook
+        agent = oa_handoff.make_agents(model)
+    else:
+        agent = oa_handoff.make_agents(model, hook)
+    return oa_handoff.run(agent, config, mode=mode), model, hook
+
+
+class TestHandoffFilterContract(IntegrationContract):
+    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode) -> AgentRun:
+        history, model, _ = handoff_run(variant, guard, mode=mode)
+        return AgentRun(transcript=normalise(history), model_calls=len(model.calls))
+
+
+@pytest.mark.parametrize("run_level", [False, True], ids=["Handoff.input_filter", "RunConfig.handoff_input_filter"])
+def test_a_reviewed_handoff_costs_one_call_its_probe_answers_the_next_agent_with_the_runs_request(run_level):
+    plain, plain_model, _ = handoff_run("compacting", None, mode="sync", run_level=run_level)
+    expected = {signature(call) for call in plain_model.calls}
+    guard, sink = guard_with(ConstantScorer(0.0))
+    history, model, hook = handoff_run("guarded", guard, mode="sync", run_level=run_level)
+    assert normalise(history) == normalise(plain) and len(sink.reviews) == 1
+    assert len(model.calls) == len(plain_model.calls) + 1 and hook.store.hits == 1
+    assert {signature(call) for call in model.calls} <= expected  # the probes carried the run's settings
+
+
+def test_nested_handoff_history_is_guarded_by_passing_nest_handoff_history_as_the_filter():
+    nested, _, _ = handoff_run("compacting", None, mode="sync", inner=nest_handoff_history, run_level=True)
+    plain, _, _ = handoff_run("plain", None, mode="sync")
+    assert normalise(nested) != normalise(plain)  # the transcript folded into one message
+    for p, expected in ((0.0, nested), (1.0, plain)):
+        guard, sink = guard_with(ConstantScorer(p))
+        history, _, _ = handoff_run("guarded", guard, mode="sync", inner=nest_handoff_history, run_level=True)
+        assert normalise(history) == normalise(expected)
+        assert [d.strategy for d in sink.reviews] == ["nest_handoff_history" if p == 0.0 else None]
+
+
+class Scorer:
+    """Harmful exactly when the proposed action no longer states the code."""
+
+    def score(self, prompts: list[str]) -> list[Any]:
+        from memguard import Score
+
+        return [Score(p_harmful=0.0 if FACT in p.rsplit("Proposed action", 1)[1] else 1.0, n_tokens=len(p) // 4)
+                for p in prompts]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_harmful_handoff_filter_falls_back_to_a_safer_one_whose_probe_answers_the_reporter(mode):
+    guard, sink = guard_with(Scorer())
+    history, model, hook = handoff_run("guarded", guard, mode=mode, fallbacks=[nest_handoff_history])
+    assert [(d.verdict, d.strategy) for d in sink.decisions] == [(Verdict.FALLBACK, "nest_handoff_history")]
+    assert normalise(history)[-1] == ("assistant", f"The launch code is {FACT}.")
+    assert hook.store.hits == 1 and len(model.calls) == 3 + 2  # two probes, the winner answered the call
+
+
+def test_a_cooling_conversation_skips_the_handoff_filter_itself():
+    calls = []
+
+    def counting(data: Any) -> Any:
+        calls.append(data)
+        return remove_all_tools(data)
+
+    guard, sink = guard_with(ConstantScorer(1.0), cooldown=5)
+    for task in oa_handoff.TASKS[:2]:
+        model = oa_handoff.scripted_model()
+        config = run_config()
+        hook = MemGuardHandoffFilter(counting, guard, run_config=config, conversation_id="one-user")
+        config.model = hook.wrap_model(model)
+        Runner.run_sync(oa_handoff.make_agents(model, hook), task, run_config=config)
+    assert len(calls) == 1 and [d.reviewed for d in sink.decisions] == [True, False]
+
+
+def test_bad_handoff_filters_are_refused_clearly():
+    guard, _ = guard_with(ConstantScorer(0.0))
+    with pytest.raises(TypeError, match="inner must be a handoff_input_filter"):
+        MemGuardHandoffFilter("nest", guard)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="guard must be a memguard.Guard"):
+        MemGuardHandoffFilter(remove_all_tools, object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="run_config must be an agents.RunConfig"):
+        MemGuardHandoffFilter(remove_all_tools, guard, run_config={})  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- session input callback
+
+
+def keep_recent(history: list[Any], new_items: list[Any]) -> list[Any]:
+    """Only the last four stored items (the previous exchange) and the new turn."""
+    return [*history[-4:], *new_items]
+
+
+def session_run(variant: str, guard: Guard | None, *, mode: str, inner: Any = keep_recent,
+                **options: Any) -> tuple[list[Any], Any, Any, SQLiteSession]:
+    model = scripted_model()
+    agent = make_agent(model)
+    config = run_config()
+    callback: Any = None
+    if variant == "compacting":
+        callback = inner
+    elif variant == "guarded":
+        assert guard is not None
+        callback = MemGuardSessionInput(inner, guard, agent=agent, run_config=config, **options)
+        config.model = callback.wrap_model(model)
+    config.session_input_callback = callback
+    session = SQLiteSession("chat")
+
+    async def converse() -> list[Any]:
+        said = []
+        for turn in TURNS:
+            result = await Runner.run(agent, turn, run_config=config, session=session)
+            said.append(normalise([item.to_input_item() for item in result.new_items]))
+        return said
+
+    if mode == "async":
+        return asyncio.run(converse()), model, callback, session
+    said = []
+    for turn in TURNS:
+        result = Runner.run_sync(agent, turn, run_config=config, session=session)
+        said.append(normalise([item.to_input_item() for item in result.new_items]))
+    return said, model, callback, session
+
+
+class TestSessionInputContract(IntegrationContract):
+    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode) -> AgentRun:
+        said, model, _, _ = session_run(variant, guard, mode=mode)
+        return AgentRun(transcript=said, model_calls=len(model.calls))
+
+
+def test_a_vetoed_callback_gives_the_sdk_its_own_items_back_so_the_session_stores_only_the_new_turn():
+    plain, _, _, plain_session = session_run("plain", None, mode="sync")
+    guard, sink = guard_with(ConstantScorer(1.0))
+    said, _, callback, session = session_run("guarded", guard, mode="sync")
+    assert said == plain and [d.verdict for d in sink.reviews] == [Verdict.VETO]
+    stored, expected = asyncio.run(session.get_items()), asyncio.run(plain_session.get_items())
+    assert normalise(stored) == normalise(expected)
+    assert callback.store.hits == 1  # the full history's probe answered the run's first call
