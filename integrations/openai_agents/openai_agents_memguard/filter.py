@@ -186,7 +186,7 @@ class MemGuardInputFilter:
 
     def wrap_model(self, model: Model) -> MemGuardModel:
         """`model` wrapped so this filter's reviews run at its calls (set it as the agent's or the run's model)."""
-        return MemGuardModel(model, self.store)
+        return MemGuardModel(model, self.store, guard=self.guard, on_decision=self.on_decision)
 
     async def __call__(self, data: CallModelData[Any]) -> ModelInputData:
         expect_call(None)

@@ -17,7 +17,7 @@ from agents import Agent, Model, ModelResponse
 from openai_agents_memguard.items import ITEMS_KEY, from_view, to_view
 from openai_agents_memguard.requests import ModelRequest
 
-__all__ = ["Probe", "RequestProbe", "probe_model"]
+__all__ = ["Probe", "RequestProbe", "action_message", "probe_model"]
 
 
 def probe_model(agent: Agent[Any], model: Any) -> Model:
@@ -68,7 +68,7 @@ class RequestProbe:
         """Probe on SDK items directly; returns the response as an assistant view message."""
         request = self.request.with_input(instructions, [*items, *self.extra_input])
         response = await request.get_response(self.model)
-        action = _action_message(response)
+        action = action_message(response)
         self._probes[id(action)] = (action, Probe(request, response))
         return action
 
@@ -78,7 +78,7 @@ class RequestProbe:
         return found[1] if found is not None and found[0] is action else None
 
 
-def _action_message(response: ModelResponse) -> dict[str, Any]:
+def action_message(response: ModelResponse) -> dict[str, Any]:
     """The model's turn as MemRM reads it: the first assistant turn of its output."""
     for message in to_view(response.to_input_items()):
         if message.get("role") == "assistant":

@@ -19,12 +19,12 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-from agents import Model, ModelResponse
-from memguard import Guard
+from agents import Model, ModelResponse, Usage
+from memguard import Decision, Guard
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -108,13 +108,22 @@ def store_for(guard: Guard) -> ProbeStore:
 class MemGuardModel(Model):
     """The run's model: runs the review of a filtered call, and answers a call with a winning probe."""
 
-    def __init__(self, inner: Model, store: ProbeStore) -> None:
+    def __init__(self, inner: Model, store: ProbeStore, *, guard: Guard | None = None,
+                 on_decision: Callable[[Decision], Any] | None = None) -> None:
         if not isinstance(inner, Model):
             raise TypeError(f"MemGuardModel wraps an agents.Model, got {type(inner).__name__}")
         while isinstance(inner, MemGuardModel):
             inner = inner.inner
         self.inner: Model = inner
         self.store = store
+        self.guard = guard
+        self.on_decision = on_decision
+
+    async def _audit_server_compaction(self, request: ModelRequest, response: ModelResponse) -> None:
+        if self.guard is not None:
+            from openai_agents_memguard.server_compaction import audit_server_compaction
+
+            await audit_server_compaction(self.guard, self.inner, request, response, self.on_decision)
 
     async def _answer(self, request: ModelRequest) -> ModelResponse | None:
         pending = _PENDING.get()
@@ -130,7 +139,11 @@ class MemGuardModel(Model):
         request = ModelRequest(system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
                                prompt, previous_response_id, conversation_id)
         answered = await self._answer(request)
-        return answered if answered is not None else await request.get_response(self.inner)
+        if answered is not None:
+            return answered
+        response = await request.get_response(self.inner)
+        await self._audit_server_compaction(request, response)
+        return response
 
     async def stream_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
                               output_schema: Any, handoffs: Any, tracing: Any, *, previous_response_id: Any,
@@ -144,6 +157,10 @@ class MemGuardModel(Model):
             return
         async for event in request.stream_response(self.inner):
             yield event
+            if getattr(event, "type", None) == "response.completed":
+                completed = event.response
+                await self._audit_server_compaction(request, ModelResponse(
+                    output=list(completed.output), usage=Usage(), response_id=completed.id))
 
     def get_retry_advice(self, request: Any) -> Any:
         return self.inner.get_retry_advice(request)

@@ -128,7 +128,7 @@ class RewriteHook(Generic[T]):
 
     def wrap_model(self, model: Model) -> MemGuardModel:
         """`model` wrapped so the winning probe answers the next agent's first call."""
-        return MemGuardModel(model, self.store)
+        return MemGuardModel(model, self.store, guard=self.guard, on_decision=self.reviewer.on_decision)
 
     def input_of(self, result: T) -> list[Any]:
         """The next agent's model input when the hook returned `result`."""

@@ -311,3 +311,29 @@ async def test_a_filter_that_returns_something_else_fails_loudly():
                          context=None)
     with pytest.raises(TypeError, match="returned list, not a ModelInputData"):
         await MemGuardInputFilter(lambda data: [], guard)(data)
+
+
+def test_server_side_compaction_is_audited_against_the_full_context_and_never_changes_the_run():
+    from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message
+    from openai.types.responses import ResponseCompactionItem
+
+    def respond(call: ModelCall) -> list[Any]:
+        if call.model_settings.context_management:  # the server compacted: an opaque item, then a forgetful answer
+            return [ResponseCompactionItem(id="cmp_1", type="compaction", encrypted_content="enc"),
+                    assistant_message("I no longer know the code.", item_id="msg_1")]
+        return [assistant_message(f"The launch code is {FACT}.", item_id="msg_1")]
+
+    model = ScriptedModel([ModelStep.respond(respond) for _ in range(4)])
+    guard, sink = guard_with(ActionScorer({"I no longer know the code.": 0.9}))
+    wrapped = MemGuardInputFilter(trimmer(), guard).wrap_model(model)
+    agent = make_agent(wrapped)
+    config = RunConfig(tracing_disabled=True, model_settings=ModelSettings(
+        context_management=[{"type": "compaction", "compact_threshold": 1000}]))
+    result = Runner.run_sync(agent, TURNS[2], run_config=config)
+    assert result.final_output == "I no longer know the code."  # the server's compaction stands
+    assert guard.flush(30)
+    assert [(d.verdict, d.strategy, d.p_harmful) for d in sink.decisions] == [
+        (Verdict.AUDIT, "server_context_management", 0.9)]
+    assert [c.model_settings.context_management for c in model.calls] == [config.model_settings.context_management,
+                                                                         None]  # the audit probe: full context
+    guard.close()
