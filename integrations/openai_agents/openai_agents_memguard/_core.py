@@ -9,6 +9,7 @@ once every supported memguard has the gate.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,11 @@ async def areview(guard: Guard, event: CompactionEvent, policy: Any, *, gate: Ga
         if audit:
             options["audit"] = True
         return await guard.areview(event, policy, **options)
-    if audit and guard.mode != "audit":
-        return await _audit_twin(guard).areview(event, policy)
+    if audit and guard.mode != "audit":  # older core: its twin's worker is not the guard's, so wait for it here
+        twin = _audit_twin(guard)
+        decision = await twin.areview(event, policy)
+        await asyncio.to_thread(twin.flush, 30.0)
+        return decision
     return await guard.areview(event, policy, fallbacks=fallbacks)
 
 

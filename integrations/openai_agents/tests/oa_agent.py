@@ -10,6 +10,7 @@ changes the transcript, and the probes on the full and the trimmed input differ.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import threading
@@ -20,6 +21,7 @@ from agents import Agent, Model, ModelSettings, RunConfig, Runner, function_tool
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 from memguard import Score
+from memguard.testing.contract import AgentRun
 
 FACT = "FACT-42"
 TURNS = ("Look up the launch code for project alpha.", "Check the weather.", "What was the launch code?")
@@ -79,11 +81,11 @@ def respond(call: ModelCall) -> list[Any]:
     ask, after = _current_turn(items)
     looked_up = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in after)
     memo = " I still have the launch code at hand." if sees_fact else ""  # never repeats FACT itself
-    if ask == TURNS[0]:
+    if ask.startswith(TURNS[0]):
         if not looked_up:
             return [function_call("lookup", {"topic": "alpha"}, call_id=call_id)]
         return [assistant_message("Noted the launch code.", item_id=message_id)]
-    if ask == TURNS[1]:
+    if ask.startswith(TURNS[1]):
         if not looked_up:
             return [function_call("lookup", {"topic": "weather"}, call_id=call_id)]
         return [assistant_message("It is sunny." + memo, item_id=message_id)]
@@ -173,3 +175,47 @@ class ActionScorer:
 
 FORGETFUL = {"It is sunny.": 0.9, "lookup({'topic': 'alpha'})": 0.95}
 """What the agent does once the trimming hid the launch code: harmful."""
+
+
+def turns_for(conversation: int) -> tuple[str, ...]:
+    """Conversation k's turns: the same task, told apart by a ticket number (the script reads prefixes)."""
+    return TURNS if conversation == 0 else tuple(f"{turn} (ticket {conversation})" for turn in TURNS)
+
+
+def agent_run(**fields: Any) -> AgentRun:
+    """An `AgentRun` with every field this memguard's contract knows (older ones lack requests, usage, ...)."""
+    known = {field.name for field in dataclasses.fields(AgentRun)}
+    return AgentRun(**{name: value for name, value in fields.items() if name in known})
+
+
+def usage_of(results: Sequence[Any]) -> tuple[int, int, int]:
+    """The runs' usage as the SDK reports it: requests and tokens."""
+    usages = [result.context_wrapper.usage for result in results]
+    return (sum(u.requests for u in usages), sum(u.input_tokens for u in usages), sum(u.output_tokens for u in usages))
+
+
+def stream_view(event: Any) -> Any:
+    """What a streaming consumer reads from one event: the items and agent changes (raw deltas left out)."""
+    if event.type == "run_item_stream_event":
+        return (event.name, tuple(normalise([event.item.to_input_item()])))
+    if event.type == "agent_updated_stream_event":
+        return ("agent", event.new_agent.name)
+    return None
+
+
+async def stream_turns(agent: Agent[Any], config: RunConfig, turns: Sequence[str], *, session: Any = None,
+                       carry: bool = True) -> tuple[list[Any], list[Any], list[Any]]:
+    """`Runner.run_streamed`, turn by turn: the final history, what the consumer saw, the results."""
+    history: list[Any] = []
+    seen: list[Any] = []
+    results = []
+    for turn in turns:
+        given: Any = [*history, {"role": "user", "content": turn}] if carry and session is None else turn
+        result = Runner.run_streamed(agent, given, run_config=config, session=session)
+        async for event in result.stream_events():
+            view = stream_view(event)
+            if view is not None:
+                seen.append(view)
+        history = result.to_input_list()
+        results.append(result)
+    return history, seen, results

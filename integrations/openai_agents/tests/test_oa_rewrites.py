@@ -18,8 +18,21 @@ from memguard import Guard, Verdict
 from memguard.testing.contract import AgentRun, ConstantScorer, IntegrationContract, RecordingSink, RunMode, Variant
 
 import oa_handoff
-from oa_agent import FACT, TURNS, make_agent, normalise, run_config, scripted_model, signature
-from openai_agents_memguard import MemGuardHandoffFilter, MemGuardSessionInput
+from oa_agent import (
+    FACT,
+    TURNS,
+    agent_run,
+    make_agent,
+    normalise,
+    run_config,
+    scripted_model,
+    signature,
+    stream_turns,
+    turns_for,
+    usage_of,
+)
+from openai_agents_memguard import MemGuardHandoffFilter, MemGuardSessionInput, next_agent_input
+from openai_agents_memguard.hooks import hook_name
 
 
 def guard_with(scorer: Any, **options: Any) -> tuple[Guard, RecordingSink]:
@@ -30,27 +43,67 @@ def guard_with(scorer: Any, **options: Any) -> tuple[Guard, RecordingSink]:
 # --------------------------------------------------------------------------- handoff input filters
 
 
-def handoff_run(variant: str, guard: Guard | None, *, mode: str, inner: Any = remove_all_tools,
-                run_level: bool = False, **options: Any) -> tuple[list[Any], Any, Any]:
+class Counted:
+    """A hook, counting the calls where it changed what the next agent sees (the compactions it proposed)."""
+
+    def __init__(self, inner: Any, input_of: Any) -> None:
+        self.inner = inner
+        self.name = hook_name(inner)
+        self.input_of = input_of
+        self.count = 0
+
+    def __call__(self, *args: Any) -> Any:
+        result = self.inner(*args)
+        if self.input_of(result) != self.input_of(*args):
+            self.count += 1
+        return result
+
+
+def handoff_setup(variant: str, guard: Guard | None, *, inner: Any = remove_all_tools, run_level: bool = False,
+                  conversation: int = 0, **options: Any) -> tuple[Any, Any, Any, Counted]:
     model = oa_handoff.scripted_model()
     config = run_config()
-    hook: Any = None if variant == "plain" else inner
+    counted = Counted(inner, next_agent_input)
+    hook: Any = None if variant == "plain" else counted
     if variant == "guarded":
         assert guard is not None
-        hook = MemGuardHandoffFilter(inner, guard, run_config=config, **options)
+        hook = MemGuardHandoffFilter(counted, guard, run_config=config, conversation_id=f"chat-{conversation}",
+                                     **options)
         config.model = hook.wrap_model(model)
     if run_level:
         config.handoff_input_filter = hook
         agent = oa_handoff.make_agents(model)
     else:
         agent = oa_handoff.make_agents(model, hook)
+    return model, agent, config, counted
+
+
+def handoff_run(variant: str, guard: Guard | None, *, mode: str, **options: Any) -> tuple[list[Any], Any, Any]:
+    model, agent, config, _ = handoff_setup(variant, guard, **options)
+    hook = config.handoff_input_filter or next((h.input_filter for h in agent.handoffs if hasattr(h, "input_filter")),
+                                               None)
     return oa_handoff.run(agent, config, mode=mode), model, hook
 
 
+def contract_run(variant: Variant, model: Any, counted: Counted, transcript: Any, results: list[Any],
+                 streamed: Any) -> AgentRun:
+    return agent_run(transcript=transcript, model_calls=len(model.calls),
+                     compactions=None if variant == "plain" else counted.count,
+                     requests=[signature(call) for call in model.calls], streamed=streamed, usage=usage_of(results))
+
+
 class TestHandoffFilterContract(IntegrationContract):
-    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode) -> AgentRun:
-        history, model, _ = handoff_run(variant, guard, mode=mode)
-        return AgentRun(transcript=normalise(history), model_calls=len(model.calls))
+    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
+        if mode == "async":  # an older contract drives async runs through here
+            return asyncio.run(self.arun_agent(variant, guard, conversation=conversation))
+        model, agent, config, counted = handoff_setup(variant, guard, conversation=conversation)
+        result = Runner.run_sync(agent, oa_handoff.TASKS[conversation], run_config=config)
+        return contract_run(variant, model, counted, normalise(result.to_input_list()), [result], None)
+
+    async def arun_agent(self, variant: Variant, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
+        model, agent, config, counted = handoff_setup(variant, guard, conversation=conversation)
+        history, streamed, results = await stream_turns(agent, config, [oa_handoff.TASKS[conversation]], carry=False)
+        return contract_run(variant, model, counted, normalise(history), results, streamed)
 
 
 @pytest.mark.parametrize("run_level", [False, True], ids=["Handoff.input_filter", "RunConfig.handoff_input_filter"])
@@ -129,41 +182,48 @@ def keep_recent(history: list[Any], new_items: list[Any]) -> list[Any]:
     return [*history[-4:], *new_items]
 
 
-def session_run(variant: str, guard: Guard | None, *, mode: str, inner: Any = keep_recent,
-                **options: Any) -> tuple[list[Any], Any, Any, SQLiteSession]:
+def session_setup(variant: str, guard: Guard | None, *, inner: Any = keep_recent, conversation: int = 0,
+                  **options: Any) -> tuple[Any, Any, Any, Counted, SQLiteSession]:
     model = scripted_model()
     agent = make_agent(model)
     config = run_config()
-    callback: Any = None
+    counted = Counted(inner, lambda history, new_items=None: history if new_items is None else [*history, *new_items])
     if variant == "compacting":
-        callback = inner
+        config.session_input_callback = counted
     elif variant == "guarded":
         assert guard is not None
-        callback = MemGuardSessionInput(inner, guard, agent=agent, run_config=config, **options)
-        config.model = callback.wrap_model(model)
-    config.session_input_callback = callback
-    session = SQLiteSession("chat")
+        config.session_input_callback = MemGuardSessionInput(counted, guard, agent=agent, run_config=config,
+                                                             conversation_id=f"chat-{conversation}", **options)
+        config.model = config.session_input_callback.wrap_model(model)
+    return model, agent, config, counted, SQLiteSession(f"chat-{conversation}")
 
-    async def converse() -> list[Any]:
-        said = []
-        for turn in TURNS:
-            result = await Runner.run(agent, turn, run_config=config, session=session)
-            said.append(normalise([item.to_input_item() for item in result.new_items]))
-        return said
 
+def session_run(variant: str, guard: Guard | None, *, mode: str, **options: Any) -> tuple[Any, Any, Any, Any]:
+    model, agent, config, _, session = session_setup(variant, guard, **options)
     if mode == "async":
-        return asyncio.run(converse()), model, callback, session
-    said = []
-    for turn in TURNS:
-        result = Runner.run_sync(agent, turn, run_config=config, session=session)
-        said.append(normalise([item.to_input_item() for item in result.new_items]))
-    return said, model, callback, session
+        _, seen, results = asyncio.run(stream_turns(agent, config, TURNS, session=session))
+    else:
+        results = [Runner.run_sync(agent, turn, run_config=config, session=session) for turn in TURNS]
+    said = [normalise([item.to_input_item() for item in result.new_items]) for result in results]
+    return said, model, config.session_input_callback, session
 
 
 class TestSessionInputContract(IntegrationContract):
-    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode) -> AgentRun:
-        said, model, _, _ = session_run(variant, guard, mode=mode)
-        return AgentRun(transcript=said, model_calls=len(model.calls))
+    def _said(self, results: list[Any]) -> list[Any]:
+        return [normalise([item.to_input_item() for item in result.new_items]) for result in results]
+
+    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
+        if mode == "async":
+            return asyncio.run(self.arun_agent(variant, guard, conversation=conversation))
+        model, agent, config, counted, session = session_setup(variant, guard, conversation=conversation)
+        results = [Runner.run_sync(agent, turn, run_config=config, session=session)
+                   for turn in turns_for(conversation)]
+        return contract_run(variant, model, counted, self._said(results), results, None)
+
+    async def arun_agent(self, variant: Variant, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
+        model, agent, config, counted, session = session_setup(variant, guard, conversation=conversation)
+        _, streamed, results = await stream_turns(agent, config, turns_for(conversation), session=session)
+        return contract_run(variant, model, counted, self._said(results), results, streamed)
 
 
 def test_a_vetoed_callback_gives_the_sdk_its_own_items_back_so_the_session_stores_only_the_new_turn():
