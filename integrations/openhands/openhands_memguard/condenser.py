@@ -294,7 +294,7 @@ class MemGuardCondenser(CondenserBase):
             view=guard_view,
             proposal=result,
             event=event,
-            probe=AgentProbe(llm, self._tools or tools_of(view.events), guard_view),
+            probe=AgentProbe(llm, self._tools or tools_of(view.events), guard_view, isolated=gate.audit),
             hard=gate.must_reduce,
             fallbacks=None if gate.audit else bind_fallbacks(self._fallbacks, guard.fallbacks, guard_view, agent_llm,
                                                              hard=gate.must_reduce),

@@ -1,26 +1,66 @@
 """The memguard integration contract on a real OpenHands `Agent` and `Conversation`.
 
-SOFT triggers only (event count with `LLMSummarizingCondenser`), so a veto keeps the view and
-"harmful" runs end like runs that never condense. A `Condensation` ends the agent's step, so the
-probes cannot be reused as the step's response: two extra LLM calls per review.
+SOFT triggers (event count with `LLMSummarizingCondenser`), so a veto keeps the view and
+"harmful" runs end like runs that never condense; the must-reduce variant overflows the agent
+LLM's context window, so every condensation there is a HARD one that may not be vetoed. A
+`Condensation` ends the agent's step, so the probes cannot be reused as the step's response: two
+extra LLM calls per review. The agent's LLM has non-default settings (temperature, max output
+tokens): every probe must carry them.
 """
 
 from __future__ import annotations
 
-from memguard import Guard
-from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
+import dataclasses
+from typing import Any
 
-from oh_doubles import agent_llm, make_agent, run, summarizing, transcript
+from memguard import Guard
+from memguard.testing.contract import AgentRun, IntegrationContract, RunMode
+
+from oh_doubles import agent_llm, make_agent, new_conversation, summarizing, transcript
 from openhands_memguard import guard_agent
+
+
+def agent_run(**fields: Any) -> AgentRun:
+    """An `AgentRun` with every field this memguard's contract knows (older ones lack requests, usage, ...)."""
+    known = {field.name for field in dataclasses.fields(AgentRun)}
+    return AgentRun(**{name: value for name, value in fields.items() if name in known})
+
+
+def _usage(conversation: Any) -> Any:
+    """The conversation's own LLM accounting (OpenHands' stats): responses recorded and cost."""
+    metrics = conversation.conversation_stats.get_combined_metrics()
+    return (len(metrics.token_usages), metrics.accumulated_cost)
 
 
 class TestOpenHandsContract(IntegrationContract):
     extra_calls_per_review = 2
+    must_reduce_variant = True
 
-    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode) -> AgentRun:
-        llm = agent_llm()
-        agent = make_agent(llm, None if variant == "plain" else summarizing())
+    def _setup(self, variant: str, guard: Guard | None, conversation: int) -> tuple[Any, Any, Any]:
+        must_reduce = variant == "must_reduce"
+        llm = agent_llm(overflow_at=8 if must_reduce else None)
+        condenser = None if variant == "plain" else summarizing(max_size=100 if must_reduce else 8)
+        agent = make_agent(llm, condenser)
         if guard is not None:
             agent = guard_agent(agent, guard)
-        conversation = run(agent, mode)
-        return AgentRun(transcript=transcript(conversation.state.events), model_calls=llm.calls)
+        return llm, condenser, new_conversation(agent, conversation)
+
+    def _result(self, llm: Any, condenser: Any, started: Any) -> AgentRun:
+        return agent_run(transcript=transcript(started.state.events), model_calls=llm.calls,
+                         compactions=None if condenser is None else condenser.llm.calls,
+                         requests=list(llm.requests), streamed=None, usage=_usage(started))
+
+    def run_agent(self, variant: Any, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
+        llm, condenser, started = self._setup(variant, guard, conversation)
+        if mode == "sync":
+            started.run()
+        else:  # an older contract drives async runs through here
+            import asyncio
+
+            asyncio.run(started.arun())
+        return self._result(llm, condenser, started)
+
+    async def arun_agent(self, variant: Any, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
+        llm, condenser, started = self._setup(variant, guard, conversation)
+        await started.arun()
+        return self._result(llm, condenser, started)
