@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents import Agent, Model, ModelSettings, RunConfig, Runner, function_tool
+from agents import Agent, Model, ModelSettings, RunConfig, RunHooks, Runner, function_tool
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 from memguard import Score
@@ -219,3 +219,25 @@ async def stream_turns(agent: Agent[Any], config: RunConfig, turns: Sequence[str
         history = result.to_input_list()
         results.append(result)
     return history, seen, results
+
+
+class Observer(RunHooks[Any]):
+    """What a sync run's observers see (its `RunHooks`): the sync counterpart of a stream consumer."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def on_agent_start(self, context: Any, agent: Any) -> None:
+        self.seen.append(("agent", agent.name))
+
+    async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, input_items: Any) -> None:
+        self.seen.append(("llm start", agent.name))
+
+    async def on_llm_end(self, context: Any, agent: Any, response: Any) -> None:
+        self.seen.append(("llm end", agent.name, tuple(normalise(response.to_input_items()))))
+
+    async def on_tool_start(self, context: Any, agent: Any, tool: Any) -> None:
+        self.seen.append(("tool", tool.name))
+
+    async def on_handoff(self, context: Any, from_agent: Any, to_agent: Any) -> None:
+        self.seen.append(("handoff", from_agent.name, to_agent.name))

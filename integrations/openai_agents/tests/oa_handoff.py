@@ -19,6 +19,8 @@ from oa_agent import FACT, lookup, run_config
 
 TASKS = ("Find the launch code for project alpha and report it.", "Find project alpha's launch code for me.",
          "Look up the alpha launch code, then have it reported.")
+AGAIN = ("Check it once more and report it.", "One last check, please.")
+"""Later turns of the same conversation: each looks the code up again and hands off again."""
 RESEARCHER = "You research. Use lookup, then transfer to the reporter."
 REPORTER = "You report what was found."
 
@@ -30,7 +32,8 @@ def respond(call: ModelCall) -> list[Any]:
         if FACT in text:
             return [assistant_message(f"The launch code is {FACT}.", item_id="msg_report")]
         return [assistant_message("I could not find the launch code; please ask again.", item_id="msg_report")]
-    looked_up = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+    last_user = max((n for n, i in enumerate(items) if isinstance(i, dict) and i.get("role") == "user"), default=0)
+    looked_up = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items[last_user:])
     if not looked_up:
         return [function_call("lookup", {"topic": "alpha"}, call_id="call_lookup")]
     return [function_call("transfer_to_reporter", {}, call_id="call_transfer")]
@@ -47,6 +50,11 @@ def make_agents(model: Model, input_filter: Any = None) -> Agent[Any]:
     return Agent(name="researcher", instructions=RESEARCHER, model=model, tools=[lookup], handoffs=[to_reporter])
 
 
+def turns(conversation: int = 0, *, count: int = 1) -> list[str]:
+    """The first `count` user turns of conversation `conversation`."""
+    return [TASKS[conversation], *AGAIN][:count]
+
+
 def run(agent: Agent[Any], config: RunConfig, *, mode: str, task: str = TASKS[0]) -> list[Any]:
     if mode == "sync":
         return Runner.run_sync(agent, task, run_config=config).to_input_list()
@@ -57,4 +65,4 @@ async def arun(agent: Agent[Any], config: RunConfig, *, task: str = TASKS[0]) ->
     return (await Runner.run(agent, task, run_config=config)).to_input_list()
 
 
-__all__ = ["REPORTER", "TASKS", "arun", "make_agents", "run", "run_config", "scripted_model"]
+__all__ = ["AGAIN", "REPORTER", "TASKS", "arun", "make_agents", "run", "run_config", "scripted_model", "turns"]

@@ -18,6 +18,7 @@ from memguard import Guard
 from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
 
 from oa_agent import (
+    Observer,
     agent_run,
     make_agent,
     normalise,
@@ -76,11 +77,13 @@ class TestOpenAIAgentsContract(IntegrationContract):
         model, agent, config, proposals = self._setup(variant, guard, conversation)
         history: list[Any] = []
         results = []
+        observer = Observer()  # a sync run has no stream: its hooks are what an observer sees
         for turn in turns_for(conversation):
-            result = Runner.run_sync(agent, [*history, {"role": "user", "content": turn}], run_config=config)
+            result = Runner.run_sync(agent, [*history, {"role": "user", "content": turn}], run_config=config,
+                                     hooks=observer)
             history = result.to_input_list()
             results.append(result)
-        return self._result(variant, model, proposals, history, results, None)
+        return self._result(variant, model, proposals, history, results, observer.seen)
 
     async def arun_agent(self, variant: Variant, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
         model, agent, config, proposals = self._setup(variant, guard, conversation)

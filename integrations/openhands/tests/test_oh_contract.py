@@ -36,31 +36,34 @@ class TestOpenHandsContract(IntegrationContract):
     extra_calls_per_review = 2
     must_reduce_variant = True
 
-    def _setup(self, variant: str, guard: Guard | None, conversation: int) -> tuple[Any, Any, Any]:
+    def _setup(self, variant: str, guard: Guard | None, conversation: int) -> tuple[Any, Any, Any, list[Any]]:
         must_reduce = variant == "must_reduce"
         llm = agent_llm(overflow_at=8 if must_reduce else None)
         condenser = None if variant == "plain" else summarizing(max_size=100 if must_reduce else 8)
         agent = make_agent(llm, condenser)
         if guard is not None:
             agent = guard_agent(agent, guard)
-        return llm, condenser, new_conversation(agent, conversation)
+        seen: list[Any] = []  # what the conversation's event callbacks (its stream of events) received
+        return llm, condenser, new_conversation(agent, conversation, callbacks=[seen.append]), seen
 
-    def _result(self, llm: Any, condenser: Any, started: Any) -> AgentRun:
-        return agent_run(transcript=transcript(started.state.events), model_calls=llm.calls,
-                         compactions=None if condenser is None else condenser.llm.calls,
-                         requests=list(llm.requests), streamed=None, usage=_usage(started))
+    def _result(self, llm: Any, condenser: Any, started: Any, seen: list[Any]) -> AgentRun:
+        run = agent_run(transcript=transcript(started.state.events), model_calls=llm.calls,
+                        compactions=None if condenser is None else condenser.llm.calls,
+                        requests=list(llm.requests), streamed=transcript(seen), usage=_usage(started))
+        started.close()  # OpenHands keeps an unclosed conversation (and so its agent and guard) until exit
+        return run
 
     def run_agent(self, variant: Any, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
-        llm, condenser, started = self._setup(variant, guard, conversation)
+        llm, condenser, started, seen = self._setup(variant, guard, conversation)
         if mode == "sync":
             started.run()
         else:  # an older contract drives async runs through here
             import asyncio
 
             asyncio.run(started.arun())
-        return self._result(llm, condenser, started)
+        return self._result(llm, condenser, started, seen)
 
     async def arun_agent(self, variant: Any, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
-        llm, condenser, started = self._setup(variant, guard, conversation)
+        llm, condenser, started, seen = self._setup(variant, guard, conversation)
         await started.arun()
-        return self._result(llm, condenser, started)
+        return self._result(llm, condenser, started, seen)
