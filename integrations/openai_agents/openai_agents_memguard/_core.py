@@ -10,6 +10,7 @@ once every supported memguard has the gate.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,14 +90,13 @@ async def areview(guard: Guard, event: CompactionEvent, policy: Any, *, gate: Ga
     return await guard.areview(event, policy, fallbacks=fallbacks)
 
 
-_TWINS: dict[int, tuple[Guard, Guard]] = {}
+_TWINS: weakref.WeakKeyDictionary[Guard, Guard] = weakref.WeakKeyDictionary()
 
 
 def _audit_twin(guard: Guard) -> Guard:
     """Older core only: it has no per-call audit review, so one audit guard per guard stands in."""
-    found = _TWINS.get(id(guard))
-    if found is None or found[0] is not guard:
+    twin = _TWINS.get(guard)
+    if twin is None:
         settings = guard.settings.model_copy(update={"mode": "audit"})
-        found = (guard, Guard(guard.scorer, settings=settings, sinks=guard.sinks, on_decision=guard.on_decision))
-        _TWINS[id(guard)] = found
-    return found[1]
+        twin = _TWINS[guard] = Guard(guard.scorer, settings=settings, sinks=guard.sinks, on_decision=guard.on_decision)
+    return twin
