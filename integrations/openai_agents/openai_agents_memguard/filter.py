@@ -29,9 +29,8 @@ from typing import Any
 
 from agents import Model, ModelResponse, ModelTracing
 from agents.run import CallModelData, ModelInputData
-from memguard import CompactionEvent, Decision, Guard, Verdict
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
-from openai_agents_memguard import _core
 from openai_agents_memguard.hooks import bind_fallbacks, call_hook, check_fallbacks, hook_name, notify
 from openai_agents_memguard.items import from_view, input_digest, to_view
 from openai_agents_memguard.probing import RequestProbe
@@ -79,7 +78,7 @@ def _never_claimed(claimed: list[bool], owner: weakref.ref[MemGuardInputFilter])
 class _FilteredCall:
     """One filtered model call, reviewed when it reaches the wrapped model (see `reuse.PendingCall`)."""
 
-    def __init__(self, owner: MemGuardInputFilter, gate: Any, data: CallModelData[Any], before: ModelInputData,
+    def __init__(self, owner: MemGuardInputFilter, gate: Gate, data: CallModelData[Any], before: ModelInputData,
                  proposed: ModelInputData) -> None:
         self.owner = owner
         self.gate = gate
@@ -119,10 +118,10 @@ class _FilteredCall:
         owner = self.owner
         if self.gate.audit:  # the call goes out as it is; the same probes, with no trace, in the background
             probe = RequestProbe(model, dataclasses.replace(request, tracing=ModelTracing.DISABLED))
-            notify(owner.on_decision, await _core.areview(owner.guard, self._event(), probe, gate=self.gate))
+            notify(owner.on_decision, await owner.guard.areview(self._event(), probe, gate=self.gate))
             return None
         probe = RequestProbe(model, request)
-        decision = await _core.areview(owner.guard, self._event(), probe, gate=self.gate,
+        decision = await owner.guard.areview(self._event(), probe, gate=self.gate,
                                        fallbacks=owner.fallbacks_for(self.data))
         notify(owner.on_decision, decision)
         if decision.verdict is Verdict.VETO:
@@ -192,9 +191,9 @@ class MemGuardInputFilter:
         expect_call(None)
         before = data.model_data
         view = to_view(before.input, before.instructions)
-        gate = _core.gate(self.guard, view, conversation_id=self._conversation(data))
+        gate = self.guard.gate(view, conversation_id=self._conversation(data))
         if not gate.review:  # cooling down: the inner filter is not asked
-            notify(self.on_decision, await _core.askip(self.guard, gate, view, strategy=self.strategy))
+            notify(self.on_decision, await self.guard.askip(gate, view, strategy=self.strategy))
             return before
         proposed = _checked(self.inner, await call_hook(self.inner, _fresh(data, before.input, before.instructions)))
         if _unchanged(before, proposed):

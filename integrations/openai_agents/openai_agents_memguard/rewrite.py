@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from agents import Agent, Model, RunConfig, RunContextWrapper
-from memguard import CompactionEvent, Decision, Guard, Verdict
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
-from openai_agents_memguard import _core
 from openai_agents_memguard.hooks import bind_fallbacks, check_fallbacks, hook_name, notify
 from openai_agents_memguard.items import from_view, to_view
 from openai_agents_memguard.probing import RequestProbe, probe_model
@@ -39,7 +38,7 @@ class Rewrite:
     wrapper: RunContextWrapper[Any]
     instructions: str | None
     before: list[Any]
-    gate: Any
+    gate: Gate
 
     @property
     def view(self) -> list[Any]:
@@ -70,12 +69,12 @@ class RewriteReviewer:
         """Ask the gate about `before` (the next agent's input without the rewrite)."""
         instructions = await agent.get_system_prompt(wrapper)
         view = to_view(before, instructions)
-        gate = _core.gate(self.guard, view, conversation_id=conversation_id)
+        gate = self.guard.gate(view, conversation_id=conversation_id)
         return Rewrite(agent, wrapper, instructions, list(before), gate)
 
     async def skip(self, rewrite: Rewrite) -> Decision:
         """Publish a cooling step (the wrapped hook was not called)."""
-        decision = await _core.askip(self.guard, rewrite.gate, rewrite.view, strategy=self.strategy)
+        decision = await self.guard.askip(rewrite.gate, rewrite.view, strategy=self.strategy)
         notify(self.on_decision, decision)
         return decision
 
@@ -92,7 +91,7 @@ class RewriteReviewer:
             conversation_id=rewrite.gate.conversation_id,
             metadata={"framework": "openai-agents", "hook": self.hook, "agent": rewrite.agent.name},
         )
-        decision = await _core.areview(self.guard, event, probe, gate=rewrite.gate, fallbacks=fallbacks)
+        decision = await self.guard.areview(event, probe, gate=rewrite.gate, fallbacks=fallbacks)
         notify(self.on_decision, decision)
         won = probe.probe_for(decision.response)
         if won is not None and not rewrite.gate.audit:

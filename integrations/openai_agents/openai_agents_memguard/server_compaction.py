@@ -19,7 +19,6 @@ from typing import Any
 from agents import Model, ModelResponse, ModelTracing
 from memguard import CompactionEvent, Decision, Guard
 
-from openai_agents_memguard import _core
 from openai_agents_memguard.hooks import notify
 from openai_agents_memguard.items import to_view
 from openai_agents_memguard.probing import RequestProbe, action_message
@@ -57,6 +56,6 @@ async def audit_server_compaction(guard: Guard, model: Model, request: ModelRequ
         proposed_response=action_message(response),
         metadata={"framework": "openai-agents", "hook": "context_management", "opaque": True},
     )
-    decision = await _core.areview(guard, event, RequestProbe(model, full), audit=True)
+    decision = await guard.areview(event, RequestProbe(model, full), audit=True)
     notify(on_decision, decision)
     return decision

@@ -39,9 +39,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agents import Agent, Model, RunConfig, RunContextWrapper
-from memguard import CompactionEvent, Decision, Guard, Verdict
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
-from openai_agents_memguard import _core
 from openai_agents_memguard.hooks import notify
 from openai_agents_memguard.items import from_view, is_opaque, to_view
 from openai_agents_memguard.probing import RequestProbe, probe_model
@@ -167,9 +166,9 @@ class MemGuardSession:
         before = await self._all()
         instructions = await self.agent.get_system_prompt(RunContextWrapper(self.context))
         view = to_view(before, instructions)
-        gate = _core.gate(self.guard, view, conversation_id=self.conversation_id)
+        gate = self.guard.gate(view, conversation_id=self.conversation_id)
         if not gate.review:  # cooling down after a veto: the wrapped session is not asked to compact
-            notify(self.on_decision, await _core.askip(self.guard, gate, view, strategy=self.strategy))
+            notify(self.on_decision, await self.guard.askip(gate, view, strategy=self.strategy))
             return
         run = self.session.run_compaction
         if wrapper is not None and _accepts_wrapper(run):
@@ -185,7 +184,7 @@ class MemGuardSession:
     async def _all(self) -> list[Any]:
         return list(await self.session.get_items(ALL_ITEMS))
 
-    async def _review(self, gate: Any, instructions: str | None, before: list[Any], after: list[Any]) -> Decision:
+    async def _review(self, gate: Gate, instructions: str | None, before: list[Any], after: list[Any]) -> Decision:
         known = list(before)
         opaque = any(is_opaque(item) and item not in known for item in after)
         event = CompactionEvent(
@@ -202,9 +201,9 @@ class MemGuardSession:
         model = probe_model(self.agent, resolve_model(self.agent, self.run_config, self.model))
         probe = RequestProbe(model, request, extra_input=self.probe_input)
         if opaque:  # nothing to enforce on: an audit review of the same guard
-            decision = await _core.areview(self.guard, event, probe, audit=True)
+            decision = await self.guard.areview(event, probe, audit=True)
         else:
-            decision = await _core.areview(self.guard, event, probe, gate=gate, fallbacks=self.fallbacks)
+            decision = await self.guard.areview(event, probe, gate=gate, fallbacks=self.fallbacks)
         notify(self.on_decision, decision)
         if decision.verdict is Verdict.VETO:
             await self._replace(before)

@@ -10,7 +10,6 @@ changes the transcript, and the probes on the full and the trimmed input differ.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import threading
@@ -21,7 +20,6 @@ from agents import Agent, Model, ModelSettings, RunConfig, RunHooks, Runner, fun
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 from memguard import Score
-from memguard.testing.contract import AgentRun
 
 FACT = "FACT-42"
 TURNS = ("Look up the launch code for project alpha.", "Check the weather.", "What was the launch code?")
@@ -180,12 +178,6 @@ FORGETFUL = {"It is sunny.": 0.9, "lookup({'topic': 'alpha'})": 0.95}
 def turns_for(conversation: int) -> tuple[str, ...]:
     """Conversation k's turns: the same task, told apart by a ticket number (the script reads prefixes)."""
     return TURNS if conversation == 0 else tuple(f"{turn} (ticket {conversation})" for turn in TURNS)
-
-
-def agent_run(**fields: Any) -> AgentRun:
-    """An `AgentRun` with every field this memguard's contract knows (older ones lack requests, usage, ...)."""
-    known = {field.name for field in dataclasses.fields(AgentRun)}
-    return AgentRun(**{name: value for name, value in fields.items() if name in known})
 
 
 def usage_of(results: Sequence[Any]) -> tuple[int, int, int]:

@@ -19,7 +19,6 @@ from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Va
 
 from oa_agent import (
     Observer,
-    agent_run,
     make_agent,
     normalise,
     run_config,
@@ -66,7 +65,7 @@ class TestOpenAIAgentsContract(IntegrationContract):
 
     def _result(self, variant: Variant, model: Any, proposals: Proposals, history: list[Any], results: list[Any],
                 streamed: Any) -> AgentRun:
-        return agent_run(transcript=normalise(history), model_calls=len(model.calls),
+        return AgentRun(transcript=normalise(history), model_calls=len(model.calls),
                          compactions=None if variant == "plain" else proposals.count,
                          requests=[signature(call) for call in model.calls], streamed=streamed,
                          usage=usage_of(results))

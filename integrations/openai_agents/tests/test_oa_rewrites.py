@@ -22,7 +22,6 @@ from oa_agent import (
     FACT,
     TURNS,
     Observer,
-    agent_run,
     make_agent,
     normalise,
     run_config,
@@ -87,7 +86,7 @@ def handoff_run(variant: str, guard: Guard | None, *, mode: str, **options: Any)
 
 def contract_run(variant: Variant, model: Any, counted: Counted, transcript: Any, results: list[Any],
                  streamed: Any) -> AgentRun:
-    return agent_run(transcript=transcript, model_calls=len(model.calls),
+    return AgentRun(transcript=transcript, model_calls=len(model.calls),
                      compactions=None if variant == "plain" else counted.count,
                      requests=[signature(call) for call in model.calls], streamed=streamed, usage=usage_of(results))
 

@@ -279,8 +279,6 @@ def test_an_opaque_compaction_is_audited_and_kept(mode):
     assert any(i.get("type") == "compaction" for i in stored)
 
 
-@pytest.mark.xfail(not callable(getattr(Guard, "gate", None)), strict=True,
-                   reason="needs the core's per-call audit review (issue 20)")
 def test_opaque_rewrites_are_audited_by_the_users_own_guard_with_no_hidden_guard():
     """Issue 20 item 5: one hidden audit guard per session (a thread each; reviews missing from stats)."""
     import threading

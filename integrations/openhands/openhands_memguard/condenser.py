@@ -8,8 +8,11 @@ full view, probing the agent's LLM (with its tools) on both contexts:
 - commit: the `Condensation` itself is returned;
 - veto, under a SOFT requirement (event count): the view comes back unchanged, nothing is lost;
 - under a HARD requirement (token overflow, an explicit `CondensationRequest`) a veto would bring
-  the agent straight back (after a context-window error, in a loop), so the review runs with a
-  hard budget: the lowest-risk candidate that can be stored is committed (verdict ``forced``);
+  the agent straight back (after a context-window error, in a loop), so the gate is asked with
+  ``must_reduce=True``: never skipped, never vetoed; the proposal, a storable fallback, or the
+  lowest-risk candidate that can be stored is committed (verdict ``forced``);
+- the gate is asked before the wrapped condenser (each stage of a `PipelineCondenser`) runs:
+  during a cooldown it is not asked at all;
 - a fallback that only forgets events (and adds at most one summary) becomes a `Condensation`;
   one that edits messages (observation masking) becomes a new `View` for this step;
 - audit mode returns the wrapped condenser's result at once and scores in the background.
@@ -26,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from memguard import CompactionEvent, Decision, Guard, Verdict, to_messages
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 from memguard.guard import conversation_key
 from openhands.sdk.agent.base import AgentBase
 from openhands.sdk.context.condenser import CondenserBase, PipelineCondenser
@@ -38,7 +41,6 @@ from openhands.sdk.llm.call_context import resolve_llm_call_context
 from openhands.sdk.tool import ToolDefinition
 from pydantic import PrivateAttr, field_validator
 
-from openhands_memguard import _core
 from openhands_memguard.fallbacks import bind_fallbacks, check_fallbacks, strategy_name
 from openhands_memguard.probe import AgentProbe, tools_of
 from openhands_memguard.requirement import requirement_after_proposal
@@ -76,19 +78,6 @@ class _Review:
     probe: AgentProbe
     hard: bool
     fallbacks: tuple[Any, ...] | None
-
-
-def _hard_budget(guard: Guard, review: _Review) -> int | None:
-    """Older core only: under HARD, a budget every candidate smaller than the full view fits.
-
-    The wrapped condenser sized its own proposal for the real limit (in the agent LLM's tokens);
-    a candidate that still overflows brings a context-window error, a new request and a new HARD
-    review of the now smaller, stored view, so the rounds end. (The core's must-reduce gate
-    needs no budget: it never vetoes.)
-    """
-    if not review.hard:
-        return None
-    return max(1, guard.count_tokens(to_messages(review.event.before)) - 1)
 
 
 def _conversation_id() -> str | None:
@@ -223,14 +212,13 @@ class MemGuardCondenser(CondenserBase):
                         conversation_id: str | None) -> View | Condensation:
         gate, guard_view = self._gate(guard, stage, view, agent_llm, conversation_id)
         if not gate.review:  # cooling down: the wrapped condenser is not asked (no summary paid for)
-            self._record(_core.skip(guard, gate, (guard_view or GuardView(view)).messages, strategy=stage.strategy))
+            self._record(guard.skip(gate, (guard_view or GuardView(view)).messages, strategy=stage.strategy))
             return view
         result = stage.condenser.condense(view, agent_llm=agent_llm)
         review = self._prepare(guard, gate, stage, view, agent_llm, result, guard_view)
         if review is None:
             return result
-        decision = _core.review(guard, review.event, review.probe, gate=gate, fallbacks=review.fallbacks,
-                                hard_budget=lambda: _hard_budget(guard, review))
+        decision = guard.review(review.event, review.probe, gate=gate, fallbacks=review.fallbacks)
         return self._outcome(decision, review)
 
     async def _acondense_stage(self, guard: Guard, stage: _Stage, view: View, agent_llm: LLM | None,
@@ -238,15 +226,14 @@ class MemGuardCondenser(CondenserBase):
         gate, guard_view = self._gate(guard, stage, view, agent_llm, conversation_id)
         if not gate.review:
             before = (guard_view or GuardView(view)).messages
-            self._record(await _core.askip(guard, gate, before, strategy=stage.strategy))
+            self._record(await guard.askip(gate, before, strategy=stage.strategy))
             return view
         result = await stage.condenser.acondense(view, agent_llm=agent_llm)
         review = self._prepare(guard, gate, stage, view, agent_llm, result, guard_view)
         if review is None:
             return result
         probe = review.probe.acall if not gate.audit else review.probe  # audit: the worker's blocking probe
-        decision = await _core.areview(guard, review.event, probe, gate=gate, fallbacks=review.fallbacks,
-                                       hard_budget=lambda: _hard_budget(guard, review))
+        decision = await guard.areview(review.event, probe, gate=gate, fallbacks=review.fallbacks)
         return self._outcome(decision, review)
 
     # ------------------------------------------------------------------ steps
@@ -260,16 +247,16 @@ class MemGuardCondenser(CondenserBase):
         return self._guard
 
     def _gate(self, guard: Guard, stage: _Stage, view: View, agent_llm: LLM | None,
-              conversation_id: str | None) -> tuple[Any, GuardView | None]:
+              conversation_id: str | None) -> tuple[Gate, GuardView | None]:
         """The core's gate, asked before the stage runs: HARD requirements must reduce (never skipped, never vetoed)."""
         hard = requirement_after_proposal(stage.condenser, view, agent_llm) is CondensationRequirement.HARD
         guard_view = GuardView(view) if conversation_id is None else None  # a derived id reads the opening
-        gate = _core.gate(guard, None if guard_view is None else guard_view.messages,
+        gate = guard.gate(None if guard_view is None else guard_view.messages,
                           conversation_id=stage.conversation(conversation_id, guard_view),
                           step=assistant_turns(view.events), must_reduce=hard)
         return gate, guard_view
 
-    def _prepare(self, guard: Guard, gate: Any, stage: _Stage, view: View, agent_llm: LLM | None,
+    def _prepare(self, guard: Guard, gate: Gate, stage: _Stage, view: View, agent_llm: LLM | None,
                  result: View | Condensation, guard_view: GuardView | None) -> _Review | None:
         """The review of what the stage returned, or None when it proposed nothing."""
         if isinstance(result, View) and (result is view or _same_objects(result.events, view.events)):

@@ -10,7 +10,6 @@ tokens): every probe must carry them.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from memguard import Guard
@@ -18,12 +17,6 @@ from memguard.testing.contract import AgentRun, IntegrationContract, RunMode
 
 from oh_doubles import agent_llm, make_agent, new_conversation, summarizing, transcript
 from openhands_memguard import guard_agent
-
-
-def agent_run(**fields: Any) -> AgentRun:
-    """An `AgentRun` with every field this memguard's contract knows (older ones lack requests, usage, ...)."""
-    known = {field.name for field in dataclasses.fields(AgentRun)}
-    return AgentRun(**{name: value for name, value in fields.items() if name in known})
 
 
 def _usage(conversation: Any) -> Any:
@@ -47,7 +40,7 @@ class TestOpenHandsContract(IntegrationContract):
         return llm, condenser, new_conversation(agent, conversation, callbacks=[seen.append]), seen
 
     def _result(self, llm: Any, condenser: Any, started: Any, seen: list[Any]) -> AgentRun:
-        run = agent_run(transcript=transcript(started.state.events), model_calls=llm.calls,
+        run = AgentRun(transcript=transcript(started.state.events), model_calls=llm.calls,
                         compactions=None if condenser is None else condenser.llm.calls,
                         requests=list(llm.requests), streamed=transcript(seen), usage=_usage(started))
         started.close()  # OpenHands keeps an unclosed conversation (and so its agent and guard) until exit
