@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         on_decision=lambda d: print(f"  memguard: {d.verdict.value:8s} " + (
             "(scored in the background)" if d.pending else f"p_harmful={d.p_harmful} chosen={d.strategy}")),
     )
-    # The wrapped model answers the run's call with the guard's winning probe: one extra call per review.
+    # The review runs at the wrapped model's call, on the run's exact request (settings, tools,
+    # tool_choice), and its winning probe is the call's answer: one extra model call per review.
     agent = Agent(name="archivist", instructions=INSTRUCTIONS, model=guarded.wrap_model(model), tools=[lookup])
     config = RunConfig(call_model_input_filter=guarded, tracing_disabled=not args.model)
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agent ({lookups} lookup(s)): {result.final_output}")
     guard.close()  # flushes audit work and closes the sinks
     calls = len(model.calls) if isinstance(model, ScriptedModel) else "n/a"
-    print(f"model calls: {calls} | probes reused: {guarded.store.hits} | decisions written to {args.audit_log}")
+    print(f"model calls: {calls} | decisions written to {args.audit_log}")
     return 0
 
 

@@ -1,58 +1,52 @@
 """`MemGuardInputFilter`: guard a per-call input filter (`ToolOutputTrimmer`, yours) with MemRM.
 
 `RunConfig(call_model_input_filter=f)` runs `f` right before every model call and changes only
-that call's input, never the session. The guard wraps `f`: when `f` changes the input, the
-guard probes the agent's model on the unfiltered and on the filtered input, scores the pair with
-MemRM and passes on
+that call's input, never the session. The filter sees the input, not the request: the model
+settings, tools and per-turn `tool_choice` are resolved by the Runner around it. So the review
+runs where the request is whole, in the run's model wrapped by `wrap_model` (`MemGuardModel`):
 
-- commit: the filtered input;
-- fallback: a safer filter's input (`fallbacks`: other input filters or memguard strategies);
-- veto: the input unchanged (the inner filter's edit is dropped for this call).
+1. the guard's gate is asked first: during a cooldown the inner filter is not called at all;
+2. the inner filter proposes; when it changed the input, the proposal is left with the call and
+   the filter passes on the input unchanged;
+3. at the call, the wrapped model probes that very request on the unfiltered and the filtered
+   input, the guard scores the pair, and the call is answered by the winning probe: the filtered
+   input's answer (commit), a fallback's (fallback), or the unfiltered input's (veto).
 
-Cost in model calls: a review probes the model twice (full and filtered input). With the run's
-model wrapped by `wrap_model` (`MemGuardModel`), the winning probe answers the run's own call,
-so a review costs one extra model call; without it, two. A sequential fallback adds one probe
-each. Because the filter proposes again at every call, the guard's cooldown keeps a vetoed
-conversation from being reviewed again for `Guard(cooldown=...)` steps (model calls): pass a
-stable `conversation_id` (the session or thread id) so the cooldown finds the conversation.
+A review costs one extra model call (a sequential fallback one more each). A run whose model is
+not wrapped sends the unfiltered input: nothing is trimmed unreviewed (an error is logged).
+In audit mode the filter passes on the inner filter's input and the call goes out as it is; the
+same probes run in the background.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import logging
-import re
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents import Model
+from agents import Model, ModelResponse, ModelTracing
 from agents.run import CallModelData, ModelInputData
-from memguard import CompactionEvent, Decision, Guard, Verdict
-from memguard.strategies import as_strategy
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
-from openai_agents_memguard.hooks import notify
-from openai_agents_memguard.items import from_view, to_view
-from openai_agents_memguard.probing import AgentProbe, probe_model
-from openai_agents_memguard.reuse import MemGuardModel, ProbeStore
+from openai_agents_memguard.hooks import bind_fallbacks, call_hook, check_fallbacks, hook_name, notify
+from openai_agents_memguard.items import from_view, input_digest, to_view
+from openai_agents_memguard.probing import RequestProbe
+from openai_agents_memguard.requests import ModelRequest
+from openai_agents_memguard.reuse import MemGuardModel, ProbeStore, expect_call, store_for
+from openai_agents_memguard.sdk import dedup
 
-__all__ = ["AsyncFilterStrategy", "ConversationId", "FilterStrategy", "MemGuardInputFilter", "filter_name"]
+__all__ = ["ConversationId", "MemGuardInputFilter", "filter_name"]
 
 logger = logging.getLogger("memguard.openai_agents")
 
 InputFilter = Callable[[CallModelData[Any]], Any]
 ConversationId = str | Callable[[CallModelData[Any]], "str | None"] | None
 
-
-def filter_name(input_filter: Any) -> str:
-    """A readable strategy name for an input filter (audit records, the RM's perturbation tag)."""
-    name = getattr(input_filter, "name", None)
-    if isinstance(name, str) and name:
-        return name
-    cls = type(input_filter).__name__ if not inspect.isfunction(input_filter) else input_filter.__name__
-    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls).lower()
-    if cls == "ToolOutputTrimmer":
-        return f"{snake}_recent_{input_filter.recent_turns}_max_{input_filter.max_output_chars}"
-    return snake
+filter_name = hook_name
+"""A readable strategy name for an input filter (audit records, the RM's perturbation tag)."""
 
 
 def _checked(input_filter: InputFilter, result: Any) -> ModelInputData:
@@ -61,54 +55,10 @@ def _checked(input_filter: InputFilter, result: Any) -> ModelInputData:
     return result
 
 
-async def _run_filter(input_filter: InputFilter, data: CallModelData[Any]) -> ModelInputData:
-    result = input_filter(data)
-    if inspect.isawaitable(result):
-        result = await result
-    return _checked(input_filter, result)
-
-
-def _fresh(data: CallModelData[Any], items: list[Any], instructions: str | None) -> CallModelData[Any]:
+def _fresh(data: CallModelData[Any], items: Sequence[Any], instructions: str | None) -> CallModelData[Any]:
     """The call's data with its own copy of the input list (filters may edit the list in place)."""
     return CallModelData(model_data=ModelInputData(input=list(items), instructions=instructions),
                          agent=data.agent, context=data.context)
-
-
-class FilterStrategy:
-    """An input filter used as a memguard fallback strategy, bound to one model call.
-
-    Messages in (the guard's view of the call's input), messages out; `bind` picks the async
-    variant for a coroutine filter (the guard awaits async strategies).
-    """
-
-    def __init__(self, input_filter: InputFilter, data: CallModelData[Any]) -> None:
-        self.input_filter = input_filter
-        self.data = data
-        self.name = filter_name(input_filter)
-
-    @staticmethod
-    def bind(input_filter: InputFilter, data: CallModelData[Any]) -> FilterStrategy:
-        # A coroutine function, or a filter object whose (possibly inherited) __call__ is one.
-        methods = [vars(klass)["__call__"] for klass in type(input_filter).__mro__ if "__call__" in vars(klass)]
-        is_async = inspect.iscoroutinefunction(input_filter) or (
-            bool(methods) and inspect.iscoroutinefunction(methods[0]))
-        return (AsyncFilterStrategy if is_async else FilterStrategy)(input_filter, data)
-
-    def _data(self, messages: Sequence[Any]) -> CallModelData[Any]:
-        instructions, items = from_view(list(messages))
-        return _fresh(self.data, items, instructions)
-
-    def __call__(self, messages: Sequence[Any]) -> list[Any]:
-        result = self.input_filter(self._data(messages))
-        return to_view(_checked(self.input_filter, result).input, result.instructions)
-
-
-class AsyncFilterStrategy(FilterStrategy):
-    """`FilterStrategy` for a coroutine input filter."""
-
-    async def __call__(self, messages: Sequence[Any]) -> list[Any]:  # type: ignore[override]
-        result = await _run_filter(self.input_filter, self._data(messages))
-        return to_view(result.input, result.instructions)
 
 
 def _unchanged(before: ModelInputData, after: ModelInputData) -> bool:
@@ -117,6 +67,73 @@ def _unchanged(before: ModelInputData, after: ModelInputData) -> bool:
     if before.instructions != after.instructions or len(before.input) != len(after.input):
         return False
     return all(a is b or a == b for a, b in zip(before.input, after.input, strict=True))
+
+
+def _never_claimed(claimed: list[bool], owner: weakref.ref[MemGuardInputFilter]) -> None:
+    found = owner()
+    if not claimed[0] and found is not None:
+        found.unwrapped()
+
+
+class _FilteredCall:
+    """One filtered model call, reviewed when it reaches the wrapped model (see `reuse.PendingCall`)."""
+
+    def __init__(self, owner: MemGuardInputFilter, gate: Gate, data: CallModelData[Any], before: ModelInputData,
+                 proposed: ModelInputData) -> None:
+        self.owner = owner
+        self.gate = gate
+        self.data = data
+        self.before = (before.instructions, dedup(before.input))
+        self.proposed = (proposed.instructions, dedup(proposed.input))
+        sent = self.proposed if gate.audit else self.before
+        self._expected = input_digest(*sent)
+        self._lock = threading.Lock()
+        self._claimed = [False]
+        weakref.finalize(self, _never_claimed, self._claimed, weakref.ref(owner))
+
+    @property
+    def claimed(self) -> bool:
+        return self._claimed[0]
+
+    def claim(self, request: ModelRequest) -> bool:
+        if request.server_managed or not isinstance(request.input, list):
+            return False
+        with self._lock:
+            if self._claimed[0] or input_digest(request.instructions, request.input) != self._expected:
+                return False
+            self._claimed[0] = True
+            return True
+
+    def _event(self) -> CompactionEvent:
+        return CompactionEvent(
+            before=to_view(self.before[1], self.before[0]),
+            candidate=to_view(self.proposed[1], self.proposed[0]),
+            strategy=self.owner.strategy,
+            conversation_id=self.gate.conversation_id,
+            metadata={"framework": "openai-agents", "hook": "call_model_input_filter",
+                      "filter": self.owner.strategy, "agent": self.data.agent.name},
+        )
+
+    async def answer(self, model: Model, request: ModelRequest) -> ModelResponse | None:
+        owner = self.owner
+        if self.gate.audit:  # the call goes out as it is; the same probes, with no trace, in the background
+            probe = RequestProbe(model, dataclasses.replace(request, tracing=ModelTracing.DISABLED))
+            notify(owner.on_decision, await owner.guard.areview(self._event(), probe, gate=self.gate))
+            return None
+        probe = RequestProbe(model, request)
+        decision = await owner.guard.areview(self._event(), probe, gate=self.gate,
+                                       fallbacks=owner.fallbacks_for(self.data))
+        notify(owner.on_decision, decision)
+        if decision.verdict is Verdict.VETO:
+            instructions, items = self.before
+        else:
+            instructions, items = from_view(decision.messages)
+            items = dedup(items)
+        won = probe.probe_for(decision.response)
+        if won is not None and input_digest(won.request.instructions, won.request.input) == input_digest(
+                instructions, items):
+            return won.response
+        return await request.with_input(instructions, items).get_response(model)
 
 
 class MemGuardInputFilter:
@@ -128,11 +145,18 @@ class MemGuardInputFilter:
         agent = Agent(name="coder", model=guarded.wrap_model(model), tools=[...])
         Runner.run_sync(agent, task, run_config=RunConfig(call_model_input_filter=guarded))
 
-    `model` is the model to probe when the agent names its model by string (the probe must call
-    what the run calls); `fallbacks` are tried in order before the guard's own chain. Use
-    `wrap_model` on the run's model so the winning probe answers the run's call.
-    `conversation_id` (a string or a function of the call's `CallModelData`) keys the guard's
-    cooldown; without it the guard derives an id from the conversation's opening.
+    Args:
+        inner: The input filter to guard (a `CallModelData -> ModelInputData` callable, sync or async).
+        guard: The guard that decides.
+        fallbacks: Tried in order before the guard's own chain: other input filters, or memguard strategies.
+        strategy: The proposal's name in audit records (default: derived from `inner`).
+        on_decision: Called with each `Decision` (errors are logged, never raised).
+        conversation_id: A string or a function of the call's `CallModelData` (a thread or session id);
+            keys the guard's cooldown. Without it the guard derives one from the conversation's opening.
+        store: Where winning probes wait for their call (default: the one every wrapper of `guard` shares).
+
+    Raises:
+        TypeError: `inner`, `guard` or a fallback is not what it must be.
     """
 
     def __init__(
@@ -141,87 +165,63 @@ class MemGuardInputFilter:
         guard: Guard,
         *,
         fallbacks: Sequence[Any] = (),
-        model: Model | None = None,
         strategy: str | None = None,
         on_decision: Callable[[Decision], Any] | None = None,
         conversation_id: ConversationId = None,
+        store: ProbeStore | None = None,
     ) -> None:
         if not callable(inner):
             raise TypeError(f"inner must be a call_model_input_filter (a callable), got {type(inner).__name__}")
         if not isinstance(guard, Guard):
             raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
-        if model is not None and not isinstance(model, Model):
-            raise TypeError(f"model must be an agents.Model instance, got {type(model).__name__}")
         self.inner = inner
         self.guard = guard
-        self.model = model
         self.strategy = strategy or filter_name(inner)
-        self.fallbacks = tuple(fallbacks)
-        for fallback in self.fallbacks:
-            if not callable(fallback):
-                raise TypeError(f"fallback {fallback!r} is neither an input filter nor a memguard strategy")
+        self.fallbacks = check_fallbacks(fallbacks)
         self.on_decision = on_decision
         self.conversation_id = conversation_id
-        self.store = ProbeStore()
-        self.last_decision: Decision | None = None
+        self.store = store if store is not None else store_for(guard)
+        self._warned = False
 
     def wrap_model(self, model: Model) -> MemGuardModel:
-        """`model`, answering the run's call with the winning probe when there is one (see `reuse`)."""
-        if isinstance(model, MemGuardModel) and model.store is self.store:
-            return model
-        return MemGuardModel(model, self.store)
+        """`model` wrapped so this filter's reviews run at its calls (set it as the agent's or the run's model)."""
+        return MemGuardModel(model, self.store, guard=self.guard, on_decision=self.on_decision)
 
     async def __call__(self, data: CallModelData[Any]) -> ModelInputData:
+        expect_call(None)
         before = data.model_data
-        proposed = await _run_filter(self.inner, _fresh(data, before.input, before.instructions))
+        view = to_view(before.input, before.instructions)
+        gate = self.guard.gate(view, conversation_id=self._conversation(data))
+        if not gate.review:  # cooling down: the inner filter is not asked
+            notify(self.on_decision, await self.guard.askip(gate, view, strategy=self.strategy))
+            return before
+        proposed = _checked(self.inner, await call_hook(self.inner, _fresh(data, before.input, before.instructions)))
         if _unchanged(before, proposed):
             return proposed
-        probe = AgentProbe(data.agent, data.context, probe_model(data.agent, self.model))
-        event = CompactionEvent(
-            before=to_view(before.input, before.instructions),
-            candidate=to_view(proposed.input, proposed.instructions),
-            strategy=self.strategy,
-            metadata={"framework": "openai-agents", "filter": self.strategy, "agent": data.agent.name},
-            **self._conversation(data),
-        )
-        decision = await self.guard.areview(event, probe, fallbacks=self._fallbacks_for(data))
-        self._record(decision)
-        if decision.verdict is Verdict.AUDIT:
-            return proposed
-        chosen = before if decision.verdict is Verdict.VETO else self._chosen(decision, proposed)
-        won = probe.probe_for(decision.response)
-        if won is not None:
-            self.store.put(won.instructions, won.items, won.response)
-            if (won.instructions, won.items) != (chosen.instructions, list(chosen.input)):
-                logger.debug("memguard: the winning probe saw another input than the one passed on")
-        return chosen
+        expect_call(_FilteredCall(self, gate, data, before, proposed))
+        return proposed if gate.audit else before
 
-    def _conversation(self, data: CallModelData[Any]) -> dict[str, Any]:
+    def fallbacks_for(self, data: CallModelData[Any]) -> tuple[Any, ...] | None:
+        """This call's fallback chain: the input filters bound to its data, then the guard's own."""
+
+        def to_hook(messages: list[Any]) -> tuple[Any, ...]:
+            instructions, items = from_view(messages)
+            return (_fresh(data, items, instructions),)
+
+        def to_view_of(result: Any) -> list[Any]:
+            checked = _checked(self.inner, result)
+            return to_view(checked.input, checked.instructions)
+
+        return bind_fallbacks(self.fallbacks, self.guard, to_hook, to_view_of)
+
+    def _conversation(self, data: CallModelData[Any]) -> str | None:
         cid = self.conversation_id(data) if callable(self.conversation_id) else self.conversation_id
-        return {} if cid is None else {"conversation_id": str(cid)}
+        return None if cid is None else str(cid)
 
-    def _fallbacks_for(self, data: CallModelData[Any]) -> tuple[Any, ...] | None:
-        if not self.fallbacks:
-            return None
-        bound = [f if _is_strategy(f) else FilterStrategy.bind(f, data) for f in self.fallbacks]
-        return (*(as_strategy(b) for b in bound), *self.guard.fallbacks)
-
-    @staticmethod
-    def _chosen(decision: Decision, proposed: ModelInputData) -> ModelInputData:
-        instructions, items = from_view(decision.messages)
-        if (
-            instructions == proposed.instructions
-            and len(items) == len(proposed.input)
-            and all(a is b for a, b in zip(items, proposed.input, strict=True))
-        ):
-            return proposed  # the inner filter's own object, untouched
-        return ModelInputData(input=items, instructions=instructions)
-
-    def _record(self, decision: Decision) -> None:
-        self.last_decision = decision
-        notify(self.on_decision, decision)
-
-
-def _is_strategy(fallback: Any) -> bool:
-    """memguard strategies (a `name` and messages in, messages out) versus input filters (CallModelData in)."""
-    return isinstance(getattr(fallback, "name", None), str) and not isinstance(fallback, FilterStrategy)
+    def unwrapped(self) -> None:
+        """Log, once per filter, that a proposal never reached a `MemGuardModel` (its call went out unfiltered)."""
+        if not self._warned:
+            self._warned = True
+            logger.error(
+                "memguard: a filtered call did not reach a MemGuardModel, so it was sent unfiltered and "
+                "unreviewed: set the run's model to guarded.wrap_model(model) (agent.model or RunConfig.model)")

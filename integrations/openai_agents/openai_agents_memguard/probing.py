@@ -1,38 +1,32 @@
-"""Probing the agent: its model's next response on any context, called the way the Runner calls it.
+"""Probing the agent: the run's own model request, sent on another context.
 
 MemRM judges a compaction by the agent's next action under the full and under the compacted
-context, so memguard asks the agent's own model for both. A probe passes the agent's tools,
-handoffs, output schema, prompt and model settings, so its answer is the answer the run would
-get; tracing is off (a probe is not a turn of the run). Every response is kept with the input it
-answered, so the one that wins can stand in for the run's own model call (see `reuse`).
+context, so memguard asks the agent's own model for both. A probe is a `ModelRequest` the run
+sends (or would send next) with only its instructions and input replaced, so its answer is the
+answer the run would get. Every response is kept with the request it answered, so the one that
+wins the review can stand in for the run's own call (see `reuse`).
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from agents import (
-    Agent,
-    AgentOutputSchema,
-    AgentOutputSchemaBase,
-    Handoff,
-    Model,
-    ModelResponse,
-    ModelSettings,
-    ModelTracing,
-    RunContextWrapper,
-    handoff,
-)
+from agents import Agent, Model, ModelResponse
 
 from openai_agents_memguard.items import ITEMS_KEY, from_view, to_view
+from openai_agents_memguard.requests import ModelRequest
 
-__all__ = ["AgentProbe", "Probe", "probe_model"]
+__all__ = ["Probe", "RequestProbe", "action_message", "probe_model"]
 
 
-def probe_model(agent: Agent[Any], model: Model | None) -> Model:
-    """The model to probe: `model` when given, else the agent's own (a wrapper is looked through)."""
+def probe_model(agent: Agent[Any], model: Any) -> Model:
+    """The model to probe (a `MemGuardModel` is looked through): `model`, else the agent's own.
+
+    Raises:
+        ValueError: the agent names its model by string and no instance was given (memguard must
+            call the very model the run calls).
+    """
     from openai_agents_memguard.reuse import MemGuardModel
 
     chosen: Any = model if model is not None else agent.model
@@ -43,63 +37,28 @@ def probe_model(agent: Agent[Any], model: Model | None) -> Model:
         raise ValueError(
             f"agent {agent.name!r} {named}; memguard must call that model to probe the agent: "
             "pass model=<the agents.Model instance the run uses> (for example "
-            "OpenAIResponsesModel(...) or MultiProvider().get_model(name))"
+            "OpenAIResponsesModel(...) or MultiProvider().get_model(name)), or run_config= when "
+            "RunConfig(model=...) names it"
         )
     return chosen
 
 
 @dataclass
 class Probe:
-    """One probe: the input the model saw and what it answered."""
+    """One probe: the request sent and what it answered."""
 
-    instructions: str | None
-    items: list[Any]
+    request: ModelRequest
     response: ModelResponse
 
 
-async def _enabled_handoffs(agent: Agent[Any], wrapper: RunContextWrapper[Any]) -> list[Handoff[Any, Any]]:
-    handoffs: list[Handoff[Any, Any]] = []
-    for entry in agent.handoffs:
-        item = entry if isinstance(entry, Handoff) else handoff(entry)
-        enabled: Any = item.is_enabled
-        if callable(enabled):
-            enabled = enabled(wrapper, agent)
-            if inspect.isawaitable(enabled):
-                enabled = await enabled
-        if enabled:
-            handoffs.append(item)
-    return handoffs
+class RequestProbe:
+    """The memguard policy for one request: view messages in, the model's next turn (a view message) out."""
 
-
-def _output_schema(agent: Agent[Any]) -> AgentOutputSchemaBase | None:
-    if agent.output_type is None or agent.output_type is str:
-        return None
-    if isinstance(agent.output_type, AgentOutputSchemaBase):
-        return agent.output_type
-    return AgentOutputSchema(agent.output_type)
-
-
-class AgentProbe:
-    """The memguard policy for one agent: view messages in, the model's next turn (a view message) out."""
-
-    def __init__(self, agent: Agent[Any], context: Any, model: Model,
-                 settings: ModelSettings | None = None) -> None:
-        self.agent = agent
+    def __init__(self, model: Model, request: ModelRequest, *, extra_input: list[Any] | None = None) -> None:
         self.model = model
-        self.settings = settings if settings is not None else agent.model_settings
-        self._wrapper = RunContextWrapper(context)
-        self._setup: tuple[list[Any], list[Handoff[Any, Any]], AgentOutputSchemaBase | None, Any] | None = None
+        self.request = request
+        self.extra_input = list(extra_input or [])
         self._probes: dict[int, tuple[Any, Probe]] = {}
-
-    async def _resolved(self) -> tuple[list[Any], list[Handoff[Any, Any]], AgentOutputSchemaBase | None, Any]:
-        # No lock: audit reviews probe from the guard's worker, possibly on another event loop,
-        # and resolving twice is harmless.
-        if self._setup is None:
-            tools = await self.agent.get_all_tools(self._wrapper)
-            handoffs = await _enabled_handoffs(self.agent, self._wrapper)
-            prompt = await self.agent.get_prompt(self._wrapper)
-            self._setup = (tools, handoffs, _output_schema(self.agent), prompt)
-        return self._setup
 
     async def __call__(self, messages: list[Any]) -> dict[str, Any]:
         instructions, items = from_view(messages)
@@ -107,13 +66,10 @@ class AgentProbe:
 
     async def call(self, instructions: str | None, items: list[Any]) -> dict[str, Any]:
         """Probe on SDK items directly; returns the response as an assistant view message."""
-        tools, handoffs, schema, prompt = await self._resolved()
-        response = await self.model.get_response(
-            instructions, list(items), self.settings, tools, schema, handoffs, ModelTracing.DISABLED,
-            previous_response_id=None, conversation_id=None, prompt=prompt,
-        )
-        action = _action_message(response)
-        self._probes[id(action)] = (action, Probe(instructions, list(items), response))
+        request = self.request.with_input(instructions, [*items, *self.extra_input])
+        response = await request.get_response(self.model)
+        action = action_message(response)
+        self._probes[id(action)] = (action, Probe(request, response))
         return action
 
     def probe_for(self, action: Any) -> Probe | None:
@@ -122,7 +78,7 @@ class AgentProbe:
         return found[1] if found is not None and found[0] is action else None
 
 
-def _action_message(response: ModelResponse) -> dict[str, Any]:
+def action_message(response: ModelResponse) -> dict[str, Any]:
     """The model's turn as MemRM reads it: the first assistant turn of its output."""
     for message in to_view(response.to_input_items()):
         if message.get("role") == "assistant":

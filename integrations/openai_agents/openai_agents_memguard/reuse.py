@@ -1,23 +1,30 @@
-"""Reusing the winning probe as the run's own model call.
+"""The run's model, wrapped: where a per-call review runs and where a winning probe is reused.
 
-A `call_model_input_filter` can change what the model receives but cannot answer in its place.
-The guard has already asked the model for its next turn on the context it chose (the probe
-that won the review), so calling the model again on the same input would pay twice for the same
-answer. `MemGuardModel` wraps the run's model: when a call arrives whose instructions and items
-are exactly those of a winning probe, it returns that probe's response instead of calling the
-model; any other call goes to the wrapped model untouched. A call that differs (the SDK
-deduplicated an item, another filter ran after ours) simply misses and is paid for as usual.
+`MemGuardModel` wraps the model the run calls, and does two things at a call:
+
+- A `call_model_input_filter` cannot see the request it shapes (the settings, tools and per-turn
+  `tool_choice` are resolved around it), so `MemGuardInputFilter` leaves its proposal with the
+  call (`expect_call`) and the review runs here, on the exact request: the probes are that
+  request on the full and the filtered input, and the winning probe *is* the call's answer.
+- A history rewrite (a handoff filter, a session input callback) is reviewed before the next
+  agent's first call, with that call's request built as the Runner builds it; the winning probe
+  is kept in a `ProbeStore` under the whole request (input, settings, tools, tool_choice, schema,
+  handoffs, prompt, model) and answers only an identical call. Any other call goes to the wrapped
+  model untouched.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from typing import Any, Protocol
 
-from agents import Model, ModelResponse
+from agents import Model, ModelResponse, Usage
+from memguard import Decision, Guard
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -26,9 +33,33 @@ from openai.types.responses import (
     ResponseOutputItemDoneEvent,
 )
 
-from openai_agents_memguard.items import input_digest
+from openai_agents_memguard.requests import ModelRequest
 
-__all__ = ["MemGuardModel", "ProbeStore"]
+__all__ = ["MemGuardModel", "PendingCall", "ProbeStore", "expect_call", "store_for"]
+
+
+class PendingCall(Protocol):
+    """A compaction proposed for the next model call, reviewed when that call arrives."""
+
+    def claim(self, request: ModelRequest) -> bool:
+        """True once, for the call this proposal shapes (the input the filter passed on)."""
+
+    async def answer(self, model: Model, request: ModelRequest) -> ModelResponse | None:
+        """The call's answer after the review, or None: send `request` as it is."""
+
+
+_PENDING: ContextVar[PendingCall | None] = ContextVar("memguard_openai_agents_pending_call", default=None)
+
+
+def expect_call(pending: PendingCall | None) -> PendingCall | None:
+    """Leave `pending` for the model call that follows in this run; returns the one it replaces.
+
+    The filter and the model call run in the same task of the Runner, so a context variable
+    carries the proposal from one to the other and never to another conversation's call.
+    """
+    previous = _PENDING.get()
+    _PENDING.set(pending)
+    return previous
 
 
 class ProbeStore:
@@ -40,22 +71,16 @@ class ProbeStore:
         self._lock = threading.Lock()
         self.hits = 0
 
-    def put(self, instructions: str | None, items: Sequence[Any], response: ModelResponse) -> None:
-        key = input_digest(instructions, items)
+    def put(self, key: str, response: ModelResponse) -> None:
+        """Keep `response` for the request whose `ModelRequest.key` is `key`."""
         with self._lock:
             self._entries[key] = response
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
 
-    def take(self, instructions: str | None, items: Any) -> ModelResponse | None:
-        """The stored response for exactly this input, removed from the store; None on a miss."""
-        if not isinstance(items, list):
-            return None
-        with self._lock:
-            if not self._entries:
-                return None
-        key = input_digest(instructions, items)
+    def take(self, key: str) -> ModelResponse | None:
+        """The stored response for exactly this request, removed from the store; None on a miss."""
         with self._lock:
             response = self._entries.pop(key, None)
             if response is not None:
@@ -67,42 +92,75 @@ class ProbeStore:
             return len(self._entries)
 
 
-class MemGuardModel(Model):
-    """The run's model, answering a call with the guard's winning probe when it has one for it."""
+_STORES: weakref.WeakKeyDictionary[Guard, ProbeStore] = weakref.WeakKeyDictionary()
+_STORES_LOCK = threading.Lock()
 
-    def __init__(self, inner: Model, store: ProbeStore) -> None:
+
+def store_for(guard: Guard) -> ProbeStore:
+    """The probe store every wrapper of `guard` shares, so one `MemGuardModel` serves them all."""
+    with _STORES_LOCK:
+        store = _STORES.get(guard)
+        if store is None:
+            store = _STORES[guard] = ProbeStore()
+        return store
+
+
+class MemGuardModel(Model):
+    """The run's model: runs the review of a filtered call, and answers a call with a winning probe."""
+
+    def __init__(self, inner: Model, store: ProbeStore, *, guard: Guard | None = None,
+                 on_decision: Callable[[Decision], Any] | None = None) -> None:
         if not isinstance(inner, Model):
             raise TypeError(f"MemGuardModel wraps an agents.Model, got {type(inner).__name__}")
-        self.inner = inner
+        while isinstance(inner, MemGuardModel):
+            inner = inner.inner
+        self.inner: Model = inner
         self.store = store
+        self.guard = guard
+        self.on_decision = on_decision
+
+    async def _audit_server_compaction(self, request: ModelRequest, response: ModelResponse) -> None:
+        if self.guard is not None:
+            from openai_agents_memguard.server_compaction import audit_server_compaction
+
+            await audit_server_compaction(self.guard, self.inner, request, response, self.on_decision)
+
+    async def _answer(self, request: ModelRequest) -> ModelResponse | None:
+        pending = _PENDING.get()
+        if pending is not None and pending.claim(request):
+            return await pending.answer(self.inner, request)
+        if request.server_managed:
+            return None
+        return self.store.take(request.key(self.inner))
 
     async def get_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
                            output_schema: Any, handoffs: Any, tracing: Any, *, previous_response_id: Any,
                            conversation_id: Any, prompt: Any) -> ModelResponse:
-        if previous_response_id is None and conversation_id is None:
-            reused = self.store.take(system_instructions, input)
-            if reused is not None:
-                return reused
-        return await self.inner.get_response(
-            system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-            previous_response_id=previous_response_id, conversation_id=conversation_id, prompt=prompt,
-        )
+        request = ModelRequest(system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
+                               prompt, previous_response_id, conversation_id)
+        answered = await self._answer(request)
+        if answered is not None:
+            return answered
+        response = await request.get_response(self.inner)
+        await self._audit_server_compaction(request, response)
+        return response
 
     async def stream_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
                               output_schema: Any, handoffs: Any, tracing: Any, *, previous_response_id: Any,
                               conversation_id: Any, prompt: Any) -> AsyncIterator[Any]:
-        reused = None
-        if previous_response_id is None and conversation_id is None:
-            reused = self.store.take(system_instructions, input)
-        if reused is not None:
-            for event in _replay(reused):
+        request = ModelRequest(system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
+                               prompt, previous_response_id, conversation_id)
+        answered = await self._answer(request)
+        if answered is not None:
+            for event in _replay(answered):
                 yield event
             return
-        async for event in self.inner.stream_response(
-            system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
-            previous_response_id=previous_response_id, conversation_id=conversation_id, prompt=prompt,
-        ):
+        async for event in request.stream_response(self.inner):
             yield event
+            if getattr(event, "type", None) == "response.completed":
+                completed = event.response
+                await self._audit_server_compaction(request, ModelResponse(
+                    output=list(completed.output), usage=Usage(), response_id=completed.id))
 
     def get_retry_advice(self, request: Any) -> Any:
         return self.inner.get_retry_advice(request)

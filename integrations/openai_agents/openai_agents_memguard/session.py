@@ -21,10 +21,14 @@ kept, and its review runs in audit mode (scored in the background, recorded with
 ``audit``). Everything the wrapper does not define is forwarded to the wrapped session.
 
 Probing: a compaction runs between turns, when the agent has no pending step; the guard probes
-the agent's model on the stored history (plus `probe_input`, if given) before and after. Those
-probes answer no call of the run, so a session review costs two model calls. After a veto the
-wrapped session is not asked to compact again for `guard.cooldown` turns: every ask pays for a
-compaction (an API call) that the guard would refuse unseen.
+the agent's model on the stored history (plus `probe_input`, if given) before and after, with
+the request the agent's next turn sends (its tools, handoffs, output schema and prompt; its
+settings merged with `run_config`'s). Those probes answer no call of the run, so a session review
+costs two model calls. The guard's gate is asked before the wrapped session compacts: during a
+cooldown after a veto it is not asked to compact at all (every ask pays for a compaction, an API
+call, that the guard would refuse unseen). An opaque rewrite is reviewed as an audit review of
+the same guard (`Guard.areview(..., audit=True)`), so its decision is in `guard.stats()` and its
+sinks, and `guard.flush()`/`guard.close()` cover it.
 """
 
 from __future__ import annotations
@@ -34,14 +38,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents import Agent, Model, RunContextWrapper
-from memguard import CompactionEvent, Decision, Guard, Verdict
+from agents import Agent, Model, RunConfig, RunContextWrapper
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
 from openai_agents_memguard.hooks import notify
 from openai_agents_memguard.items import from_view, is_opaque, to_view
-from openai_agents_memguard.probing import AgentProbe, probe_model
+from openai_agents_memguard.probing import RequestProbe, probe_model
+from openai_agents_memguard.sdk import next_request, resolve_model
 
-__all__ = ["HistoryRestoreError", "MemGuardSession", "audit_twin"]
+__all__ = ["HistoryRestoreError", "MemGuardSession"]
 
 logger = logging.getLogger("memguard.openai_agents")
 
@@ -55,14 +60,6 @@ class HistoryRestoreError(RuntimeError):
     def __init__(self, items: list[Any], cause: BaseException) -> None:
         super().__init__(f"could not restore {len(items)} session items after a veto ({type(cause).__name__})")
         self.items = items
-
-
-def audit_twin(guard: Guard) -> Guard:
-    """A guard with `guard`'s scorer, settings, sinks and callback, in audit mode."""
-    if guard.mode == "audit":
-        return guard
-    settings = guard.settings.model_copy(update={"mode": "audit"})
-    return Guard(guard.scorer, settings=settings, sinks=guard.sinks, on_decision=guard.on_decision)
 
 
 def _accepts_wrapper(method: Any) -> bool:
@@ -88,8 +85,22 @@ class MemGuardSession:
             guard, agent=agent)
         Runner.run_sync(agent, "next question", session=session)
 
-    `agent` is probed (its model, or `model` when it names its model by string); `context` is
-    the run context its tools and instructions see. `conversation_id` defaults to the session id.
+    Args:
+        session: The session to guard (any `agents` Session; its `run_compaction` is reviewed).
+        guard: The guard that decides (opaque rewrites: an audit review of this same guard).
+        agent: The agent whose next turn is probed.
+        model: The model to probe when neither the agent nor `run_config` holds a `Model` instance.
+        run_config: The run's `RunConfig`: its model and `model_settings` apply to the probes.
+        context: The run context the agent's tools and instructions see.
+        fallbacks: memguard strategies tried on the old history when the rewrite is harmful.
+        probe_input: Items appended to every probe (a typical next user message).
+        strategy: The rewrite's name in audit records (default: the session's class).
+        on_decision: Called with each `Decision`.
+        conversation_id: Keys the guard's cooldown (default: the session id).
+
+    Raises:
+        TypeError: `session`, `guard` or `agent` is not what it must be.
+        ValueError: no model instance can be found to probe.
     """
 
     def __init__(
@@ -99,6 +110,7 @@ class MemGuardSession:
         *,
         agent: Agent[Any],
         model: Model | None = None,
+        run_config: RunConfig | None = None,
         context: Any = None,
         fallbacks: Sequence[Any] | None = None,
         probe_input: Sequence[Any] = (),
@@ -118,16 +130,14 @@ class MemGuardSession:
         self.guard = guard
         self.agent = agent
         self.model = model
+        self.run_config = run_config
         self.context = context
         self.fallbacks = None if fallbacks is None else tuple(fallbacks)
         self.probe_input = list(probe_input)
         self.strategy = strategy or type(session).__name__
         self.on_decision = on_decision
         self.conversation_id = conversation_id or self.session_id
-        self.last_decision: Decision | None = None
-        self._audit: Guard | None = None
-        self._paused = 0
-        probe_model(agent, model)  # a clear error now rather than at the first compaction
+        probe_model(agent, resolve_model(agent, run_config, model))  # a clear error now, not at the first compaction
         if callable(getattr(session, "run_compaction", None)):
             self.run_compaction = self._run_compaction
 
@@ -153,10 +163,13 @@ class MemGuardSession:
         await self.session.clear_session()
 
     async def _run_compaction(self, args: Any = None, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
-        if self._paused:
-            self._paused -= 1
-            return
         before = await self._all()
+        instructions = await self.agent.get_system_prompt(RunContextWrapper(self.context))
+        view = to_view(before, instructions)
+        gate = self.guard.gate(view, conversation_id=self.conversation_id)
+        if not gate.review:  # cooling down after a veto: the wrapped session is not asked to compact
+            notify(self.on_decision, await self.guard.askip(gate, view, strategy=self.strategy))
+            return
         run = self.session.run_compaction
         if wrapper is not None and _accepts_wrapper(run):
             await run(args, wrapper=wrapper)
@@ -164,38 +177,36 @@ class MemGuardSession:
             await run(args)
         after = await self._all()
         if not _same(before, after):
-            await self._review(before, after)
+            await self._review(gate, instructions, before, after)
 
     # ------------------------------------------------------------------ the review
 
     async def _all(self) -> list[Any]:
         return list(await self.session.get_items(ALL_ITEMS))
 
-    async def _review(self, before: list[Any], after: list[Any]) -> Decision:
-        wrapper = RunContextWrapper(self.context)
-        instructions = await self.agent.get_system_prompt(wrapper)
-        known = [item for item in before]
+    async def _review(self, gate: Gate, instructions: str | None, before: list[Any], after: list[Any]) -> Decision:
+        known = list(before)
         opaque = any(is_opaque(item) and item not in known for item in after)
-        guard = self.guard
-        if opaque and guard.mode != "audit":
-            if self._audit is None:
-                self._audit = audit_twin(guard)
-            guard = self._audit
         event = CompactionEvent(
             before=to_view(before, instructions),
             candidate=to_view(after, instructions),
             strategy=self.strategy,
-            conversation_id=self.conversation_id,
+            conversation_id=gate.conversation_id,
             metadata={"framework": "openai-agents", "session": type(self.session).__name__,
                       "agent": self.agent.name, "opaque": opaque},
         )
-        probe = _SessionProbe(AgentProbe(self.agent, self.context, probe_model(self.agent, self.model)),
-                              self.probe_input)
-        decision = await guard.areview(event, probe, fallbacks=None if opaque else self.fallbacks)
-        self._record(decision)
+        wrapper = RunContextWrapper(self.context)
+        audit = opaque or gate.audit
+        request = await next_request(self.agent, wrapper, self.run_config, before, audit=audit)
+        model = probe_model(self.agent, resolve_model(self.agent, self.run_config, self.model))
+        probe = RequestProbe(model, request, extra_input=self.probe_input)
+        if opaque:  # nothing to enforce on: an audit review of the same guard
+            decision = await self.guard.areview(event, probe, audit=True)
+        else:
+            decision = await self.guard.areview(event, probe, gate=gate, fallbacks=self.fallbacks)
+        notify(self.on_decision, decision)
         if decision.verdict is Verdict.VETO:
             await self._replace(before)
-            self._paused = max(0, guard.cooldown - 1)
         elif decision.verdict is Verdict.FALLBACK:
             await self._replace(from_view(decision.messages)[1])
         return decision
@@ -213,24 +224,3 @@ class MemGuardSession:
         if not _same(stored, items):
             # A session that rewrites inside add_items rewrote what we put back.
             raise HistoryRestoreError(list(items), RuntimeError("the session changed the items it was given"))
-
-    def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait for audit reviews of opaque compactions (they run in the background)."""
-        done = self._audit.flush(timeout) if self._audit is not None else True
-        return self.guard.flush(timeout) and done
-
-    def _record(self, decision: Decision) -> None:
-        self.last_decision = decision
-        notify(self.on_decision, decision)
-
-
-class _SessionProbe:
-    """The agent's next turn on a stored history, with `probe_input` appended to every probe."""
-
-    def __init__(self, probe: AgentProbe, probe_input: list[Any]) -> None:
-        self.probe = probe
-        self.probe_input = probe_input
-
-    async def __call__(self, messages: list[Any]) -> dict[str, Any]:
-        instructions, items = from_view(messages)
-        return await self.probe.call(instructions, [*items, *self.probe_input])

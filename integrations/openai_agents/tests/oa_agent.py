@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents import Agent, Model, RunConfig, Runner, function_tool
+from agents import Agent, Model, ModelSettings, RunConfig, RunHooks, Runner, function_tool
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 from memguard import Score
@@ -32,6 +32,23 @@ def lookup(topic: str) -> str:
     """Look a topic up in the archive."""
     report = f"Report on {topic}: {FILLER}"
     return report + (f" The launch code is {FACT}." if topic == "alpha" else " Sunny, 21 degrees.")
+
+
+RUN_SETTINGS = ModelSettings(temperature=0.3, max_tokens=77, tool_choice="required")
+"""Non-default run settings: a probe sent without them is caught (the Runner resets tool_choice
+after the agent used a tool, so the forced choice holds only for each run's first call)."""
+
+
+def run_config(**options: Any) -> RunConfig:
+    """The tests' RunConfig: no tracing, the non-default run settings."""
+    return RunConfig(tracing_disabled=True, model_settings=RUN_SETTINGS, **options)
+
+
+def signature(call: ModelCall) -> tuple[Any, ...]:
+    """A model call without its input: settings, tools, tool_choice, schema, handoffs (the contract's `requests`)."""
+    return (json.dumps(call.model_settings.to_json_dict(), sort_keys=True), tuple(t.name for t in call.tools),
+            None if call.output_schema is None else call.output_schema.name(),
+            tuple(h.tool_name for h in call.handoffs))
 
 
 def trimmer() -> ToolOutputTrimmer:
@@ -62,11 +79,11 @@ def respond(call: ModelCall) -> list[Any]:
     ask, after = _current_turn(items)
     looked_up = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in after)
     memo = " I still have the launch code at hand." if sees_fact else ""  # never repeats FACT itself
-    if ask == TURNS[0]:
+    if ask.startswith(TURNS[0]):
         if not looked_up:
             return [function_call("lookup", {"topic": "alpha"}, call_id=call_id)]
         return [assistant_message("Noted the launch code.", item_id=message_id)]
-    if ask == TURNS[1]:
+    if ask.startswith(TURNS[1]):
         if not looked_up:
             return [function_call("lookup", {"topic": "weather"}, call_id=call_id)]
         return [assistant_message("It is sunny." + memo, item_id=message_id)]
@@ -156,3 +173,63 @@ class ActionScorer:
 
 FORGETFUL = {"It is sunny.": 0.9, "lookup({'topic': 'alpha'})": 0.95}
 """What the agent does once the trimming hid the launch code: harmful."""
+
+
+def turns_for(conversation: int) -> tuple[str, ...]:
+    """Conversation k's turns: the same task, told apart by a ticket number (the script reads prefixes)."""
+    return TURNS if conversation == 0 else tuple(f"{turn} (ticket {conversation})" for turn in TURNS)
+
+
+def usage_of(results: Sequence[Any]) -> tuple[int, int, int]:
+    """The runs' usage as the SDK reports it: requests and tokens."""
+    usages = [result.context_wrapper.usage for result in results]
+    return (sum(u.requests for u in usages), sum(u.input_tokens for u in usages), sum(u.output_tokens for u in usages))
+
+
+def stream_view(event: Any) -> Any:
+    """What a streaming consumer reads from one event: the items and agent changes (raw deltas left out)."""
+    if event.type == "run_item_stream_event":
+        return (event.name, tuple(normalise([event.item.to_input_item()])))
+    if event.type == "agent_updated_stream_event":
+        return ("agent", event.new_agent.name)
+    return None
+
+
+async def stream_turns(agent: Agent[Any], config: RunConfig, turns: Sequence[str], *, session: Any = None,
+                       carry: bool = True) -> tuple[list[Any], list[Any], list[Any]]:
+    """`Runner.run_streamed`, turn by turn: the final history, what the consumer saw, the results."""
+    history: list[Any] = []
+    seen: list[Any] = []
+    results = []
+    for turn in turns:
+        given: Any = [*history, {"role": "user", "content": turn}] if carry and session is None else turn
+        result = Runner.run_streamed(agent, given, run_config=config, session=session)
+        async for event in result.stream_events():
+            view = stream_view(event)
+            if view is not None:
+                seen.append(view)
+        history = result.to_input_list()
+        results.append(result)
+    return history, seen, results
+
+
+class Observer(RunHooks[Any]):
+    """What a sync run's observers see (its `RunHooks`): the sync counterpart of a stream consumer."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def on_agent_start(self, context: Any, agent: Any) -> None:
+        self.seen.append(("agent", agent.name))
+
+    async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, input_items: Any) -> None:
+        self.seen.append(("llm start", agent.name))
+
+    async def on_llm_end(self, context: Any, agent: Any, response: Any) -> None:
+        self.seen.append(("llm end", agent.name, tuple(normalise(response.to_input_items()))))
+
+    async def on_tool_start(self, context: Any, agent: Any, tool: Any) -> None:
+        self.seen.append(("tool", tool.name))
+
+    async def on_handoff(self, context: Any, from_agent: Any, to_agent: Any) -> None:
+        self.seen.append(("handoff", from_agent.name, to_agent.name))

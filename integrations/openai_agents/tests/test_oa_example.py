@@ -30,4 +30,4 @@ def test_example_runs_offline(example, tmp_path, capsys, mode, last_turn):
     verdicts = [r["verdict"] for r in records]
     assert verdicts and (set(verdicts) == {"audit"}) == (mode == "audit")
     if mode == "enforce":
-        assert verdicts[-1] == "veto" and "probes reused: 3" in out
+        assert verdicts[-1] == "veto" and "model calls: " in out

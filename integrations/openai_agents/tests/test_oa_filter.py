@@ -1,12 +1,14 @@
-"""MemGuardInputFilter on a real Runner: costs, fallbacks, cooldown per conversation, streaming, errors."""
+"""MemGuardInputFilter on a real Runner: the review at the call, costs, fallbacks, cooldown, streaming, errors."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from typing import Any
 
 import pytest
-from agents import Agent, RunConfig, Runner
+from agents import Agent, ModelSettings, ModelTracing, RunConfig, Runner
 from agents.run import CallModelData, ModelInputData
 from memguard import Guard, Verdict
 from memguard.testing.contract import ConstantScorer, RecordingSink
@@ -15,16 +17,19 @@ from oa_agent import (
     FACT,
     FORGETFUL,
     INSTRUCTIONS,
+    RUN_SETTINGS,
     TURNS,
     ActionScorer,
     lookup,
     make_agent,
     normalise,
+    run_config,
     run_turns,
     scripted_model,
+    signature,
     trimmer,
 )
-from openai_agents_memguard import MemGuardInputFilter, MemGuardModel, filter_name
+from openai_agents_memguard import MemGuardInputFilter, MemGuardModel, ModelRequest, ProbeStore, filter_name
 
 
 def guard_with(scorer: Any, **options: Any) -> tuple[Guard, RecordingSink]:
@@ -39,19 +44,71 @@ def compacting_run(mode: str = "sync") -> tuple[list[Any], int]:
     return normalise(history), len(model.calls)
 
 
-@pytest.mark.parametrize("wrapped, extra", [(True, 1), (False, 2)])
-def test_a_review_costs_one_extra_model_call_with_the_wrapped_model_and_two_without(wrapped, extra):
+def test_a_review_costs_one_extra_model_call_its_winning_probe_is_the_calls_answer():
     transcript, calls = compacting_run()
     guard, sink = guard_with(ConstantScorer(0.0), identical_is_safe=False)
     model = scripted_model()
     guarded = MemGuardInputFilter(trimmer(), guard)
-    agent = make_agent(guarded.wrap_model(model) if wrapped else model)
+    agent = make_agent(guarded.wrap_model(model))
     history = run_turns(agent, RunConfig(tracing_disabled=True, call_model_input_filter=guarded), mode="sync")
     assert normalise(history) == transcript
     reviews = len(sink.reviews)
     assert reviews == 4  # every call from turn 2 on trims the first report
-    assert len(model.calls) == calls + extra * reviews
-    assert guarded.store.hits == (reviews if wrapped else 0)
+    assert len(model.calls) == calls + reviews
+
+
+def test_an_unwrapped_model_gets_the_unfiltered_input_never_an_unreviewed_trim(caplog):
+    plain = scripted_model()
+    expected = normalise(run_turns(make_agent(plain), RunConfig(tracing_disabled=True), mode="sync"))
+    guard, sink = guard_with(ConstantScorer(0.0), identical_is_safe=False)
+    model = scripted_model()
+    guarded = MemGuardInputFilter(trimmer(), guard)
+    with caplog.at_level(logging.ERROR, logger="memguard.openai_agents"):
+        history = run_turns(make_agent(model), RunConfig(tracing_disabled=True, call_model_input_filter=guarded),
+                            mode="sync")
+    assert normalise(history) == expected and sink.decisions == []
+    assert len(model.calls) == len(plain.calls)
+    assert [r.getMessage() for r in caplog.records].count(
+        "memguard: a filtered call did not reach a MemGuardModel, so it was sent unfiltered and unreviewed: "
+        "set the run's model to guarded.wrap_model(model) (agent.model or RunConfig.model)") == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_probes_are_the_runs_own_request_with_its_settings_and_per_turn_tool_choice(mode):
+    """Issue 20 item 11: probes carried the agent's settings, not the run's, and answered the run's calls."""
+    unguarded = scripted_model()
+    run_turns(make_agent(unguarded), run_config(call_model_input_filter=trimmer()), mode=mode)
+    expected = {signature(call) for call in unguarded.calls}
+    assert len(expected) == 2  # tool_choice="required" on each run's first call, reset after a tool call
+    for p in (0.0, 1.0):
+        guard, sink = guard_with(ConstantScorer(p), identical_is_safe=False, cooldown=0)
+        model = scripted_model()
+        guarded = MemGuardInputFilter(trimmer(), guard)
+        run_turns(make_agent(guarded.wrap_model(model)), run_config(call_model_input_filter=guarded), mode=mode)
+        assert sink.reviews and len(sink.reviews) == (4 if p == 0.0 else 3)
+        assert all(call.model_settings.temperature == RUN_SETTINGS.temperature for call in model.calls)
+        assert {signature(call) for call in model.calls} <= expected
+
+
+def test_a_stored_answer_serves_only_the_identical_request():
+    response = scripted_model().calls  # any object stands for a response here
+    items = [{"role": "user", "content": "hi"}]
+    request = ModelRequest("be brief", items, RUN_SETTINGS, [lookup], None, [], ModelTracing.DISABLED)
+    model = scripted_model()
+    store = ProbeStore()
+    for other in (
+        ModelRequest("be brief", items, ModelSettings(temperature=0.3, max_tokens=77), [lookup], None, [],
+                     ModelTracing.DISABLED),  # the per-turn tool_choice reset
+        ModelRequest("be brief", items, RUN_SETTINGS, [], None, [], ModelTracing.DISABLED),  # no tools
+        ModelRequest("be brief", [*items, {"role": "user", "content": "?"}], RUN_SETTINGS, [lookup], None, [],
+                     ModelTracing.DISABLED),  # another input
+    ):
+        store.put(request.key(model), response)  # type: ignore[arg-type]
+        assert store.take(other.key(model)) is None and store.take(other.key(scripted_model())) is None
+        assert store.take(request.key(model)) is response
+    cached = ModelRequest("be brief", items, RUN_SETTINGS.resolve(ModelSettings(extra_args={"prompt_cache_key": "k"})),
+                          [lookup], None, [], ModelTracing.ENABLED)
+    assert cached.key(model) == request.key(model)  # the Runner's cache hint and tracing do not change the answer
 
 
 def test_calls_whose_input_the_filter_leaves_alone_are_not_reviewed():
@@ -102,7 +159,6 @@ def test_a_harmful_trim_falls_back_to_a_safer_filter_whose_probe_answers_the_cal
     fallback_probe = model.calls[-1].input  # the fallback's probe, reused as the run's own call
     outputs = [i["output"] for i in fallback_probe if i.get("type") == "function_call_output"]
     assert FACT in outputs[0] and outputs[1].endswith("...")
-    assert guarded.store.hits == 3
 
 
 def test_cooldown_is_kept_per_conversation_id():
@@ -142,24 +198,22 @@ def test_a_streamed_run_reuses_the_probe_too():
 
     history = asyncio.run(converse())
     assert normalise(history) == transcript
-    assert len(model.calls) == calls + len(sink.reviews) and guarded.store.hits == len(sink.reviews)
+    assert len(model.calls) == calls + len(sink.reviews) == calls + 4
 
 
-def test_an_agent_that_names_its_model_by_string_is_probed_through_model():
+def test_an_agent_that_names_its_model_by_string_is_probed_through_the_runs_model():
     model = scripted_model()
     guard, sink = guard_with(ConstantScorer(0.0))
     agent = Agent(name="archivist", instructions=INSTRUCTIONS, model="gpt-4.1", tools=[lookup])
-    missing = MemGuardInputFilter(trimmer(), guard)
-    with pytest.raises(ValueError, match="names its model 'gpt-4.1'.*pass model="):
-        run_turns(agent, RunConfig(model=missing.wrap_model(model), call_model_input_filter=missing), mode="sync")
-    guarded = MemGuardInputFilter(trimmer(), guard, model=model)
+    guarded = MemGuardInputFilter(trimmer(), guard)
     history = run_turns(agent, RunConfig(model=guarded.wrap_model(model), call_model_input_filter=guarded),
                         mode="sync")
     assert normalise(history) == compacting_run()[0]
     assert sink.reviews
 
 
-async def test_commit_passes_the_inner_filters_own_object_and_veto_the_callers():
+@pytest.mark.parametrize("audit", [False, True])
+async def test_the_filter_passes_on_the_callers_input_and_leaves_its_proposal_with_the_call(audit):
     items = [
         {"role": "user", "content": TURNS[0]},
         {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{\"topic\":\"alpha\"}"},
@@ -175,16 +229,19 @@ async def test_commit_passes_the_inner_filters_own_object_and_veto_the_callers()
         returned.append(result)
         return result
 
-    for p, expected in ((0.0, "proposed"), (1.0, "before")):
-        data = CallModelData(model_data=ModelInputData(input=list(items), instructions=INSTRUCTIONS),
-                             agent=agent, context=None)
-        guard, _ = guard_with(ConstantScorer(p), identical_is_safe=False)
-        chosen = await MemGuardInputFilter(trim, guard)(data)
-        assert chosen is (returned[-1] if expected == "proposed" else data.model_data)
-        assert all(a is b for a, b in zip(data.model_data.input, items, strict=True))  # the caller's items, untouched
+    data = CallModelData(model_data=ModelInputData(input=list(items), instructions=INSTRUCTIONS),
+                         agent=agent, context=None)
+    guard, sink = guard_with(ConstantScorer(0.0), mode="audit" if audit else "enforce")
+    chosen = await MemGuardInputFilter(trim, guard)(data)
+    # enforce: the call goes out unfiltered unless the wrapped model's review says otherwise;
+    # audit: the inner filter's own object, as without the guard
+    assert chosen is (returned[-1] if audit else data.model_data)
+    assert all(a is b for a, b in zip(data.model_data.input, items, strict=True))  # the caller's items, untouched
+    assert sink.decisions == []  # reviewed at the call, not here
+    guard.close()
 
 
-async def test_instructions_edits_are_reviewed_and_on_decision_errors_never_break_the_call():
+def test_instructions_edits_are_reviewed_and_on_decision_errors_never_break_the_call():
     seen = []
 
     def shorter(data: CallModelData[Any]) -> ModelInputData:
@@ -194,14 +251,46 @@ async def test_instructions_edits_are_reviewed_and_on_decision_errors_never_brea
         seen.append(decision.verdict)
         raise RuntimeError("hook bug")
 
-    guard, sink = guard_with(ConstantScorer(1.0), identical_is_safe=False)
+    guard, sink = guard_with(ConstantScorer(1.0), identical_is_safe=False, cooldown=0)
     guarded = MemGuardInputFilter(shorter, guard, on_decision=broken_hook)
-    data = CallModelData(model_data=ModelInputData(input=[{"role": "user", "content": "hi"}],
-                                                   instructions=INSTRUCTIONS),
-                         agent=make_agent(scripted_model()), context=None)
-    assert (await guarded(data)).instructions == INSTRUCTIONS
-    assert seen == [Verdict.VETO] and guarded.last_decision is sink.decisions[0]
+    model = scripted_model()
+    run_turns(make_agent(guarded.wrap_model(model)), RunConfig(call_model_input_filter=guarded), mode="sync",
+              turns=TURNS[:1])
+    assert seen == [Verdict.VETO, Verdict.VETO] and len(sink.decisions) == 2
+    assert [call.system_instructions for call in model.calls].count("Be brief.") == 2  # one probe per review
     assert guarded.strategy == "shorter" and filter_name(trimmer()) == "tool_output_trimmer_recent_1_max_200"
+
+
+def test_concurrent_conversations_on_one_filter_keep_their_reviews_apart():
+    guard, sink = guard_with(ActionScorer(FORGETFUL), cooldown=0)
+    guarded = MemGuardInputFilter(trimmer(), guard, conversation_id=lambda data: data.context["thread"])
+    finals: dict[str, Any] = {}
+
+    def converse(thread: str) -> None:
+        model = scripted_model()
+        agent = make_agent(guarded.wrap_model(model))
+        history: list[Any] = []
+        for turn in TURNS:
+            result = Runner.run_sync(agent, [*history, {"role": "user", "content": turn}],
+                                     run_config=RunConfig(call_model_input_filter=guarded), context={"thread": thread})
+            history = result.to_input_list()
+        finals[thread] = normalise(history)
+
+    threads = [threading.Thread(target=converse, args=(t,)) for t in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    alone = {t: [(d.verdict, d.step, d.p_harmful) for d in sink.decisions if d.conversation_id == t] for t in "abcd"}
+    sequential, _ = guard_with(ActionScorer(FORGETFUL), cooldown=0)
+    reference: list[Any] = []
+    model = scripted_model()
+    solo = MemGuardInputFilter(trimmer(), sequential, on_decision=reference.append)
+    expected = normalise(run_turns(make_agent(solo.wrap_model(model)), RunConfig(call_model_input_filter=solo),
+                                   mode="sync"))
+    assert all(final == expected for final in finals.values())
+    assert all(decisions == [(d.verdict, d.step, d.p_harmful) for d in reference] for decisions in alone.values())
+    assert {d.verdict for d in reference} == {Verdict.COMMIT, Verdict.VETO}
 
 
 def test_bad_arguments_are_refused_clearly():
@@ -210,9 +299,7 @@ def test_bad_arguments_are_refused_clearly():
         MemGuardInputFilter("trim", guard)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="guard must be a memguard.Guard"):
         MemGuardInputFilter(trimmer(), object())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="model must be an agents.Model"):
-        MemGuardInputFilter(trimmer(), guard, model="gpt-4.1")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="neither an input filter nor a memguard strategy"):
+    with pytest.raises(TypeError, match="neither a hook nor a memguard strategy"):
         MemGuardInputFilter(trimmer(), guard, fallbacks=[3])
     with pytest.raises(TypeError, match="wraps an agents.Model"):
         MemGuardModel("gpt-4.1", MemGuardInputFilter(trimmer(), guard).store)  # type: ignore[arg-type]
@@ -224,3 +311,29 @@ async def test_a_filter_that_returns_something_else_fails_loudly():
                          context=None)
     with pytest.raises(TypeError, match="returned list, not a ModelInputData"):
         await MemGuardInputFilter(lambda data: [], guard)(data)
+
+
+def test_server_side_compaction_is_audited_against_the_full_context_and_never_changes_the_run():
+    from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message
+    from openai.types.responses import ResponseCompactionItem
+
+    def respond(call: ModelCall) -> list[Any]:
+        if call.model_settings.context_management:  # the server compacted: an opaque item, then a forgetful answer
+            return [ResponseCompactionItem(id="cmp_1", type="compaction", encrypted_content="enc"),
+                    assistant_message("I no longer know the code.", item_id="msg_1")]
+        return [assistant_message(f"The launch code is {FACT}.", item_id="msg_1")]
+
+    model = ScriptedModel([ModelStep.respond(respond) for _ in range(4)])
+    guard, sink = guard_with(ActionScorer({"I no longer know the code.": 0.9}))
+    wrapped = MemGuardInputFilter(trimmer(), guard).wrap_model(model)
+    agent = make_agent(wrapped)
+    config = RunConfig(tracing_disabled=True, model_settings=ModelSettings(
+        context_management=[{"type": "compaction", "compact_threshold": 1000}]))
+    result = Runner.run_sync(agent, TURNS[2], run_config=config)
+    assert result.final_output == "I no longer know the code."  # the server's compaction stands
+    assert guard.flush(30)
+    assert [(d.verdict, d.strategy, d.p_harmful) for d in sink.decisions] == [
+        (Verdict.AUDIT, "server_context_management", 0.9)]
+    assert [c.model_settings.context_management for c in model.calls] == [config.model_settings.context_management,
+                                                                         None]  # the audit probe: full context
+    guard.close()

@@ -150,7 +150,7 @@ class _ByStrategy:
         return out
 
 
-def test_after_a_veto_the_session_is_not_asked_to_compact_during_the_cooldown():
+def test_during_the_cooldown_after_a_veto_the_session_is_not_asked_to_compact():
     asked = []
 
     class Counting(SummarisingSession):
@@ -162,11 +162,15 @@ def test_after_a_veto_the_session_is_not_asked_to_compact_during_the_cooldown():
     session, sink = guarded(Counting("s"), ConstantScorer(1.0), model, cooldown=3)
 
     async def run() -> None:
-        for _ in range(4):
+        for turn in range(5):  # one more agent step before each ask
+            await session.add_items([{"role": "user", "content": f"go on {turn}"},
+                                     {"role": "assistant", "content": f"step {turn}"}])
             await session.run_compaction()
 
     asyncio.run(run_seeded(session, run))
-    assert len(sink.reviews) == 1 and len(asked) == 2  # asked, vetoed, 2 turns skipped, asked again
+    skipped = [d for d in sink.decisions if not d.reviewed]
+    assert len(sink.reviews) == len(asked) == 5 - len(skipped) >= 2  # a cooling step never asks the session
+    assert asked[0] == 7 and all(d.verdict is Verdict.VETO for d in sink.decisions)
 
 
 async def run_seeded(session: MemGuardSession, then: Any) -> None:
@@ -268,8 +272,33 @@ def test_an_opaque_compaction_is_audited_and_kept(mode):
     store = compaction_session(OfflineCompactAPI())
     session, sink = guarded(store, ConstantScorer(1.0), model)
     assert converse(session, model, mode=mode) == expected  # a harmful score vetoes nothing here
-    assert session.flush(30)
+    assert session.guard.flush(30)
     assert sink.decisions and all(d.verdict is Verdict.AUDIT and d.p_harmful == 1.0 for d in sink.decisions)
     assert all(d.candidates[0].strategy == "OpenAIResponsesCompactionSession" for d in sink.decisions)
     stored = asyncio.run(store.get_items())
     assert any(i.get("type") == "compaction" for i in stored)
+
+
+def test_opaque_rewrites_are_audited_by_the_users_own_guard_with_no_hidden_guard():
+    """Issue 20 item 5: one hidden audit guard per session (a thread each; reviews missing from stats)."""
+    import threading
+
+    def audit_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "memguard-audit" and t.is_alive())
+
+    sink = RecordingSink()
+    guard = Guard(ConstantScorer(1.0), sinks=[sink], identical_is_safe=False)
+    threads_before = audit_threads()
+    sessions = [MemGuardSession(compaction_session(OfflineCompactAPI()), guard, agent=make_agent(scripted_model()))
+                for _ in range(20)]
+
+    async def compact_all() -> None:
+        for session in sessions:
+            await run_seeded(session, session.run_compaction)
+
+    asyncio.run(compact_all())
+    assert audit_threads() <= threads_before + 1  # at most the guard's own audit worker, not one per session
+    guard.close()  # closes the sinks: every audit line must be in by then
+    audits = [d for d in sink.decisions if d.verdict is Verdict.AUDIT]
+    assert len(audits) == 20 and not any(d.pending for d in audits)
+    assert guard.stats()["audit"] == 20

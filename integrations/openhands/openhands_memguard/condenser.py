@@ -8,8 +8,11 @@ full view, probing the agent's LLM (with its tools) on both contexts:
 - commit: the `Condensation` itself is returned;
 - veto, under a SOFT requirement (event count): the view comes back unchanged, nothing is lost;
 - under a HARD requirement (token overflow, an explicit `CondensationRequest`) a veto would bring
-  the agent straight back (after a context-window error, in a loop), so the review runs with a
-  hard budget: the lowest-risk candidate that can be stored is committed (verdict ``forced``);
+  the agent straight back (after a context-window error, in a loop), so the gate is asked with
+  ``must_reduce=True``: never skipped, never vetoed; the proposal, a storable fallback, or the
+  lowest-risk candidate that can be stored is committed (verdict ``forced``);
+- the gate is asked before the wrapped condenser (each stage of a `PipelineCondenser`) runs:
+  during a cooldown it is not asked at all;
 - a fallback that only forgets events (and adds at most one summary) becomes a `Condensation`;
   one that edits messages (observation masking) becomes a new `View` for this step;
 - audit mode returns the wrapped condenser's result at once and scores in the background.
@@ -21,17 +24,15 @@ its condenser a guard.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from memguard import CompactionEvent, Decision, Guard, Verdict, to_messages
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
+from memguard.guard import conversation_key
 from openhands.sdk.agent.base import AgentBase
-from openhands.sdk.context.condenser import CondenserBase
+from openhands.sdk.context.condenser import CondenserBase, PipelineCondenser
 from openhands.sdk.context.condenser.base import CondensationRequirement
 from openhands.sdk.context.view import View
 from openhands.sdk.event import Condensation
@@ -42,7 +43,7 @@ from pydantic import PrivateAttr, field_validator
 
 from openhands_memguard.fallbacks import bind_fallbacks, check_fallbacks, strategy_name
 from openhands_memguard.probe import AgentProbe, tools_of
-from openhands_memguard.requirement import requirement_after_proposal, requirement_of
+from openhands_memguard.requirement import requirement_after_proposal
 from openhands_memguard.views import GuardView, assistant_turns
 
 __all__ = ["MemGuardCondenser", "guard_agent"]
@@ -52,60 +53,36 @@ logger = logging.getLogger("memguard.openhands")
 AgentT = TypeVar("AgentT", bound=AgentBase)
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """One condenser the guard reviews on its own: the wrapped one, or one stage of a pipeline."""
+
+    condenser: CondenserBase
+    strategy: str
+    tag: str | None = None  # a pipeline stage's own cooldown key, beside the conversation's
+
+    def conversation(self, conversation_id: str | None, view: GuardView | None) -> str | None:
+        if self.tag is None:
+            return conversation_id
+        base = conversation_id if conversation_id is not None else conversation_key(view.messages if view else [])
+        return f"{base}/{self.tag}"
+
+
 @dataclass
 class _Review:
-    """Everything one review of one proposed `Condensation` needs."""
+    """Everything one review of one proposal (a `Condensation`, or a transformed `View`) needs."""
 
     view: GuardView
-    proposal: Condensation
+    proposal: View | Condensation
     event: CompactionEvent
     probe: AgentProbe
     hard: bool
     fallbacks: tuple[Any, ...] | None
 
 
-def _hard_budget(guard: Guard, review: _Review) -> int | None:
-    """Under HARD, a budget every candidate smaller than the full view fits: no veto, lowest risk wins.
-
-    The wrapped condenser sized its own proposal for the real limit (in the agent LLM's tokens);
-    a candidate that still overflows brings a context-window error, a new request and a new HARD
-    review of the now smaller, stored view, so the rounds end.
-    """
-    if not review.hard:
-        return None
-    return max(1, guard.count_tokens(to_messages(review.event.before)) - 1)
-
-
 def _conversation_id() -> str | None:
     """The running conversation's id: OpenHands scopes it around every agent step."""
     return resolve_llm_call_context(None).session_id
-
-
-class _VetoClock:
-    """When the guard last vetoed each conversation here, so cooling steps can skip the inner condenser.
-
-    Mirrors the guard's own cooldown rule (after a veto at step ``s``, ``cooldown=N`` skips the
-    steps ``s .. s+N``) from the decisions this condenser received; bounded like the guard's own
-    table.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._vetoed_at: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def record(self, decision: Decision) -> None:
-        if decision.verdict is Verdict.VETO and decision.reviewed and decision.mode == "enforce":
-            with self._lock:
-                self._vetoed_at[decision.conversation_id] = decision.step
-                self._vetoed_at.move_to_end(decision.conversation_id)
-                while len(self._vetoed_at) > self._size:
-                    self._vetoed_at.popitem(last=False)
-
-    def cooling(self, conversation_id: str, step: int, cooldown: int) -> bool:
-        with self._lock:
-            last = self._vetoed_at.get(conversation_id)
-        return last is not None and last <= step <= last + cooldown
 
 
 def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:
@@ -132,7 +109,6 @@ class MemGuardCondenser(CondenserBase):
     _fallbacks: tuple[Any, ...] = PrivateAttr(default=())
     _on_decision: Callable[[Decision], Any] | None = PrivateAttr(default=None)
     _last_decision: Decision | None = PrivateAttr(default=None)
-    _vetoes: _VetoClock = PrivateAttr(default_factory=_VetoClock)
 
     def __init__(
         self,
@@ -202,37 +178,62 @@ class MemGuardCondenser(CondenserBase):
 
     # ------------------------------------------------------------------ condense
 
+    def _stages(self) -> list[_Stage]:
+        """Each stage of a `PipelineCondenser` is reviewed on its own input; any other condenser is one stage."""
+        if not isinstance(self.inner, PipelineCondenser):
+            return [_Stage(self.inner, self.strategy or strategy_name(self.inner))]
+        stages = []
+        for index, condenser in enumerate(self.inner.condensers):
+            name = strategy_name(condenser)
+            stages.append(_Stage(condenser, f"{self.strategy}/{name}" if self.strategy else name, f"stage-{index}"))
+        return stages
+
     def condense(self, view: View, agent_llm: LLM | None = None) -> View | Condensation:
         guard = self._require_guard()
         conversation_id = _conversation_id()
-        if self._cooling(guard, view, agent_llm, conversation_id):
-            return view
-        result = self.inner.condense(view, agent_llm=agent_llm)
-        if not isinstance(result, Condensation):
-            return result
-        review = self._prepare(guard, view, agent_llm, result, conversation_id)
-        if guard.mode == "audit":
-            self._record(guard.review(review.event, review.probe))
-            return result
-        decision = guard.review(review.event, review.probe, fallbacks=review.fallbacks,
-                                hard_budget=_hard_budget(guard, review))
-        return self._outcome(decision, review)
+        result: View | Condensation = view
+        for stage in self._stages():
+            if isinstance(result, Condensation):  # a pipeline stops at its first condensation
+                break
+            result = self._condense_stage(guard, stage, result, agent_llm, conversation_id)
+        return result
 
     async def acondense(self, view: View, agent_llm: LLM | None = None) -> View | Condensation:
         guard = self._require_guard()
         conversation_id = _conversation_id()
-        if self._cooling(guard, view, agent_llm, conversation_id):
+        result: View | Condensation = view
+        for stage in self._stages():
+            if isinstance(result, Condensation):
+                break
+            result = await self._acondense_stage(guard, stage, result, agent_llm, conversation_id)
+        return result
+
+    def _condense_stage(self, guard: Guard, stage: _Stage, view: View, agent_llm: LLM | None,
+                        conversation_id: str | None) -> View | Condensation:
+        gate, guard_view = self._gate(guard, stage, view, agent_llm, conversation_id)
+        if not gate.review:  # cooling down: the wrapped condenser is not asked (no summary paid for)
+            self._record(guard.skip(gate, (guard_view or GuardView(view)).messages, strategy=stage.strategy))
             return view
-        result = await self.inner.acondense(view, agent_llm=agent_llm)
-        if not isinstance(result, Condensation):
+        result = stage.condenser.condense(view, agent_llm=agent_llm)
+        review = self._prepare(guard, gate, stage, view, agent_llm, result, guard_view)
+        if review is None:
             return result
-        review = self._prepare(guard, view, agent_llm, result, conversation_id)
-        if guard.mode == "audit":  # scored on the guard's worker thread: the blocking probe
-            self._record(await guard.areview(review.event, review.probe))
+        decision = guard.review(review.event, review.probe, gate=gate, fallbacks=review.fallbacks)
+        return self._outcome(decision, review)
+
+    async def _acondense_stage(self, guard: Guard, stage: _Stage, view: View, agent_llm: LLM | None,
+                               conversation_id: str | None) -> View | Condensation:
+        gate, guard_view = self._gate(guard, stage, view, agent_llm, conversation_id)
+        if not gate.review:
+            before = (guard_view or GuardView(view)).messages
+            self._record(await guard.askip(gate, before, strategy=stage.strategy))
+            return view
+        result = await stage.condenser.acondense(view, agent_llm=agent_llm)
+        review = self._prepare(guard, gate, stage, view, agent_llm, result, guard_view)
+        if review is None:
             return result
-        budget = await asyncio.to_thread(_hard_budget, guard, review)  # counting may tokenize a long view
-        decision = await guard.areview(review.event, review.probe.acall, fallbacks=review.fallbacks,
-                                       hard_budget=budget)
+        probe = review.probe.acall if not gate.audit else review.probe  # audit: the worker's blocking probe
+        decision = await guard.areview(review.event, probe, gate=gate, fallbacks=review.fallbacks)
         return self._outcome(decision, review)
 
     # ------------------------------------------------------------------ steps
@@ -245,65 +246,68 @@ class MemGuardCondenser(CondenserBase):
             )
         return self._guard
 
-    def _cooling(self, guard: Guard, view: View, agent_llm: LLM | None, conversation_id: str | None) -> bool:
-        """True while a recent veto holds for a SOFT requirement: skip the inner condenser's LLM call.
+    def _gate(self, guard: Guard, stage: _Stage, view: View, agent_llm: LLM | None,
+              conversation_id: str | None) -> tuple[Gate, GuardView | None]:
+        """The core's gate, asked before the stage runs: HARD requirements must reduce (never skipped, never vetoed)."""
+        hard = requirement_after_proposal(stage.condenser, view, agent_llm) is CondensationRequirement.HARD
+        guard_view = GuardView(view) if conversation_id is None else None  # a derived id reads the opening
+        gate = guard.gate(None if guard_view is None else guard_view.messages,
+                          conversation_id=stage.conversation(conversation_id, guard_view),
+                          step=assistant_turns(view.events), must_reduce=hard)
+        return gate, guard_view
 
-        The guard would veto without a review anyway; asking the inner condenser first would
-        spend a summarisation call on a condensation that cannot be committed.
-        """
-        if guard.mode != "enforce" or conversation_id is None or guard.cooldown == 0:
-            return False
-        if not self._vetoes.cooling(conversation_id, assistant_turns(view.events), guard.cooldown):
-            return False
-        return requirement_of(self.inner, view, agent_llm) is CondensationRequirement.SOFT
-
-    def _prepare(self, guard: Guard, view: View, agent_llm: LLM | None, proposal: Condensation,
-                 conversation_id: str | None) -> _Review:
+    def _prepare(self, guard: Guard, gate: Gate, stage: _Stage, view: View, agent_llm: LLM | None,
+                 result: View | Condensation, guard_view: GuardView | None) -> _Review | None:
+        """The review of what the stage returned, or None when it proposed nothing."""
+        if isinstance(result, View) and (result is view or _same_objects(result.events, view.events)):
+            return None
         llm = self._llm or agent_llm
         if llm is None:
             raise ValueError("MemGuardCondenser needs the agent's LLM to probe: pass llm=..., "
                              "or let the agent call condense (it passes its own)")
-        guard_view = GuardView(view)
-        hard = requirement_after_proposal(self.inner, view, agent_llm) is CondensationRequirement.HARD
-        identity = {"conversation_id": conversation_id} if conversation_id is not None else {}
+        guard_view = guard_view or GuardView(view)
+        candidate = guard_view.apply(result) if isinstance(result, Condensation) else guard_view.show(result.events)
         event = CompactionEvent(
             before=guard_view.messages,
-            candidate=guard_view.apply(proposal),
-            strategy=self.strategy or strategy_name(self.inner),
+            candidate=candidate,
+            strategy=stage.strategy,
             step=guard_view.step,
-            metadata={"framework": "openhands", "condenser": type(self.inner).__name__,
-                      "requirement": "hard" if hard else "soft"},
-            **identity,
+            conversation_id=gate.conversation_id,
+            metadata={"framework": "openhands", "condenser": type(stage.condenser).__name__,
+                      "requirement": "hard" if gate.must_reduce else "soft",
+                      "proposal": "condensation" if isinstance(result, Condensation) else "view"},
         )
         return _Review(
             view=guard_view,
-            proposal=proposal,
+            proposal=result,
             event=event,
-            probe=AgentProbe(llm, self._tools or tools_of(view.events), guard_view),
-            hard=hard,
-            fallbacks=bind_fallbacks(self._fallbacks, guard.fallbacks, guard_view, agent_llm, hard=hard),
+            probe=AgentProbe(llm, self._tools or tools_of(view.events), guard_view, isolated=gate.audit),
+            hard=gate.must_reduce,
+            fallbacks=None if gate.audit else bind_fallbacks(self._fallbacks, guard.fallbacks, guard_view, agent_llm,
+                                                             hard=gate.must_reduce),
         )
 
     def _outcome(self, decision: Decision, review: _Review) -> View | Condensation:
         self._record(decision)
+        if decision.verdict is Verdict.AUDIT:
+            return review.proposal
         if decision.verdict is Verdict.VETO:
             if not review.hard:
                 return review.view.view
             logger.warning("memguard: nothing could be committed under a HARD requirement; using the %s "
-                           "condensation so the agent does not loop", type(self.inner).__name__)
+                           "condensation so the agent does not loop", decision.proposed_strategy)
             return review.proposal
         if _same_objects(decision.messages, review.event.candidate):
             return review.proposal
         result = review.view.as_result(decision.messages)
         if review.hard and not isinstance(result, Condensation):  # PersistableOnly keeps this out
             logger.warning("memguard: the chosen candidate cannot be stored under a HARD requirement; "
-                           "using the %s condensation", type(self.inner).__name__)
+                           "using the %s proposal", decision.proposed_strategy)
             return review.proposal
         return result
 
     def _record(self, decision: Decision) -> None:
         self._last_decision = decision
-        self._vetoes.record(decision)
         if self._on_decision is None:
             return
         try:

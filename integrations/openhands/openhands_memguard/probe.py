@@ -34,16 +34,22 @@ def tools_of(events: Sequence[LLMConvertibleEvent]) -> list[ToolDefinition[Any, 
 class AgentProbe:
     """Calls the agent's LLM on a guard context and answers with the next message as a dict.
 
-    Probes may run on the guard's worker threads (parallel probes, audit mode): they run in a
-    copy of the caller's context, so OpenHands' per-conversation LLM call context follows them.
+    Probes may run on the guard's worker threads (parallel probes): they run in a copy of the
+    caller's context, so OpenHands' per-conversation LLM call context follows them. An `isolated`
+    probe (an audit review) is no part of the run: it calls a copy of the LLM with metrics of its
+    own (nothing is billed to the conversation's stats) in an empty context.
     """
 
-    def __init__(self, llm: LLM, tools: Sequence[ToolDefinition[Any, Any]], view: GuardView) -> None:
+    def __init__(self, llm: LLM, tools: Sequence[ToolDefinition[Any, Any]], view: GuardView, *,
+                 isolated: bool = False) -> None:
+        if isolated:
+            llm = llm.model_copy()
+            llm.reset_metrics()
         self.llm = llm
         self.tools = list(tools)
         self.view = view
         self.calls = 0
-        self._context = contextvars.copy_context()
+        self._context = contextvars.Context() if isolated else contextvars.copy_context()
 
     def _messages(self, context: list[Any]) -> Any:
         return LLMConvertibleEvent.events_to_messages(self.view.to_events(context))

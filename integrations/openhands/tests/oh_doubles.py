@@ -91,10 +91,16 @@ class _Scripted(TestLLM):
     _counter: Counter = PrivateAttr(default_factory=Counter)
     _contexts: list[str] = PrivateAttr(default_factory=list)
     _overflow_at: int | None = PrivateAttr(default=None)
+    _requests: list[tuple[Any, ...]] = PrivateAttr(default_factory=list)
 
     @property
     def calls(self) -> int:
         return self._counter.value
+
+    @property
+    def requests(self) -> list[tuple[Any, ...]]:
+        """One signature per call: the LLM's settings, the tools offered and the call's options (not the messages)."""
+        return self._requests
 
     @property
     def contexts(self) -> list[str]:
@@ -108,6 +114,10 @@ class _Scripted(TestLLM):
                    on_token: Any = None, call_context: Any = None, **kwargs: Any) -> LLMResponse:
         self._counter.tick()
         self._contexts.append(context_text(messages))
+        options = sorted((k, repr(v)) for k, v in kwargs.items())
+        self._requests.append((self.model, self.temperature, self.max_output_tokens,
+                               tuple(getattr(t, "name", repr(t)) for t in tools or ()),
+                               add_security_risk_prediction, tuple(options)))
         if self._overflow_at is not None and len(messages) > self._overflow_at:
             raise LLMContextWindowExceedError(f"{len(messages)} messages do not fit")
         message = self.answer(context_text(messages))
@@ -133,7 +143,8 @@ class SummarizerLLM(_Scripted):
 
 
 def agent_llm(*, overflow_at: int | None = None) -> AgentLLM:
-    llm = AgentLLM(model="test-model", usage_id="agent")
+    """The agent's LLM, with non-default settings (a probe sent with other settings is caught)."""
+    llm = AgentLLM(model="test-model", usage_id="agent", temperature=0.3, max_output_tokens=777)
     llm._overflow_at = overflow_at
     return llm
 
@@ -147,16 +158,26 @@ def make_agent(llm: AgentLLM, condenser: CondenserBase | None) -> Agent:
     return Agent(llm=llm, tools=[Tool(name="terminal")], include_default_tools=[], condenser=condenser)
 
 
-def run(agent: Agent, mode: str = "sync", *, workspace: str | None = None, **options: Any) -> Any:
-    """Run `agent` on TASK to the end in a fresh local conversation; returns the conversation."""
-    conversation = Conversation(agent=agent, workspace=workspace or tempfile.mkdtemp(prefix="oh-memguard-"),
-                                visualizer=None, max_iteration_per_run=60, **options)
-    conversation.send_message(TASK)
+def task_for(conversation: int) -> str:
+    return TASK if conversation == 0 else f"{TASK} (ticket {conversation})"
+
+
+def new_conversation(agent: Agent, conversation: int = 0, *, workspace: str | None = None, **options: Any) -> Any:
+    started = Conversation(agent=agent, workspace=workspace or tempfile.mkdtemp(prefix="oh-memguard-"),
+                           visualizer=None, max_iteration_per_run=60, **options)
+    started.send_message(task_for(conversation))
+    return started
+
+
+def run(agent: Agent, mode: str = "sync", *, workspace: str | None = None, conversation: int = 0,
+        **options: Any) -> Any:
+    """Run `agent` on its task to the end in a fresh local conversation; returns the conversation."""
+    started = new_conversation(agent, conversation, workspace=workspace, **options)
     if mode == "sync":
-        conversation.run()
+        started.run()
     else:
-        asyncio.run(conversation.arun())
-    return conversation
+        asyncio.run(started.arun())
+    return started
 
 
 def transcript(events: Sequence[Any]) -> list[tuple[Any, ...]]:
