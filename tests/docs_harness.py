@@ -21,8 +21,10 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
+import types
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,12 +82,95 @@ def example_id(example: Any) -> str:
 
 @dataclass
 class PageState:
-    """What the blocks of one page have defined so far, and how far they got."""
+    """What the blocks of one page have defined so far, and how far they got.
 
-    globals: dict[str, Any] = field(default_factory=dict)
+    The blocks run in a real module (registered in `sys.modules` while a block runs), as a
+    script's would: pydantic and dataclasses look their defining module up by name.
+    """
+
+    module: types.ModuleType
     ran: set[int] = field(default_factory=set)
     failed: str | None = None
     workdir: Path | None = None
+
+
+_STATES: dict[Path, PageState] = {}
+_HUB: dict[str, Path] = {}
+
+
+def _uses_memrm(blocks: list[Any]) -> bool:
+    """Whether a page's code loads MemRM (then it needs the offline hub and memguard[local])."""
+    code = "\n".join(line.split("#", 1)[0] for block in blocks for line in block.source.splitlines())
+    return re.search(r"(?<!Remote)MemRM\.from_pretrained\(", code) is not None
+
+
+def _offline_hub(request: Any) -> Path:
+    """One offline hub cache per session (tiny random MemRM under the real ids), built on first use."""
+    if "cache" not in _HUB:
+        from memguard.testing.hub import install_offline_hub
+
+        factory = request.getfixturevalue("tmp_path_factory")
+        _HUB["cache"] = install_offline_hub(factory.mktemp("hf-hub"), tokenizer="byte")  # fast; same loading code
+    return _HUB["cache"]
+
+
+def _exec_block(example: Any, state: PageState) -> None:
+    """Execute one block in its page's module, compiled under the page's own name and line numbers.
+
+    A failure's traceback then points at the Markdown file and line, like any Python source.
+    """
+    source = "\n" * (example.start_line) + example.source
+    code = compile(source, str(example.path), "exec", dont_inherit=True)
+    sys.modules[state.module.__name__] = state.module
+    try:
+        exec(code, state.module.__dict__)
+    except BaseException:
+        state.failed = f"{example_id(example)} failed"
+        raise
+    finally:
+        sys.modules.pop(state.module.__name__, None)
+
+
+def run_block(example: Any, examples: list[Any], request: Any) -> None:
+    """Run `example` (one test item), after the blocks above it on its page that have not run yet.
+
+    Args:
+        example: the block to run.
+        examples: every block collected in this environment (the page's earlier blocks among them).
+        request: the pytest request (for temporary directories and the skip mechanism).
+    """
+    import pytest
+
+    reason = skip_reason(example)
+    if reason is not None:
+        pytest.skip(f"not run offline: {reason}")
+    state = _STATES.get(example.path)
+    if state is None:
+        name = "docs_" + re.sub(r"\W", "_", str(example.path.relative_to(ROOT)))
+        state = _STATES[example.path] = PageState(module=types.ModuleType(name))
+        state.module.__dict__["__file__"] = str(example.path)
+    if state.workdir is None:
+        state.workdir = request.getfixturevalue("tmp_path_factory").mktemp(example.path.stem)
+    same_page = [e for e in examples if e.path == example.path]
+    page = [e for e in same_page if e.start_line < example.start_line]
+    with ExitStack() as stack:
+        if _uses_memrm(same_page):
+            from memguard.testing.hub import offline_hub
+
+            stack.enter_context(offline_hub(_offline_hub(request)))
+        stack.enter_context(no_network())
+        stack.enter_context(in_directory(state.workdir))
+        for earlier in page:  # a block may use what the blocks above it on its page defined
+            if earlier.start_line in state.ran or skip_reason(earlier) is not None:
+                continue
+            if state.failed:
+                break
+            _exec_block(earlier, state)
+            state.ran.add(earlier.start_line)
+        if state.failed:
+            pytest.skip(f"an earlier block on this page failed: {state.failed}")
+        _exec_block(example, state)
+        state.ran.add(example.start_line)
 
 
 class _NetworkBlocked(OSError):

@@ -17,82 +17,26 @@ import pytest
 from pytest_examples import CodeExample
 
 from tests import figures
-from tests.docs_harness import (
-    ROOT,
-    PageState,
-    doc_pages,
-    example_id,
-    in_directory,
-    no_network,
-    page_env,
-    page_examples,
-    skip_reason,
-)
+from tests.docs_harness import ROOT, doc_pages, example_id, page_env, page_examples, run_block, skip_reason
 
 pytestmark = [pytest.mark.docs, pytest.mark.local]
 
 EXAMPLES = page_examples("main")
-_STATES: dict[Path, PageState] = {}
-
-
-@pytest.fixture(scope="session")
-def offline_hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One offline hub cache (tiny random MemRM under the real ids) for every page."""
-    from memguard.testing.hub import install_offline_hub
-
-    return install_offline_hub(tmp_path_factory.mktemp("hf-hub"), tokenizer="byte")  # fast; same loading code
-
-
-def _run_block(example: CodeExample, state: PageState) -> None:
-    """Execute one block in its page's globals, compiled under the page's own name and line numbers.
-
-    A failure's traceback then points at the Markdown file and line, like any Python source.
-    """
-    source = "\n" * (example.start_line) + example.source
-    code = compile(source, str(example.path), "exec", dont_inherit=True)
-    state.globals.setdefault("__name__", "__main__")
-    try:
-        exec(code, state.globals)
-    except BaseException as exc:
-        state.failed = f"{example_id(example)} raised {type(exc).__name__}"
-        raise
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
-def test_doc_block(example: CodeExample, offline_hub_cache: Path,
-                   tmp_path_factory: pytest.TempPathFactory) -> None:
-    reason = skip_reason(example)
-    if reason is not None:
+def test_doc_block(example: CodeExample, request: pytest.FixtureRequest) -> None:
+    if skip_reason(example) is not None:
         figures.count("docs: Python blocks skipped (each names why)")
-        figures.note(f"docs: skipped {example_id(example)}", reason)
-        pytest.skip(f"not run offline: {reason}")
-    from memguard.testing.hub import offline_hub
-
-    state = _STATES.setdefault(example.path, PageState())
-    if state.workdir is None:
-        state.workdir = tmp_path_factory.mktemp(example.path.stem)
-    page = [e for e in EXAMPLES if e.path == example.path]
-    with offline_hub(offline_hub_cache), no_network(), in_directory(state.workdir):
-        for earlier in page:  # a block may use what the blocks above it on its page defined
-            if earlier.start_line >= example.start_line:
-                break
-            if earlier.start_line in state.ran or skip_reason(earlier) is not None:
-                continue
-            if state.failed:
-                pytest.skip(f"an earlier block on this page failed: {state.failed}")
-            _run_block(earlier, state)
-            state.ran.add(earlier.start_line)
-        if state.failed:
-            pytest.skip(f"an earlier block on this page failed: {state.failed}")
-        _run_block(example, state)
-        state.ran.add(example.start_line)
+        figures.note(f"docs: skipped {example_id(example)}", skip_reason(example))
+    run_block(example, EXAMPLES, request)
     figures.count("docs: Python blocks run")
 
 
 def test_every_page_is_collected() -> None:
     """Each page that holds Python blocks is run here or names the environment that runs it."""
     envs = {str(page.relative_to(ROOT)): page_env(page) for page in doc_pages()}
-    known = {"main", "openhands"}
+    known = {"main", "openhands", "strands", "google_adk"}
     assert set(envs.values()) <= known, {p: e for p, e in envs.items() if e not in known}
     assert EXAMPLES, "no documentation block found"
 
