@@ -139,6 +139,7 @@ class MemGuardPlugin(BasePlugin):
         full = await candidates.add(None)
         proposed = await candidates.add(proposal)
         event = summarizer.event(full.view, proposed.view, held.gate, ctx, "in_flow")
+        summarizer.count("in_flow_reviews")
         decision = await _core.areview(summarizer.guard, event, candidates.policy, gate=held.gate,
                                        fallbacks=summarizer.bound_fallbacks(held.events, candidates))
         summarizer.record(decision)
@@ -158,6 +159,7 @@ class MemGuardPlugin(BasePlugin):
             ctx.increment_llm_call_count()  # the served response stands in for a counted call
         except LlmCallsLimitExceededError:
             return None  # ADK counts its own call next and stops the run with its own error
+        summarizer.count("served")
         return response.model_copy()
 
     async def _commit(self, ctx: InvocationContext, compaction: Any) -> None:
@@ -186,6 +188,7 @@ class MemGuardPlugin(BasePlugin):
         proposed = await candidates.add(proposal)
         invocation.watch = _AuditWatch(summarizer.event(full.view, proposed.view, held.gate, ctx, "in_flow"),
                                        candidates, held.gate)
+        summarizer.count("in_flow_reviews")
 
     async def after_model_callback(self, *, callback_context: CallbackContext,
                                    llm_response: LlmResponse) -> LlmResponse | None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -102,7 +104,24 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         self.hard_token_limit = hard_token_limit
         self.probe_message = _as_content(probe_message)
         self.last_decision: Decision | None = None
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
         self.plugin = MemGuardPlugin(self)
+
+    def stats(self) -> dict[str, int]:
+        """What this summarizer did: reviews by path, served responses, skipped steps, failures.
+
+        ``in_flow_reviews`` cost one extra model call each (the winning probe is ``served`` as
+        the step's response), ``post_invocation_reviews`` two; ``skipped`` steps cost nothing
+        (the inner summarizer was not called); ``failures`` were published as decisions.
+        """
+        with self._lock:
+            return {name: self._counts[name] for name in
+                    ("in_flow_reviews", "post_invocation_reviews", "served", "skipped", "failures")}
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
 
     def __repr__(self) -> str:
         return f"MemGuardSummarizer({self.inner!r}, mode={self.guard.mode!r})"
@@ -140,6 +159,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         gate = self._gate(ctx, in_flow=True)
         if not gate.review:
             invocation.held = Held("skip", gate)  # published by the plugin against the real request
+            self.count("skipped")
             return None
         proposal = await self._propose(ctx, events, gate)
         if proposal is None:
@@ -159,6 +179,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         template = invocation.last_request
         session_events = list(ctx.session.events)
         if not gate.review:
+            self.count("skipped")
             before = await self._post_view(ctx, session_events, template)
             self.record(await _core.askip(self.guard, gate, before, strategy=self.strategy))
             return None
@@ -179,6 +200,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         full = await candidates.add(None)
         proposed = await candidates.add(proposal)
         event = self.event(full.view, proposed.view, gate, ctx, "post_invocation")
+        self.count("post_invocation_reviews")
         if gate.audit:
             self.record(await _core.areview(self.guard, event, candidates.policy, gate=gate, fallbacks=()))
             return proposal
@@ -214,6 +236,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
             inner = self.inner if self.inner is not None else self._default_inner(ctx)
             return await inner.maybe_summarize_events(events=events)
         except Exception as exc:  # noqa: BLE001 - ADK would swallow it as "no compaction": so do we, on record
+            self.count("failures")
             decision = self.guard.compaction_failed([], strategy=self.strategy, error=exc,
                                                     conversation_id=gate.conversation_id)
             await self.guard.apublish(decision)
@@ -253,6 +276,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
 
     async def failed(self, error: BaseException, gate: _core.Gate, *, committed: bool) -> Decision:
         """Publish the decision for a review that could not run: what happened to the proposal, and why."""
+        self.count("failures")
         logger.warning("memguard: reviewing a %s proposal failed (%s); %s", self.strategy, type(error).__name__,
                        "it was applied" if committed else "nothing was compacted")
         decision = Decision(

@@ -197,7 +197,11 @@ class ContentBridge:
             shown = self._shown.get(ref) if isinstance(ref, str) else None
             if shown is None:  # a message memguard (a fallback strategy) wrote
                 flush_group()
-                if message.role in ("user", "tool"):
+                if message.role == "user" and message.text().startswith(SUMMARY_PREFIX):
+                    flush_fresh()  # a summary: ADK shows those as the model's own turn
+                    summary = message.text().removeprefix(SUMMARY_PREFIX)
+                    out.append(types.Content(role="model", parts=[types.Part(text=summary)]))
+                elif message.role in ("user", "tool"):
                     fresh.append(_new_user_part(message))
                 elif message.role == "assistant":
                     flush_fresh()

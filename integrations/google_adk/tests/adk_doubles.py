@@ -71,6 +71,15 @@ def contents_text(contents: Sequence[types.Content]) -> str:
     return "\n".join(out)
 
 
+DYNAMIC_INSTRUCTION = "Step budget: six."
+"""An instruction a test moves into the contents (with a static instruction, ADK puts it there)."""
+
+
+def _instruction_block(content: types.Content) -> bool:
+    text = contents_text([content])
+    return "BEGIN_SYSTEM_INSTRUC" in text or DYNAMIC_INSTRUCTION in text
+
+
 def next_action(contents: Sequence[types.Content], steps_per_turn: int, tag: str = "") -> types.Content:
     """The scripted agent's next turn for a context."""
     text = contents_text(contents)
@@ -78,7 +87,8 @@ def next_action(contents: Sequence[types.Content], steps_per_turn: int, tag: str
     k = max(steps) if steps else 0
     remembers = FACT in text
     memory = f"the fact is {FACT}" if remembers else "I forgot the fact"
-    last = contents[-1] if contents else None
+    turns = [content for content in contents if not _instruction_block(content)]
+    last = turns[-1] if turns else None  # what the agent answers (ADK's dynamic instruction block aside)
     if last is None or last.role == "model":
         return types.Content(role="model", parts=[types.Part(text=f"waiting{tag}; {memory}")])
     tool_result = any(part.function_response for part in last.parts or ())
@@ -216,20 +226,22 @@ def compaction_config(shape: Shape, summarizer: BaseEventsSummarizer | None) -> 
     return EventsCompactionConfig(summarizer=summarizer, compaction_interval=2, overlap_size=0)
 
 
-def make_agent(llm: BaseLlm) -> LlmAgent:
-    return LlmAgent(
-        name="coder", model=llm, instruction=INSTRUCTION, tools=[bash],
-        generate_content_config=types.GenerateContentConfig(temperature=0.3, max_output_tokens=200, top_p=0.9),
-    )
+def make_agent(llm: BaseLlm, **options: Any) -> LlmAgent:
+    settings: dict[str, Any] = {
+        "name": "coder", "model": llm, "instruction": INSTRUCTION, "tools": [bash],
+        "generate_content_config": types.GenerateContentConfig(temperature=0.3, max_output_tokens=200, top_p=0.9),
+    }
+    return LlmAgent(**{**settings, **options})
 
 
 def make_app(llm: BaseLlm, summarizer: BaseEventsSummarizer | None, shape: Shape,
-             plugins: Sequence[Any] = (), *, compacting: bool | None = None) -> App:
+             plugins: Sequence[Any] = (), *, compacting: bool | None = None, **agent_options: Any) -> App:
     """The app; without compaction ("plain") when `summarizer` is None, unless `compacting` says so
     (ADK's default summarizer)."""
     compacting = summarizer is not None if compacting is None else compacting
     config = compaction_config(shape, summarizer) if compacting else None
-    return App(name="coder_app", root_agent=make_agent(llm), events_compaction_config=config, plugins=list(plugins))
+    return App(name="coder_app", root_agent=make_agent(llm, **agent_options), events_compaction_config=config,
+               plugins=list(plugins))
 
 
 @dataclass
