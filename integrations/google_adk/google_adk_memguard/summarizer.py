@@ -261,8 +261,24 @@ class MemGuardSummarizer(BaseEventsSummarizer):
                           agent_name=getattr(ctx.agent, "name", None))
 
     def bound_fallbacks(self, events: Sequence[Event], candidates: Candidates) -> tuple[SummarizerStrategy, ...]:
-        return tuple(SummarizerStrategy(fallback, list(events), candidates, strategy_name(fallback))
-                     for fallback in self.fallbacks)
+        """The fallbacks bound to one review's events and candidates, each under a name of its own."""
+        return tuple(SummarizerStrategy(fallback, list(events), candidates, name)
+                     for fallback, name in zip(self.fallbacks, self.fallback_names, strict=True))
+
+    @property
+    def fallback_names(self) -> list[str]:
+        """Fallback names in records: the summarizer's kind, numbered where two share one (``..._2``)."""
+        seen = [self.strategy]
+        names = []
+        for fallback in self.fallbacks:
+            base = strategy_name(fallback)
+            name, n = base, 1
+            while name in seen:
+                n += 1
+                name = f"{base}_{n}"
+            seen.append(name)
+            names.append(name)
+        return names
 
     def event(self, before: list[Message], candidate: list[Message], gate: _core.Gate, ctx: InvocationContext,
               path: str) -> CompactionEvent:
