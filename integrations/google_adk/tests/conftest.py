@@ -48,9 +48,9 @@ def _local_only_ex(self: socket.socket, address: object) -> int:
     return _connect_ex(self, address)  # type: ignore[arg-type]
 
 
-# Installed before ADK is imported (at import time, not per test): an import-time call is refused too.
-socket.socket.connect = _local_only  # type: ignore[method-assign]
-socket.socket.connect_ex = _local_only_ex  # type: ignore[method-assign]
+if _HAS_ADK:  # installed before ADK is imported (at import time, not per test): an import-time call is refused too
+    socket.socket.connect = _local_only  # type: ignore[method-assign]
+    socket.socket.connect_ex = _local_only_ex  # type: ignore[method-assign]
 
 
 def pytest_configure(config):
