@@ -57,3 +57,10 @@ def pytest_configure(config):
     # ADK marks its compaction API experimental and says so on every use.
     warnings.filterwarnings("ignore", message=r"\[EXPERIMENTAL\]", category=UserWarning)
     config.addinivalue_line("filterwarnings", r"ignore:\[EXPERIMENTAL\]:UserWarning")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A refused connection that ADK swallowed (telemetry, say) fails no test by itself: fail the run.
+    if attempts and exitstatus == 0:
+        print(f"\ngoogle-adk-memguard tests tried to reach the network: {attempts}")
+        session.exitstatus = 1
