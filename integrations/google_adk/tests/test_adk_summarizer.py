@@ -285,3 +285,15 @@ def test_post_invocation_probes_end_with_the_probe_message():
 
 def test_the_tests_stay_offline():
     assert conftest.attempts == []
+
+
+def test_probes_go_to_the_model_given():
+    sink = RecordingSink()
+    prober = ScriptedLlm(steps_per_turn=SCRIPTS["in_flow"].steps_per_turn)
+    compacting = Run("in_flow")
+    run = Run("in_flow", guard_with(ConstantScorer(0.0), sink), model=prober)
+    assert run.summarizer is not None
+    stats = run.summarizer.stats()
+    assert prober.n_calls == 2 * (stats["in_flow_reviews"] + stats["post_invocation_reviews"]) > 0
+    assert run.llm.n_calls == compacting.llm.n_calls - stats["served"]  # served steps never reached the agent's
+    assert run.transcript == compacting.transcript
