@@ -229,7 +229,9 @@ def compaction_config(shape: Shape, summarizer: BaseEventsSummarizer | None) -> 
 def make_agent(llm: BaseLlm, **options: Any) -> LlmAgent:
     settings: dict[str, Any] = {
         "name": "coder", "model": llm, "instruction": INSTRUCTION, "tools": [bash],
-        "generate_content_config": types.GenerateContentConfig(temperature=0.3, max_output_tokens=200, top_p=0.9),
+        "generate_content_config": types.GenerateContentConfig(  # non-default settings: a probe must carry them
+            temperature=0.3, max_output_tokens=200, top_p=0.9,
+            tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="AUTO"))),
     }
     return LlmAgent(**{**settings, **options})
 
