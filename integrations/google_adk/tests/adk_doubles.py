@@ -7,8 +7,9 @@ its answers say which. So a compaction that drops FACT changes what the agent do
 scorer is really consulted), and one that keeps it leaves the action identical.
 
 Two conversations shapes: ``in_flow`` (one user turn, six tool steps, compacted before model
-calls once the prompt passes `token_threshold`) and ``post_invocation`` (four user turns of two
-tool steps each, compacted after every second run: a sliding window).
+calls once the prompt passes `token_threshold`) and ``post_invocation`` (five user turns of one
+tool step each, compacted after every second run: a sliding window, proposing again after each
+run once two new runs are in).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Script:
 
 SCRIPTS: dict[str, Script] = {
     "in_flow": Script((TASK,), 6),
-    "post_invocation": Script((TASK, NEXT, NEXT, NEXT), 2),
+    "post_invocation": Script((TASK, NEXT, NEXT, NEXT, NEXT), 1),
 }
 
 

@@ -5,7 +5,7 @@ token-threshold config also compacts after each run, so its reviews cost up to t
 test_adk_costs checks one per in-flow review exactly), post-invocation (a sliding window after
 every second run), SSE streaming, and ADK's default summarizer (`inner=None`: an
 `LlmEventSummarizer` over the agent's own model). Sync runs use `Runner.run`, async ones
-`Runner.run_async`.
+`Runner.run_async`. The must-reduce variant sets `hard_token_limit` below every prompt.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class _Contract(IntegrationContract):
     shape: ClassVar[Shape] = "in_flow"
     streaming: ClassVar[bool] = False
     extra_calls_per_review = 2
+    must_reduce_variant = True
 
     def make_summarizer(self) -> BaseEventsSummarizer | None:
         return DroppingSummarizer()
@@ -57,8 +58,8 @@ class _Contract(IntegrationContract):
         llm = ScriptedLlm(steps_per_turn=SCRIPTS[self.shape].steps_per_turn)
         inner = None if variant == "plain" else self.make_summarizer()
         app = make_app(llm, inner, self.shape, compacting=variant != "plain")
-        if guard is not None:
-            app = guard_app(app, guard)
+        if guard is not None:  # must_reduce: past the hard limit from the first proposal on
+            app = guard_app(app, guard, **({"hard_token_limit": 1} if variant == "must_reduce" else {}))
         return app, llm, inner
 
     def _result(self, outcome: Outcome, llm: ScriptedLlm, inner: Any) -> AgentRun:
