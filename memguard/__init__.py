@@ -13,7 +13,7 @@ from memguard.events import CandidateReport, CompactionEvent, Decision, Timings,
 from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, SUMMARY_PREFIX, render_action, render_prompt
-from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.scoring.base import NonFiniteScoreError, Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
 from memguard.settings import GuardSettings, commits
 from memguard.strategies import (
@@ -24,6 +24,7 @@ from memguard.strategies import (
     as_strategy,
     default_fallbacks,
 )
+from memguard.text import safe_text
 
 if TYPE_CHECKING:
     from memguard.scoring.local import MemRM as MemRM  # explicit re-export: not in __all__
@@ -44,6 +45,7 @@ __all__ = [
     "LoggingSink",
     "Message",
     "MessageFormat",
+    "NonFiniteScoreError",
     "ObservationMasking",
     "OpenTelemetrySink",
     "Policy",
@@ -68,6 +70,7 @@ __all__ = [
     "render_prompt",
     "restore_messages",
     "run_coroutine_blocking",
+    "safe_text",
     "to_messages",
 ]
 # `MemRM` is importable by name (`from memguard import MemRM`) but left out of `__all__`: it needs

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from memguard.events import Decision
+from memguard.text import safe_text  # a lone surrogate is written as U+FFFD: the line stays UTF-8
 
 __all__ = ["AuditWorker", "JSONLSink", "LoggingSink", "OpenTelemetrySink", "Sink", "emit_all"]
 
@@ -81,7 +82,7 @@ class JSONLSink:
 
     def emit(self, decision: Decision) -> None:
         record = decision.to_record(redact=self.redact, include_messages=self.include_messages)
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
+        line = (safe_text(json.dumps(record, ensure_ascii=False, default=str)) + "\n").encode("utf-8")
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"JSONLSink({self.path}) is closed")
