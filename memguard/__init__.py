@@ -8,8 +8,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from memguard._concurrency import run_coroutine_blocking
+from memguard.actions import same_action
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
+from memguard.decorator import Compacted, GuardedCompaction
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
+from memguard.gate import Gate
 from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, SUMMARY_PREFIX, render_action, render_prompt
@@ -36,9 +39,12 @@ __all__ = [
     "SUMMARY_PREFIX",
     "AuditWorker",
     "CandidateReport",
+    "Compacted",
     "CompactionEvent",
     "Decision",
+    "Gate",
     "Guard",
+    "GuardedCompaction",
     "GuardSettings",
     "JSONLSink",
     "KeepMore",
@@ -71,6 +77,7 @@ __all__ = [
     "restore_messages",
     "run_coroutine_blocking",
     "safe_text",
+    "same_action",
     "to_messages",
 ]
 # `MemRM` is importable by name (`from memguard import MemRM`) but left out of `__all__`: it needs

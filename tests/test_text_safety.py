@@ -177,6 +177,7 @@ def test_remote_shared_cut_matches_in_process(byte_rm):
 # ------------------------------------------------------------------------------ read back, report
 
 
+@pytest.mark.cli
 def test_audit_log_with_lone_surrogates_reads_back_and_renders(tmp_path):
     from typer.testing import CliRunner
 

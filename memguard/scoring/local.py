@@ -8,10 +8,12 @@ cost ~20 GB in fp32 for two numbers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import threading
 from typing import Any, Literal
 
+from memguard._concurrency import start_daemon
 from memguard._extras import needs_extra
 from memguard.scoring.base import NonFiniteScoreError, Score, ScorerIdentity
 from memguard.scoring.batching import length_batches
@@ -435,8 +437,13 @@ class MemRM:
             return _p_harmful_of(z)
 
     async def ascore(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
-        """`score` in a worker thread, so an event loop never blocks on a forward pass."""
-        return await asyncio.to_thread(self.score, prompts, batch_size=batch_size)
+        """`score` on a daemon thread, so an event loop never blocks on a forward pass.
+
+        Not the default executor: `asyncio.run` waits for its threads on exit, so a forward
+        still running after its caller gave up would hold the program's exit.
+        """
+        return await asyncio.wrap_future(start_daemon(functools.partial(self.score, prompts, batch_size=batch_size),
+                                                      name="memguard-ascore"))
 
     def score_ids(self, ids: list[int]) -> float:
         """P(HARMFUL) for already-tokenized, already-fitted ids, one whole forward (no sharing)."""
