@@ -22,8 +22,7 @@ from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events.event import Event
 from google.adk.models.llm_request import LlmRequest
 from google.adk.sessions.session import Session
-
-from google_adk_memguard._core import Gate
+from memguard import Gate
 
 __all__ = ["Held", "Invocation", "Invocations", "model_steps"]
 

@@ -26,9 +26,8 @@ from google.adk.agents.invocation_context import InvocationContext, LlmCallsLimi
 from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.plugins.base_plugin import BasePlugin
-from memguard import CompactionEvent, Verdict
+from memguard import CompactionEvent, Gate, Verdict
 
-from google_adk_memguard import _core
 from google_adk_memguard.invocations import Held, Invocation, Invocations
 from google_adk_memguard.rebuild import contents_with, scope_like
 from google_adk_memguard.review import Candidates
@@ -48,7 +47,7 @@ class _AuditWatch:
 
     event: CompactionEvent
     candidates: Candidates
-    gate: _core.Gate
+    gate: Gate
 
 
 def _context(callback_context: CallbackContext) -> InvocationContext:
@@ -107,7 +106,7 @@ class MemGuardPlugin(BasePlugin):
         try:
             if held.kind == "skip":
                 before = summarizer.view(llm_request, llm_request.contents, ctx.session.events)
-                summarizer.record(await _core.askip(summarizer.guard, held.gate, before, strategy=summarizer.strategy))
+                summarizer.record(await summarizer.guard.askip(held.gate, before, strategy=summarizer.strategy))
                 return None
             if held.kind == "audit":
                 await self._watch(invocation, ctx, llm_request, held)
@@ -140,8 +139,8 @@ class MemGuardPlugin(BasePlugin):
         proposed = await candidates.add(proposal)
         event = summarizer.event(full.view, proposed.view, held.gate, ctx, "in_flow")
         summarizer.count("in_flow_reviews")
-        decision = await _core.areview(summarizer.guard, event, candidates.policy, gate=held.gate,
-                                       fallbacks=summarizer.bound_fallbacks(held.events, candidates))
+        decision = await summarizer.guard.areview(event, candidates.policy, gate=held.gate,
+                                                  fallbacks=summarizer.bound_fallbacks(held.events, candidates))
         summarizer.record(decision)
         chosen = candidates.chosen(decision)
         if chosen is None and held.gate.must_reduce:
@@ -198,8 +197,8 @@ class MemGuardPlugin(BasePlugin):
         watch, invocation.watch = invocation.watch, None
         try:
             event = watch.event.model_copy(update={"proposed_response": response_view(llm_response)})
-            self.summarizer.record(await _core.areview(self.summarizer.guard, event, watch.candidates.policy,
-                                                       gate=watch.gate, fallbacks=()))
+            self.summarizer.record(await self.summarizer.guard.areview(event, watch.candidates.policy,
+                                                                       gate=watch.gate, fallbacks=()))
         except Exception as exc:  # noqa: BLE001 - a plugin exception would end the run
             logger.error("memguard: submitting an audit review failed (%s)", type(exc).__name__)
         return None

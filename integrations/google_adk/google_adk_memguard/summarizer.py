@@ -32,9 +32,8 @@ from google.adk.apps.llm_event_summarizer import LlmEventSummarizer
 from google.adk.events.event import Event
 from google.adk.models.base_llm import BaseLlm
 from google.genai import types
-from memguard import CompactionEvent, Decision, Guard, Message, Verdict
+from memguard import CompactionEvent, Decision, Gate, Guard, Message, Verdict
 
-from google_adk_memguard import _core
 from google_adk_memguard.fallbacks import SummarizerStrategy, check_fallbacks, strategy_name
 from google_adk_memguard.invocations import Invocation, model_steps
 from google_adk_memguard.probing import agent_model, streaming
@@ -181,7 +180,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         if not gate.review:
             self.count("skipped")
             before = await self._post_view(ctx, session_events, template)
-            self.record(await _core.askip(self.guard, gate, before, strategy=self.strategy))
+            self.record(await self.guard.askip(gate, before, strategy=self.strategy))
             return None
         proposal = await self._propose(ctx, events, gate)
         if proposal is None:
@@ -202,10 +201,10 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         event = self.event(full.view, proposed.view, gate, ctx, "post_invocation")
         self.count("post_invocation_reviews")
         if gate.audit:
-            self.record(await _core.areview(self.guard, event, candidates.policy, gate=gate, fallbacks=()))
+            self.record(await self.guard.areview(event, candidates.policy, gate=gate, fallbacks=()))
             return proposal
-        decision = await _core.areview(self.guard, event, candidates.policy, gate=gate,
-                                       fallbacks=self.bound_fallbacks(events, candidates))
+        decision = await self.guard.areview(event, candidates.policy, gate=gate,
+                                            fallbacks=self.bound_fallbacks(events, candidates))
         self.record(decision)
         chosen = candidates.chosen(decision)
         if chosen is None and gate.must_reduce:
@@ -222,15 +221,15 @@ class MemGuardSummarizer(BaseEventsSummarizer):
 
     # ------------------------------------------------------------------ shared with the plugin
 
-    def _gate(self, ctx: InvocationContext, *, in_flow: bool) -> _core.Gate:
+    def _gate(self, ctx: InvocationContext, *, in_flow: bool) -> Gate:
         events = ctx.session.events
         must_reduce = False
         if self.hard_token_limit is not None:
             tokens = _prompt_tokens(events, ctx, in_flow=in_flow)
             must_reduce = tokens is not None and tokens >= self.hard_token_limit
-        return _core.gate(self.guard, conversation_id=ctx.session.id, step=model_steps(events), must_reduce=must_reduce)
+        return self.guard.gate(None, conversation_id=ctx.session.id, step=model_steps(events), must_reduce=must_reduce)
 
-    async def _propose(self, ctx: InvocationContext, events: list[Event], gate: _core.Gate) -> Event | None:
+    async def _propose(self, ctx: InvocationContext, events: list[Event], gate: Gate) -> Event | None:
         """The inner summarizer's proposal; a failure is published and proposes nothing."""
         try:
             inner = self.inner if self.inner is not None else self._default_inner(ctx)
@@ -280,7 +279,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
             names.append(name)
         return names
 
-    def event(self, before: list[Message], candidate: list[Message], gate: _core.Gate, ctx: InvocationContext,
+    def event(self, before: list[Message], candidate: list[Message], gate: Gate, ctx: InvocationContext,
               path: str) -> CompactionEvent:
         """The `CompactionEvent` for one review: conversation = session, step = model turns."""
         return CompactionEvent(
@@ -290,7 +289,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
                       "summarizer": type(self.inner).__name__, "app": ctx.session.app_name},
         )
 
-    async def failed(self, error: BaseException, gate: _core.Gate, *, committed: bool) -> Decision:
+    async def failed(self, error: BaseException, gate: Gate, *, committed: bool) -> Decision:
         """Publish the decision for a review that could not run: what happened to the proposal, and why."""
         self.count("failures")
         logger.warning("memguard: reviewing a %s proposal failed (%s); %s", self.strategy, type(error).__name__,

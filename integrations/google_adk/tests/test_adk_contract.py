@@ -68,7 +68,7 @@ class _Contract(IntegrationContract):
             "model_calls": llm.n_calls,
             "compactions": llm.summaries if inner is None else inner.calls,
             "requests": list(llm.signatures),
-            "streamed": streamed(outcome) if self.streaming else None,
+            "streamed": streamed(outcome),  # the events the runner yields (partial ones too, under SSE)
             "usage": usage(outcome),
         }
         return AgentRun(**{name: value for name, value in fields.items() if name in _FIELDS})

@@ -79,10 +79,13 @@ def test_a_review_costs_one_extra_call_in_flow_and_two_after_a_run(shape: Shape,
 @pytest.mark.parametrize("shape", ["in_flow", "post_invocation"])
 def test_during_a_cooldown_the_inner_summarizer_is_not_called(shape: Shape):
     sink = RecordingSink()
-    run = Run(shape, guard_with(ConstantScorer(1.0), sink, cooldown=50))
+    guard = guard_with(ConstantScorer(1.0), sink, cooldown=50)
+    run = Run(shape, guard)
     assert len(sink.reviews) == 1  # the first proposal is vetoed; every later one falls in the cooldown
     skipped = [d for d in sink.decisions if not d.reviewed]
-    assert skipped and all(d.verdict is Verdict.VETO and not d.candidates for d in skipped)
+    assert skipped and all(d.verdict is Verdict.VETO and d.skipped == "cooldown" and not d.candidates
+                           for d in skipped)
+    assert guard.stats()["cooldown_skips"] == len(skipped)  # the core's gate said so, not the integration
     assert run.inner.calls == 1  # ADK re-proposed every time; the summarizer was asked once
     assert run.summarizer is not None and run.summarizer.stats()["skipped"] == len(skipped)
     assert compactions(run.outcome) == 0
