@@ -11,17 +11,17 @@ import os
 import socket
 import warnings
 
-for _name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
-              "GOOGLE_GENAI_USE_VERTEXAI", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-    os.environ.pop(_name, None)
-os.environ["OTEL_SDK_DISABLED"] = "true"
-
 try:
     _HAS_ADK = importlib.util.find_spec("google.adk") is not None
 except ModuleNotFoundError:
     _HAS_ADK = False
 if not _HAS_ADK:
     collect_ignore_glob = ["test_*.py"]
+else:  # only where these tests run: the main suite's own OpenTelemetry tests need the SDK on
+    for _name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
+                  "GOOGLE_GENAI_USE_VERTEXAI", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        os.environ.pop(_name, None)
+    os.environ["OTEL_SDK_DISABLED"] = "true"
 
 _connect = socket.socket.connect
 _connect_ex = socket.socket.connect_ex
