@@ -17,11 +17,12 @@ from pydantic_ai_memguard.fallbacks import (
     compact_with,
     strategy_name,
 )
-from pydantic_ai_memguard.messages import REF, SUMMARY_PREFIX, MessageBridge
+from pydantic_ai_memguard.messages import ENCRYPTED_SUMMARY, REF, SUMMARY_PREFIX, MessageBridge
 from pydantic_ai_memguard.probing import Observed, Probe, ProbeServer, ServingModel, probe
 from pydantic_ai_memguard.requests import outgoing, request_key
 
 __all__ = [
+    "ENCRYPTED_SUMMARY",
     "REF",
     "SUMMARY_PREFIX",
     "CapabilityStrategy",
