@@ -21,7 +21,6 @@ HAS_HARNESS = importlib.util.find_spec("pydantic_ai_harness") is not None
 HAS_COMPACT_HISTORY = hasattr(AbstractCapability, "compact_history")
 HARNESS_MODULES = (
     "test_pai_capability.py",
-    "test_pai_example.py",
     "test_pai_fallbacks.py",
     "test_pai_harness_contract.py",
 )
