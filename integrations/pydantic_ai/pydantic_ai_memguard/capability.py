@@ -223,20 +223,21 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         self, ctx: RunContext[AgentDepsT], request_context: ModelRequestContext
     ) -> ModelRequestContext:
         # An inner capability that compacts in compact_history only asks for compaction here.
-        gate = None if compacts_history(self.wrapped) else self._gate(ctx, request_context.messages)
+        parameters = request_context.model_request_parameters
+        gate = None if compacts_history(self.wrapped) else self._gate(ctx, request_context.messages, parameters)
         if gate is not None and not gate.review:  # cooling down: the inner compaction is not even asked
-            await self._skip(ctx, gate, request_context.messages, request_context.model_request_parameters)
+            await self._skip(gate, request_context.messages, parameters)
             return request_context
         before = _Snapshot.take(ctx, request_context)
         proposed: ModelRequestContext = await _resolve(self.wrapped.before_model_request(ctx, request_context))
         if _same(proposed.messages, before.messages) and _same(ctx.messages, before.history):
             return proposed
         if gate is None:
-            gate = self._gate(ctx, before.messages)
+            gate = self._gate(ctx, before.messages, parameters)
             if not gate.review:
-                await self._skip(ctx, gate, before.messages, request_context.model_request_parameters)
+                await self._skip(gate, before.messages, parameters)
                 return before.restore(ctx, request_context)
-        bridge = MessageBridge(_instructions(request_context.model_request_parameters))
+        bridge = MessageBridge(_instructions(parameters))
         target = _Target(proposed.model, proposed.model_settings or None, proposed.model_request_parameters,
                          stream=request_context.streaming, run_context=ctx)
         if gate.audit:
@@ -295,9 +296,9 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             return None
         must_reduce = request.reason == "context_overflow"
         conversation = request.conversation_request
-        gate = self._gate(ctx, request.messages, must_reduce=must_reduce)
+        gate = self._gate(ctx, request.messages, conversation.parameters, must_reduce=must_reduce)
         if not gate.review:  # cooling down: the inner compaction is not even asked
-            await self._skip(ctx, gate, request.messages, conversation.parameters)
+            await self._skip(gate, request.messages, conversation.parameters)
             return None
         inner: Any = self.wrapped  # a 2.78+ capability: the hook is not in every supported Pydantic AI
         result = await inner.compact_history(ctx, request)
@@ -310,7 +311,7 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         details = {"handler": result.handler, "reason": request.reason}
         if gate.audit or is_opaque(result.part):  # an encrypted summary cannot be judged, only recorded
             if not gate.audit:
-                gate = self._gate(ctx, request.messages, must_reduce=must_reduce, audit=True)
+                gate = self._gate(ctx, request.messages, conversation.parameters, must_reduce=must_reduce, audit=True)
             self._audit(ctx, gate, target, bridge, list(request.messages), list(result.messages), **details)
             return result
         event = self._event(ctx, gate, bridge, request.messages, result.messages, **details)
@@ -374,13 +375,18 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
 
     # ------------------------------------------------------------------ both kinds
 
-    def _gate(self, ctx: RunContext[AgentDepsT], messages: Sequence[ModelMessage], *, must_reduce: bool = False,
-              audit: bool | None = None) -> _core.Gate:
+    def _gate(self, ctx: RunContext[AgentDepsT], messages: Sequence[ModelMessage], parameters: ModelRequestParameters,
+              *, must_reduce: bool = False, audit: bool | None = None) -> Any:
+        """The core's gate for this step (a `memguard.Gate`): asked before the inner compaction runs."""
         step = sum(isinstance(message, ModelResponse) for message in messages)  # the view's assistant turns
-        return _core.gate(self.guard, conversation_id=ctx.conversation_id, step=step, must_reduce=must_reduce,
-                          audit=audit)
 
-    def _event(self, ctx: RunContext[AgentDepsT], gate: _core.Gate, bridge: MessageBridge,
+        def view() -> list[Message]:  # only for a run without a conversation id (the core derives one)
+            return MessageBridge(_instructions(parameters)).to_view(messages)
+
+        return _core.gate(self.guard, conversation_id=ctx.conversation_id, step=step, before=view,
+                          must_reduce=must_reduce, audit=audit)
+
+    def _event(self, ctx: RunContext[AgentDepsT], gate: Any, bridge: MessageBridge,
                before: Sequence[ModelMessage], candidate: Sequence[ModelMessage], **details: Any) -> CompactionEvent:
         fields: dict[str, Any] = {
             "before": bridge.to_view(before),
@@ -394,11 +400,10 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             fields["conversation_id"] = gate.conversation_id
         return CompactionEvent(**fields)
 
-    async def _skip(self, ctx: RunContext[AgentDepsT], gate: _core.Gate, messages: Sequence[ModelMessage],
-                    parameters: ModelRequestParameters) -> None:
+    async def _skip(self, gate: Any, messages: Sequence[ModelMessage], parameters: ModelRequestParameters) -> None:
+        """Publish the skip: the context stays as it is, and the inner compaction was not asked."""
         before = MessageBridge(_instructions(parameters)).to_view(messages)
-        self._record(await _core.askip(self.guard, gate, before, strategy=self.strategy,
-                                       metadata={"framework": "pydantic_ai", "run_id": ctx.run_id}))
+        self._record(await _core.askip(self.guard, gate, before, strategy=self.strategy))
 
     def _serve(self, ctx: RunContext[AgentDepsT], probes: _Probes, winner: Probe | None) -> None:
         """Offer the winning probe to the run's next request; the run's usage counts every other probe."""
@@ -410,7 +415,7 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
 
     # ------------------------------------------------------------------ audit mode
 
-    def _audit(self, ctx: RunContext[AgentDepsT], gate: _core.Gate, target: _Target, bridge: MessageBridge,
+    def _audit(self, ctx: RunContext[AgentDepsT], gate: Any, target: _Target, bridge: MessageBridge,
                before: list[ModelMessage], candidate: list[ModelMessage], **details: Any) -> None:
         """Score the compaction in the background; the run sees none of it (no usage, no stream, no state)."""
         watch = self._shared.server.watch(ctx.run_id)  # the run's own next request: the compacted step
@@ -420,7 +425,7 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         with self._shared.lock:
             self._shared.audits.setdefault(ctx.run_id, []).append(task)
 
-    async def _audit_job(self, ctx: RunContext[AgentDepsT], gate: _core.Gate, target: _Target,
+    async def _audit_job(self, ctx: RunContext[AgentDepsT], gate: Any, target: _Target,
                          bridge: MessageBridge, before: list[ModelMessage], candidate: list[ModelMessage],
                          watch: asyncio.Future[Observed], details: dict[str, Any]) -> None:
         full = asyncio.ensure_future(target.probe(before))
