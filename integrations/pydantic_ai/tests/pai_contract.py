@@ -1,21 +1,68 @@
 """The shared contract's driver for Pydantic AI: a real `pydantic_ai.Agent` run to the end.
 
-`run_sync`, `run`, and streamed runs (`run_stream_sync`, `run_stream_events`) of the scripted
+`run_sync` / `run` and streamed runs (`run_stream_sync` / `run_stream_events`) of the scripted
 offline agent (`pai_doubles`), compacted by `make_compaction()`, unguarded or guarded by
-`MemGuardCompaction`. Subclasses pick the compaction (and the run kind).
+`MemGuardCompaction`, sent with non-default settings (temperature, max tokens, tool choice) so a
+probe that dropped them would show in `requests`. Subclasses pick the compaction and the run kind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+from collections.abc import Hashable
 from typing import Any
 
 from memguard import Guard
 from memguard.testing.contract import AgentRun, IntegrationContract, RunMode, Variant
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.capabilities import AbstractCapability, WrapperCapability
+from pydantic_ai.messages import ModelMessage, PartDeltaEvent, PartStartEvent
+from pydantic_ai.models import ModelRequestContext
+from pydantic_ai.models.function import AgentInfo
+from pydantic_ai.tools import RunContext
 
 from pai_doubles import TASK, ScriptedModel, make_agent, transcript
-from pydantic_ai_memguard import MemGuardCompaction
+from pydantic_ai_memguard import MemGuardCompaction, strategy_name
+
+SETTINGS: Any = {"temperature": 0.3, "max_tokens": 512, "tool_choice": "auto"}
+
+
+class CountingCompaction(WrapperCapability[None]):
+    """The inner compaction, counting its invocations: proposals in `before_model_request`, calls
+    of `compact_history` (shared by Pydantic AI's per-run copies)."""
+
+    def __init__(self, wrapped: AbstractCapability[None]) -> None:
+        super().__init__(wrapped=wrapped)
+        self.counter = [0]
+
+    async def before_model_request(
+        self, ctx: RunContext[None], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        before = list(request_context.messages)
+        proposed = await self.wrapped.before_model_request(ctx, request_context)
+        if list(proposed.messages) != before:
+            self.counter[0] += 1
+        return proposed
+
+    async def compact_history(self, ctx: RunContext[None], request: Any) -> Any:
+        self.counter[0] += 1
+        inner: Any = self.wrapped
+        return await inner.compact_history(ctx, request)
+
+
+def signature(info: AgentInfo) -> Hashable:
+    """What a model call was sent besides its messages: settings, tools, output schema, instructions."""
+    tools = [(t.name, json.dumps(t.parameters_json_schema, sort_keys=True)) for t in info.function_tools]
+    outputs = [(t.name, json.dumps(t.parameters_json_schema, sort_keys=True)) for t in info.output_tools]
+    settings = json.dumps(dict(info.model_settings or {}), sort_keys=True, default=repr)
+    return (settings, tuple(tools), tuple(outputs), info.allow_text_output, info.instructions)
+
+
+def agent_run(**fields: Any) -> AgentRun:
+    """An `AgentRun` with the fields this memguard's contract knows (older ones know fewer)."""
+    known = {field.name for field in dataclasses.fields(AgentRun)}
+    return AgentRun(**{name: value for name, value in fields.items() if name in known})
 
 
 class PydanticAIContract(IntegrationContract):
@@ -25,39 +72,79 @@ class PydanticAIContract(IntegrationContract):
     def make_compaction() -> Any:
         raise NotImplementedError
 
-    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode) -> AgentRun:
-        model = ScriptedModel()
+    def make_model(self) -> ScriptedModel:
+        return ScriptedModel()
+
+    def _setup(self, variant: Variant, guard: Guard | None) -> tuple[ScriptedModel, Any, CountingCompaction | None]:
+        model = self.make_model()
+        counting = None
         capabilities: list[Any] = []
         if variant != "plain":
-            compaction = self.make_compaction()
-            capabilities.append(compaction if guard is None else MemGuardCompaction(compaction, guard))
-        messages = self.run(make_agent(model, capabilities), mode)
-        return AgentRun(transcript=transcript(messages), model_calls=model.calls)
+            inner = self.make_compaction()
+            counting = CountingCompaction(inner)
+            if guard is None:
+                capabilities.append(counting)
+            else:
+                capabilities.append(MemGuardCompaction(counting, guard, strategy=strategy_name(inner)))
+        return model, make_agent(model, capabilities), counting
 
-    def run(self, agent: Any, mode: RunMode) -> list[ModelMessage]:
-        if mode == "sync":
-            return agent.run_sync(TASK).all_messages()
-        return asyncio.run(agent.run(TASK)).all_messages()
+    @staticmethod
+    def _result(model: ScriptedModel, counting: CountingCompaction | None, messages: list[ModelMessage],
+                usage: Any, streamed: Any) -> AgentRun:
+        return agent_run(
+            transcript=transcript(messages),
+            model_calls=model.calls,
+            compactions=None if counting is None else counting.counter[0],
+            requests=[signature(info) for info in model.infos],
+            streamed=streamed,
+            usage=usage,
+        )
+
+    def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
+        if mode == "async":
+            return asyncio.run(self.arun_agent(variant, guard, conversation=conversation))
+        model, agent, counting = self._setup(variant, guard)
+        messages, usage, streamed = self.run_sync(agent, self.task(conversation), f"conversation-{conversation}")
+        return self._result(model, counting, messages, usage, streamed)
+
+    async def arun_agent(self, variant: Variant, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
+        model, agent, counting = self._setup(variant, guard)
+        messages, usage, streamed = await self.arun(agent, self.task(conversation), f"conversation-{conversation}")
+        return self._result(model, counting, messages, usage, streamed)
+
+    @staticmethod
+    def task(conversation: int) -> str:
+        return TASK if conversation == 0 else f"{TASK} (conversation {conversation})"
+
+    def run_sync(self, agent: Any, task: str, conversation_id: str) -> tuple[list[ModelMessage], Any, Any]:
+        result = agent.run_sync(task, model_settings=SETTINGS, conversation_id=conversation_id)
+        return result.all_messages(), result.usage, None
+
+    async def arun(self, agent: Any, task: str, conversation_id: str) -> tuple[list[ModelMessage], Any, Any]:
+        result = await agent.run(task, model_settings=SETTINGS, conversation_id=conversation_id)
+        return result.all_messages(), result.usage, None
 
 
 class StreamedContract(PydanticAIContract):
-    """Streamed runs: `run_stream_sync` ("sync") and `run_stream_events` ("async")."""
+    """Streamed runs: `run_stream_sync` ("sync") and `run_stream_events` ("async").
 
-    def run(self, agent: Any, mode: RunMode) -> list[ModelMessage]:
-        if mode == "sync":
-            with agent.run_stream_sync(TASK) as stream:
-                "".join(stream.stream_text(delta=True))
-                return stream.all_messages()
+    `streamed` is what the streaming consumer saw: the text deltas, or every part event.
+    """
 
-        async def events() -> list[ModelMessage]:
-            from pydantic_ai import AgentRunResultEvent
+    def run_sync(self, agent: Any, task: str, conversation_id: str) -> tuple[list[ModelMessage], Any, Any]:
+        with agent.run_stream_sync(task, model_settings=SETTINGS, conversation_id=conversation_id) as stream:
+            deltas = list(stream.stream_text(delta=True))
+            return stream.all_messages(), stream.usage, deltas
 
-            result = None
-            async with agent.run_stream_events(TASK) as stream:
-                async for event in stream:
-                    if isinstance(event, AgentRunResultEvent):
-                        result = event.result
-            assert result is not None
-            return result.all_messages()
+    async def arun(self, agent: Any, task: str, conversation_id: str) -> tuple[list[ModelMessage], Any, Any]:
+        from pydantic_ai import AgentRunResultEvent
 
-        return asyncio.run(events())
+        result, events = None, []
+        async with agent.run_stream_events(task, model_settings=SETTINGS, conversation_id=conversation_id) as stream:
+            async for event in stream:
+                if isinstance(event, (PartStartEvent, PartDeltaEvent)):
+                    events.append(event)
+                elif isinstance(event, AgentRunResultEvent):
+                    result = event.result
+        assert result is not None
+        return result.all_messages(), result.usage, events
