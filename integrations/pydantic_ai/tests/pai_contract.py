@@ -3,7 +3,9 @@
 `run_sync` / `run` and streamed runs (`run_stream_sync` / `run_stream_events`) of the scripted
 offline agent (`pai_doubles`), compacted by `make_compaction()`, unguarded or guarded by
 `MemGuardCompaction`, sent with non-default settings (temperature, max tokens, tool choice) so a
-probe that dropped them would show in `requests`. Subclasses pick the compaction and the run kind.
+probe that dropped them would show in `requests`. `streamed` is what a consumer of the run's events
+saw (an `event_stream_handler`, or the stream itself). Subclasses pick the compaction, the run
+kind, and (`must_reduce_variant`) a run whose model refuses an overflowing context.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic_ai.tools import RunContext
 
 from pai_doubles import TASK, ScriptedModel, make_agent, transcript
 from pydantic_ai_memguard import MemGuardCompaction, strategy_name
+from pydantic_ai_memguard.fallbacks import compacts_history
 
 SETTINGS: Any = {"temperature": 0.3, "max_tokens": 512, "tool_choice": "auto"}
 
@@ -35,6 +38,14 @@ class CountingCompaction(WrapperCapability[None]):
     def __init__(self, wrapped: AbstractCapability[None]) -> None:
         super().__init__(wrapped=wrapped)
         self.counter = [0]
+
+    @property
+    def _has_compact_history(self) -> bool:  # the inner's kind, not this wrapper's (it has both hooks)
+        return compacts_history(self.wrapped)
+
+    def _handles_compact_history(self, ctx: RunContext[None]) -> bool:
+        handles = getattr(self.wrapped, "_handles_compact_history", None)
+        return bool(handles(ctx)) if callable(handles) else False
 
     async def before_model_request(
         self, ctx: RunContext[None], request_context: ModelRequestContext
@@ -72,15 +83,16 @@ class PydanticAIContract(IntegrationContract):
     def make_compaction() -> Any:
         raise NotImplementedError
 
-    def make_model(self) -> ScriptedModel:
-        return ScriptedModel()
+    def make_must_reduce(self) -> tuple[ScriptedModel, Any]:
+        """The model and compaction of a run that must shrink (`must_reduce_variant`)."""
+        raise NotImplementedError
 
     def _setup(self, variant: Variant, guard: Guard | None) -> tuple[ScriptedModel, Any, CountingCompaction | None]:
-        model = self.make_model()
+        model, inner = self.make_must_reduce() if variant == "must_reduce" else (ScriptedModel(), None)
         counting = None
         capabilities: list[Any] = []
         if variant != "plain":
-            inner = self.make_compaction()
+            inner = inner if inner is not None else self.make_compaction()
             counting = CountingCompaction(inner)
             if guard is None:
                 capabilities.append(counting)
@@ -117,12 +129,28 @@ class PydanticAIContract(IntegrationContract):
         return TASK if conversation == 0 else f"{TASK} (conversation {conversation})"
 
     def run_sync(self, agent: Any, task: str, conversation_id: str) -> tuple[list[ModelMessage], Any, Any]:
-        result = agent.run_sync(task, model_settings=SETTINGS, conversation_id=conversation_id)
-        return result.all_messages(), result.usage, None
+        events, handler = _event_stream()
+        result = agent.run_sync(task, model_settings=SETTINGS, conversation_id=conversation_id,
+                                event_stream_handler=handler)
+        return result.all_messages(), result.usage, events
 
     async def arun(self, agent: Any, task: str, conversation_id: str) -> tuple[list[ModelMessage], Any, Any]:
-        result = await agent.run(task, model_settings=SETTINGS, conversation_id=conversation_id)
-        return result.all_messages(), result.usage, None
+        events, handler = _event_stream()
+        result = await agent.run(task, model_settings=SETTINGS, conversation_id=conversation_id,
+                                 event_stream_handler=handler)
+        return result.all_messages(), result.usage, events
+
+
+def _event_stream() -> tuple[list[Any], Any]:
+    """A run's `event_stream_handler` and the part events it received (what a consumer of the run sees)."""
+    events: list[Any] = []
+
+    async def handler(ctx: Any, stream: Any) -> None:
+        async for event in stream:
+            if isinstance(event, (PartStartEvent, PartDeltaEvent)):
+                events.append(event)
+
+    return events, handler
 
 
 class StreamedContract(PydanticAIContract):
