@@ -1,6 +1,7 @@
 """Scoring benchmark: memguard's scorer against the naive path, side by side, on random weights.
 
     python benchmarks/bench_scoring.py --quick              # CPU, scaled-down shape, a few minutes
+    python benchmarks/bench_scoring.py --quick --only cut   # just the 40K-token exact vs shared cut row
     python benchmarks/bench_scoring.py --shape qwen3-1.7b --device cuda --lengths 8192 32768 --gpu-report
 
 Models are built from config with random weights (nothing is downloaded). Prompts are real
@@ -17,6 +18,12 @@ token (body : attention at 16K : full lm_head = 1 : 1.3 : 0.25; the real model h
 at ~1/200 of the cost, so speed ratios carry over: 2 layers, hidden 256, 4x64 query heads, 2 KV
 heads, MLP 3840, a 6,144-row vocabulary with the real tokenizer's ids folded into it (the lm_head
 of a 151,936-row vocabulary would otherwise dominate a small model and flatter memguard).
+The cut section (`--cut-lengths`, default 40,960 tokens of context) scores k = 3 candidates whose
+proposed actions differ in length over a context longer than `max_length` (32,768 positions):
+the exact cut (default) cuts each candidate at its own offset, so they share no prefix and each is
+prefilled; the shared cut (`MemRM(cut="shared")`) starts them all at one offset, so one prefill of
+the cut view serves all three. Both are compared with one candidate alone (one cut prefill), and
+|dP| between the two cuts is reported.
 Two shapes for peak memory (`--memory-configs`, run in bf16 like the real model) keep the real
 151,936-row tied vocabulary, so the naive path's full logits weigh 297 KiB per token as in
 Qwen3-1.7B, and bracket the rest: `vocab` has the real MLP width (6144: 36 KiB of MLP temporaries
@@ -285,6 +292,48 @@ def bench_speed(args, tok, models, pool) -> list[dict]:
     return rows
 
 
+def bench_cut(args, tok, models, pool) -> list[dict]:
+    """k = 3 candidates over a context past max_length: exact cut vs shared cut vs one cut prefill."""
+    model = models["memguard"]
+    embed = model.model.embed_tokens
+    seen = {"tokens": 0}
+
+    def count(_module: Any, inputs: Any) -> None:
+        seen["tokens"] += int(inputs[0].numel())
+
+    for cut in ("exact", "shared"):  # warm up both paths (allocator, kernels) on a short event
+        make_memrm(model, tok, max_length=512, cut=cut).score(event_prompts(stretched_view(tok, 700, pool), 3))
+    handle = embed.register_forward_pre_hook(count)
+    rows = []
+    try:
+        for n in args.cut_lengths:
+            view = stretched_view(tok, n, pool)
+            prompts = event_prompts(view, 3)
+            row: dict[str, Any] = {"n_tokens": n, "k": 3, "max_length": args.max_length}
+            runs = {"exact": ("exact", prompts), "shared": ("shared", prompts), "one": ("exact", prompts[:1])}
+            for name, (cut, batch) in runs.items():
+                seen["tokens"] = 0
+                score = lambda cut=cut, batch=batch: make_memrm(model, tok, max_length=args.max_length,
+                                                                 cut=cut).score(batch)
+                seconds, scores = timed(score, args.device, args.repeats)
+                row[f"{name}_s"] = seconds
+                row[f"{name}_forward_tokens"] = seen["tokens"] // args.repeats
+                row[f"{name}_p"] = [s.p_harmful for s in scores]
+                row[f"{name}_truncated"] = [s.n_truncated for s in scores]
+                row["kept_tokens"] = max(s.n_tokens for s in scores)
+            row["shared_over_one"] = row["shared_s"] / row["one_s"]
+            row["exact_over_shared"] = row["exact_s"] / row["shared_s"]
+            row["max_abs_diff_p"] = max(abs(a - b) for a, b in zip(row["exact_p"], row["shared_p"]))
+            row["extra_cut"] = [s - e for s, e in zip(row["shared_truncated"], row["exact_truncated"])]
+            rows.append(row)
+            print(f"  cut n={n} k=3: exact {row['exact_s']:.2f} s ({row['exact_forward_tokens']} tok run), "
+                  f"shared {row['shared_s']:.2f} s ({row['shared_forward_tokens']} tok), one prompt "
+                  f"{row['one_s']:.2f} s; max|dP| {row['max_abs_diff_p']:.2e}", flush=True)
+    finally:
+        handle.remove()
+    return rows
+
+
 def device_is_cuda(args) -> bool:
     return args.device.startswith("cuda")
 
@@ -511,6 +560,14 @@ def table(report: dict) -> str:
         if "memguard_cache_s" in row:
             lines.append(f"| latency | {row['tokens']} tok, k={row['k']}, cache | {row['naive_s']:.3f} s | {row['memguard_cache_s']:.3f} s | "
                          f"{row['naive_s'] / row['memguard_cache_s']:.2f}x faster; stream/cache {row['stream_vs_cache']:.2f} | | |")
+    for row in report.get("cut", []):
+        where = f"{row['n_tokens']} tok context, k=3, max_length {row['max_length']}"
+        lines.append(f"| cut | {where}, exact | | {row['exact_s']:.3f} s ({row['exact_forward_tokens']} tok run) | "
+                     f"{row['exact_s'] / row['one_s']:.2f}x one cut prefill | | |")
+        lines.append(f"| cut | {where}, shared | | {row['shared_s']:.3f} s ({row['shared_forward_tokens']} tok run) | "
+                     f"{row['shared_over_one']:.2f}x one cut prefill ({row['one_s']:.3f} s); {row['exact_over_shared']:.2f}x "
+                     f"faster than exact; max abs dP vs exact {row['max_abs_diff_p']:.2e} | ≈ 1x one prefill | "
+                     f"{verdict(row['shared_over_one'], 1.2, at_most=True)} |")
     for row in report.get("memory", []):
         where = f"{row['n_tokens']} tok, k={row['k']}, {row.get('shape', '')} {row.get('dtype', '')}"
         for method in memory_methods(row["k"])[1:]:
@@ -566,6 +623,10 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--audit-calls", type=int, default=300)
+    parser.add_argument("--cut-lengths", type=int, nargs="+", default=[40_960],
+                        help="context lengths (tokens) of the exact-vs-shared cut section")
+    parser.add_argument("--max-length", type=int, default=32_768, help="MemRM max_length in the cut section")
+    parser.add_argument("--only", choices=["cut"], default=None, help="run only this section")
     parser.add_argument("--quick", action="store_true", help="one timed run per configuration")
     parser.add_argument("--gpu-report", action="store_true", help="memguard only: latency, tokens/s, peak memory, MFU")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
@@ -581,7 +642,7 @@ def main() -> None:
         args.repeats = 1
 
     started = time.perf_counter()
-    need = {"memguard"} if args.gpu_report else {"naive", "memguard"}
+    need = {"memguard"} if args.gpu_report or args.only else {"naive", "memguard"}
     tok, models = build_models(args.shape, args.device, dtype_of(args), args.quant, need)
     pool = trajectory_messages()
     report: dict[str, Any] = {"machine": machine(), "shape": args.shape, "device": args.device, "dtype": args.dtype,
@@ -589,6 +650,8 @@ def main() -> None:
     print(f"memguard scoring benchmark: {report['machine']}; shape {args.shape}, {args.dtype} {args.quant or ''}", flush=True)
     if args.gpu_report:
         report["gpu"] = gpu_report(args, tok, models, pool)
+    elif args.only == "cut":
+        report["cut"] = bench_cut(args, tok, models, pool)
     else:
         report["speed"] = bench_speed(args, tok, models, pool)
         if device_is_cuda(args):
@@ -597,6 +660,7 @@ def main() -> None:
             report["memory"] = bench_memory_cpu(args)
         report["guard"] = bench_guard_overhead(args, tok, models, pool)
         report["audit"] = bench_audit_latency(args, tok, models, pool, args.audit_calls)
+        report["cut"] = bench_cut(args, tok, models, pool)
     report["wall_s"] = time.perf_counter() - started
     report["table"] = table(report)
     print()

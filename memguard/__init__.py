@@ -8,12 +8,15 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from memguard._concurrency import run_coroutine_blocking
+from memguard.actions import same_action
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
+from memguard.decorator import Compacted, GuardedCompaction
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
+from memguard.gate import Gate
 from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, SUMMARY_PREFIX, render_action, render_prompt
-from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.scoring.base import NonFiniteScoreError, Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
 from memguard.settings import GuardSettings, commits
 from memguard.strategies import (
@@ -24,6 +27,7 @@ from memguard.strategies import (
     as_strategy,
     default_fallbacks,
 )
+from memguard.text import safe_text
 
 if TYPE_CHECKING:
     from memguard.scoring.local import MemRM as MemRM  # explicit re-export: not in __all__
@@ -35,15 +39,19 @@ __all__ = [
     "SUMMARY_PREFIX",
     "AuditWorker",
     "CandidateReport",
+    "Compacted",
     "CompactionEvent",
     "Decision",
+    "Gate",
     "Guard",
+    "GuardedCompaction",
     "GuardSettings",
     "JSONLSink",
     "KeepMore",
     "LoggingSink",
     "Message",
     "MessageFormat",
+    "NonFiniteScoreError",
     "ObservationMasking",
     "OpenTelemetrySink",
     "Policy",
@@ -68,6 +76,8 @@ __all__ = [
     "render_prompt",
     "restore_messages",
     "run_coroutine_blocking",
+    "safe_text",
+    "same_action",
     "to_messages",
 ]
 # `MemRM` is importable by name (`from memguard import MemRM`) but left out of `__all__`: it needs

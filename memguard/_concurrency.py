@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import enum
 import inspect
+import queue
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -20,7 +22,17 @@ from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Handoff", "StallTracker", "await_on_loop", "call_async", "call_blocking", "run_coroutine_blocking"]
+__all__ = [
+    "DaemonPool",
+    "Handoff",
+    "StallTracker",
+    "await_on_loop",
+    "call_async",
+    "call_blocking",
+    "in_running_loop",
+    "run_coroutine_blocking",
+    "start_daemon",
+]
 
 
 class StallTracker(Protocol):
@@ -29,6 +41,86 @@ class StallTracker(Protocol):
     def stall_started(self) -> None: ...
 
     def stall_ended(self) -> None: ...
+
+
+def in_running_loop() -> bool:
+    """True when called from code that an event loop is running (blocking here blocks that loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class DaemonPool:
+    """At most `size` daemon threads running submitted calls in order; idle ones end after `idle_s`.
+
+    For calls that must never hold up `asyncio.run`'s exit or the interpreter's (the default
+    executor's threads are joined at both), many at a time: a thread per call would make a burst
+    of a hundred calls start a hundred threads, each start waiting for the GIL the busy ones hold.
+    """
+
+    def __init__(self, size: int, *, name: str = "memguard-pool", idle_s: float = 2.0) -> None:
+        self.size = size
+        self.name = name
+        self.idle_s = idle_s
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    @property
+    def threads(self) -> int:
+        """Threads alive now."""
+        return self._threads
+
+    def submit(self, call: Callable[[], None]) -> None:
+        """Run `call()` on a pool thread (it must not raise)."""
+        self._queue.put(call)
+        with self._lock:
+            if self._idle > 0 or self._threads >= self.size:
+                return
+            self._threads += 1
+        threading.Thread(target=self._work, name=self.name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                call = self._queue.get(timeout=self.idle_s)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    if self._queue.empty():
+                        self._threads -= 1
+                        return
+                continue
+            with self._lock:
+                self._idle -= 1
+            call()
+            del call
+
+
+def start_daemon(fn: Callable[..., T], *args: Any, name: str = "memguard-call") -> concurrent.futures.Future[T]:
+    """Run `fn(*args)` on a new daemon thread; its outcome arrives in the returned future.
+
+    Unlike the default executor (`asyncio.to_thread`, `run_in_executor`), a daemon thread is
+    never joined by `asyncio.run`'s shutdown nor by the interpreter's: a call that hangs cannot
+    hold either up.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def runner() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            future.set_exception(exc)
+
+    threading.Thread(target=runner, name=name, daemon=True).start()
+    return future
 
 
 def run_coroutine_blocking(awaitable: Awaitable[T]) -> T:
@@ -63,26 +155,40 @@ def _resolve(value: Any) -> Any:
 
 
 class _Abandon:
-    """Shared by a timed call and its thread: who finishes last reports the stall's end."""
+    """Shared by a timed call and its thread: who finishes last reports the stall's end.
+
+    A call given up before its thread began it (waiting for a slot) never starts and is no
+    stall; one given up while it runs is a stall until it ends.
+    """
 
     def __init__(self, stalls: StallTracker | None) -> None:
         self.stalls = stalls
         self.lock = threading.Lock()
+        self.started = False
         self.finished = False
         self.abandoned = False
+
+    def begin(self) -> bool:
+        """Called by the thread before the call: False when the caller gave up already."""
+        with self.lock:
+            if self.abandoned:
+                return False
+            self.started = True
+            return True
 
     def abandon(self) -> None:
         with self.lock:
             if self.finished or self.abandoned:
                 return
             self.abandoned = True
-        if self.stalls is not None:
+            stalled = self.started
+        if stalled and self.stalls is not None:
             self.stalls.stall_started()
 
     def finish(self) -> None:
         with self.lock:
             self.finished = True
-            ended = self.abandoned
+            ended = self.abandoned and self.started
         if ended and self.stalls is not None:
             self.stalls.stall_ended()
 
@@ -98,7 +204,8 @@ def call_blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = No
 
     def runner() -> None:
         try:
-            box["value"] = _resolve(fn(*args))
+            if state.begin():
+                box["value"] = _resolve(fn(*args))
         except BaseException as exc:  # noqa: BLE001
             box["error"] = exc
         finally:
@@ -120,17 +227,18 @@ def is_async_callable(fn: Any) -> bool:
 
 
 async def call_async(fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-                     stalls: StallTracker | None = None) -> Any:
+                     stalls: StallTracker | None = None, pool: DaemonPool | None = None) -> Any:
     """Await `fn(*args)`: coroutine functions on this loop, sync ones on a daemon thread.
 
     An awaitable returned by a sync `fn` is awaited here, on the caller's loop, within what is
-    left of `timeout`.
+    left of `timeout`. With `pool`, the thread is one of the pool's (a call given up while it
+    waits there never runs); otherwise a new one.
     """
     if is_async_callable(fn):
         return await asyncio.wait_for(fn(*args), timeout)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    value = await _in_thread(loop, fn, args, timeout, stalls)
+    value = await _in_thread(loop, fn, args, timeout, stalls, pool)
     if inspect.isawaitable(value):
         left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
         value = await asyncio.wait_for(_await(value), left)
@@ -138,7 +246,7 @@ async def call_async(fn: Callable[..., Any], *args: Any, timeout: float | None =
 
 
 async def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...],
-                     timeout: float | None, stalls: StallTracker | None) -> Any:
+                     timeout: float | None, stalls: StallTracker | None, pool: DaemonPool | None) -> Any:
     future: asyncio.Future[Any] = loop.create_future()
     state = _Abandon(stalls)
 
@@ -154,6 +262,8 @@ async def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], ar
 
     def runner() -> None:
         try:
+            if not state.begin():
+                return  # the caller gave up while this waited in the pool: never run it
             value = fn(*args)
         except BaseException as exc:  # noqa: BLE001
             deliver(future.set_exception, exc)
@@ -162,7 +272,10 @@ async def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], ar
         finally:
             state.finish()
 
-    threading.Thread(target=runner, name="memguard-acall", daemon=True).start()
+    if pool is not None:
+        pool.submit(runner)
+    else:
+        threading.Thread(target=runner, name="memguard-acall", daemon=True).start()
     try:
         return await asyncio.wait_for(future, timeout)
     except TimeoutError:
@@ -182,8 +295,17 @@ LOOP_POLL_S = 0.05
 """How often a thread waiting on another thread's loop checks that the loop still runs."""
 
 
-def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> tuple[Handoff, T | None]:
+def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop, *,
+                  owner: asyncio.Task[Any] | None = None) -> tuple[Handoff, T | None]:
     """Await `awaitable` on `loop` (running in another thread) and wait here for the outcome.
+
+    The task made on `loop` runs in a new, empty `contextvars.Context`: nothing of the caller's
+    context (framework callbacks, stream writers, run configuration) reaches it.
+
+    `owner` is the task that handed the work over (the agent's run). When it has ended by the
+    time the hand-over would start, the run is over and its loop may be closing (`asyncio.run`
+    past its main task, in its cleanup steps): no task is made there, which a closing loop
+    would destroy pending, and the awaitable comes back untouched (`NOT_STARTED`).
 
     Loops stop under their waiters: `asyncio.run` cancels what is pending on exit, and
     `run_until_complete` callers (`Runner.run_sync`) leave the loop open but stopped between runs,
@@ -213,7 +335,15 @@ def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> t
         return value
 
     def start() -> None:  # on the loop
-        tasks.append(asyncio.Task(run(), loop=loop, **_EAGER) if _EAGER else loop.create_task(run()))
+        if owner is not None and owner.done():
+            if claim.acquire(blocking=False):  # the run is over: hand it back rather than start it
+                outcome.set_exception(_Declined())
+            return
+        context = contextvars.Context()
+        if _EAGER:
+            tasks.append(asyncio.Task(run(), loop=loop, context=context, **_EAGER))
+        else:
+            tasks.append(loop.create_task(run(), context=context))
 
     try:
         loop.call_soon_threadsafe(start)
@@ -222,6 +352,8 @@ def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> t
     while True:
         try:
             return Handoff.DONE, outcome.result(timeout=LOOP_POLL_S)
+        except _Declined:
+            return Handoff.NOT_STARTED, None
         except concurrent.futures.CancelledError:  # cancelled mid-way (asyncio.run's shutdown)
             return Handoff.INTERRUPTED, None
         except concurrent.futures.TimeoutError:
@@ -235,6 +367,10 @@ def await_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> t
             continue
         _cancel_soon(loop, tasks)  # it began there and the loop stopped under it
         return Handoff.INTERRUPTED, None
+
+
+class _Declined(Exception):
+    """The loop was shutting down when the hand-over came: nothing was started there."""
 
 
 # Python 3.12+: a task's first step runs when it is made, not on the loop's next iteration.

@@ -15,11 +15,13 @@ import os
 import queue
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from memguard.events import Decision
+from memguard.text import safe_text  # a lone surrogate is written as U+FFFD: the line stays UTF-8
 
 __all__ = ["AuditWorker", "JSONLSink", "LoggingSink", "OpenTelemetrySink", "Sink", "emit_all"]
 
@@ -81,7 +83,7 @@ class JSONLSink:
 
     def emit(self, decision: Decision) -> None:
         record = decision.to_record(redact=self.redact, include_messages=self.include_messages)
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
+        line = (safe_text(json.dumps(record, ensure_ascii=False, default=str)) + "\n").encode("utf-8")
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"JSONLSink({self.path}) is closed")
@@ -215,72 +217,199 @@ class OpenTelemetrySink:
 
 
 _live_workers: weakref.WeakSet[AuditWorker] = weakref.WeakSet()
+_EXIT_DRAIN_S = 10.0
 
 
 @atexit.register
 def _drain_at_exit() -> None:
     for worker in list(_live_workers):
-        worker.stop(timeout=10.0)
+        worker.stop(timeout=_EXIT_DRAIN_S)
+
+
+_STOP = object()
 
 
 class AuditWorker:
-    """A daemon thread running audit jobs from a bounded queue; `submit` never blocks."""
+    """A daemon thread running audit jobs from a bounded queue; `submit` never blocks.
 
-    def __init__(self, maxsize: int = 1024) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=maxsize)
+    The thread starts with the first job and holds no reference to whoever submits jobs (a job
+    drops its own when it ends), so a guard dropped without `close()` can be collected, and its
+    finalizer (`abandon`) ends the thread. A job may have ``drop(reason)``: called instead of
+    running it when the worker stops before reaching it. `notify` queues small follow-ups
+    (publishing a dropped job's decision) that run on the worker, never on the submitter's path.
+    """
+
+    def __init__(self, maxsize: int = 1024, *, name: str = "memguard-audit") -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+        self._notes: deque[Callable[[], None]] = deque()
+        self._name = name
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._busy = 0  # jobs taken from the queue and still running
         self.dropped = 0
         self.completed = 0
         self.failed = 0
-        self._count_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="memguard-audit", daemon=True)
-        self._thread.start()
         _live_workers.add(self)
 
     @property
     def queued(self) -> int:
-        """Jobs waiting (approximate: the queue moves while it is read)."""
-        return self._queue.qsize()
+        """Jobs waiting or running (approximate: the queue moves while it is read)."""
+        return self._queue.qsize() + self._busy
+
+    @property
+    def started(self) -> bool:
+        """Whether the thread was ever started (it starts with the first job)."""
+        return self._thread is not None
+
+    def idle(self) -> bool:
+        """Nothing queued, running, or left to notify."""
+        return self._queue.unfinished_tasks == 0 and not self._notes
 
     def submit(self, job: Callable[[], None]) -> bool:
-        try:
-            self._queue.put_nowait(job)
-            return True
-        except queue.Full:
-            with self._count_lock:
+        """Queue `job`; False (and counted in `dropped`) when the queue is full or the worker stopped."""
+        start = None
+        with self._lock:
+            if self._stopped:
                 self.dropped += 1
-            return False
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
+                return False
+            if self._thread is None:
+                self._thread = start = threading.Thread(
+                    target=_run_jobs, args=(self._queue, self._notes, self._counts), name=self._name, daemon=True
+                )
             try:
-                if job is None:
-                    return
-                job()
-                self.completed += 1
-            except Exception as exc:  # noqa: BLE001 - an audit failure never reaches the agent
-                self.failed += 1
-                logger.error("memguard: audit job failed (%s)", type(exc).__name__)
-            finally:
-                self._queue.task_done()
+                self._queue.put_nowait(job)
+                accepted = True
+            except queue.Full:
+                self.dropped += 1
+                accepted = False
+        if start is not None:  # outside the lock: other submitters need not wait for the thread to start
+            start.start()
+        return accepted
+
+    def notify(self, note: Callable[[], None]) -> None:
+        """Run `note` on the worker before its next job (or at `stop`), never on this thread."""
+        self._notes.append(note)
+        with self._lock:
+            idle = self._thread is None or self._stopped
+        if idle:  # no thread to run it: run it here (nothing else would)
+            _run_notes(self._notes)
+        else:
+            try:
+                self._queue.put_nowait(_WAKE)
+            except queue.Full:  # the worker is busy: it runs the notes before its next job
+                pass
+
+    def _counts(self, outcome: str) -> None:
+        if outcome == "busy":
+            self._busy += 1
+            return
+        self._busy -= 1
+        if outcome == "completed":
+            self.completed += 1
+        elif outcome == "failed":
+            self.failed += 1
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for queued jobs; True if the queue drained within `timeout`."""
+        if self._thread is None:
+            _run_notes(self._notes)
+            return True
         done = threading.Event()
 
         def waiter() -> None:
             self._queue.join()
             done.set()
 
-        threading.Thread(target=waiter, daemon=True).start()
+        threading.Thread(target=waiter, name=f"{self._name}-join", daemon=True).start()
         return done.wait(timeout)
 
-    def stop(self, timeout: float | None = 30.0) -> None:
-        if not self._thread.is_alive():
-            return
-        self.join(timeout)
+    def stop(self, timeout: float | None = 30.0, *, reason: str = "the guard closed before the job ran") -> bool:
+        """Finish queued jobs within `timeout`, drop the rest (``drop(reason)``), end the thread.
+
+        True when every job ran. Later submissions are refused.
+        """
+        with self._lock:
+            if self._stopped:
+                return True
+            self._stopped = True
+            thread = self._thread
+        drained = self.join(timeout) if thread is not None else True
+        left = 0
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                if job is not _STOP and job is not _WAKE:
+                    left += 1
+                    drop = getattr(job, "drop", None)
+                    if callable(drop):
+                        try:
+                            drop(reason)
+                        except Exception as exc:  # noqa: BLE001 - never raise out of close()
+                            logger.error("memguard: dropping an audit job failed (%s)", type(exc).__name__)
+            finally:
+                self._queue.task_done()
+        self.dropped += left
+        _run_notes(self._notes)
+        if thread is not None:
+            try:
+                self._queue.put_nowait(_STOP)
+            except queue.Full:  # pragma: no cover - just emptied
+                pass
+            if thread is not threading.current_thread() and thread.ident is not None:  # started
+                thread.join(timeout=1.0)
+        return drained and left == 0
+
+    def abandon(self) -> None:
+        """End the thread without waiting (its owner is gone, so nothing is left to run)."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is not None:
+            try:
+                self._queue.put_nowait(_STOP)
+            except queue.Full:
+                pass
+
+
+_WAKE = object()
+
+
+def _run_notes(notes: deque[Callable[[], None]]) -> None:
+    while True:
         try:
-            self._queue.put(None, timeout=1.0)
-        except queue.Full:
+            note = notes.popleft()
+        except IndexError:
             return
-        self._thread.join(timeout=1.0)
+        try:
+            note()
+        except Exception as exc:  # noqa: BLE001 - an audit follow-up never reaches the agent
+            logger.error("memguard: audit follow-up failed (%s)", type(exc).__name__)
+
+
+def _run_jobs(jobs: queue.Queue[Any], notes: deque[Callable[[], None]], counts: Callable[[str], None]) -> None:
+    """The worker thread: holds the queue, never the guard (a finished job is let go at once)."""
+    while True:
+        job = jobs.get()
+        try:
+            _run_notes(notes)
+            if job is _STOP:
+                return
+            if job is _WAKE:
+                continue
+            counts("busy")
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - an audit failure never reaches the agent
+                counts("failed")
+                logger.error("memguard: audit job failed (%s)", type(exc).__name__)
+            else:
+                counts("completed")
+            job = None  # let the job (and the guard it holds) go before waiting for the next one
+            _run_notes(notes)  # follow-ups queued while it ran (the queue was full: no wake-up came)
+        finally:
+            job = None
+            jobs.task_done()

@@ -4,35 +4,50 @@ Mistakes a user can make (a missing file, a malformed line, rows without labels,
 weights that will not load) end in a one-line message and a non-zero exit code, never a
 traceback: exit 2 for bad input, 1 for a failure while running. Progress and messages go to
 stderr, tables and results to stdout, so the output can be piped.
+
+Text that comes from the user's files (ids, reasons, paths, error messages quoting them) is shown
+as plain text: never interpreted as rich markup, and made safe (`memguard.text.safe_text`) so a
+lone surrogate cannot break the terminal's encoder.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
 import json
+import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+
+from pydantic import ValidationError
 
 from memguard._extras import MissingExtra, needs_extra
 from memguard._quiet import quiet_model_libraries
 from memguard.config import (
     ConfigError,
+    Dtype,
     GuardConfig,
     GuardSettings,
+    Quantization,
     ScorerSettings,
     ScorerUnavailable,
     build_local_scorer,
+    describe_error,
     dump_config,
     load_config,
 )
-from memguard.datasets import BadRow, DataRow, OnBadLine, read_rows
+from memguard.datasets import BadRow, DataRow, OnBadLine, duplicate_ids, read_rows
 from memguard.scoring.base import Scorer
+from memguard.scoring.cut import Cut
+from memguard.scoring.urls import redact_url
 from memguard.settings import DEFAULT_SUBFOLDER
+from memguard.text import safe_text
 
 with needs_extra("cli", "the memguard command"):
     import typer
@@ -47,6 +62,7 @@ with needs_extra("cli", "the memguard command"):
         TimeRemainingColumn,
     )
     from rich.table import Table
+    from rich.text import Text
 
     from memguard.metrics import COVERAGE_T, EvalMetrics, SweepMetric, ThresholdSweep
     from memguard.scorefile import OutputError, existing_keys, score_rows, score_to_file
@@ -71,13 +87,24 @@ EXIT_FAILED = 1
 # --------------------------------------------------------------------------- shared pieces
 
 
+def plain(value: Any) -> Text:
+    """Untrusted text for a rich console or table: shown as written, never read as markup."""
+    return Text(safe_text(str(value)))
+
+
+def say(message: str, *, style: str | None = None, label: str = "") -> None:
+    """One message on stderr; `message` is plain text (a path or an id may hold "[/x]")."""
+    text = Text.assemble((label, style or ""), " " if label else "", safe_text(message))
+    err.print(text, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say(message, style="bold red", label="error:")
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    say(message, style="yellow", label="warning:")
 
 
 @contextmanager
@@ -117,6 +144,11 @@ def load_rows(path: Path, on_bad_line: OnBadLine, *, need_prompt: bool) -> list[
         warn(f"skipped {len(skipped) - 5} more bad lines")
     if not rows:
         fail(f"{path}: no usable rows")
+    shared = duplicate_ids(rows)
+    if shared:
+        ident, lines = next(iter(shared.items()))
+        warn(f"{path}: {len(shared)} id(s) are used by more than one row (e.g. {ident!r} on lines "
+             f"{', '.join(map(str, lines[:5]))}): each such row is kept apart, keyed by its line and content")
     return rows
 
 
@@ -127,34 +159,50 @@ OnBadLineOption = Annotated[
     OnBadLine, typer.Option("--on-bad-line", help="Stop at a malformed line, or skip it with a warning.")
 ]
 _SCORER = "Scorer (used when rows have no p_harmful yet)"
-BaseOption = Annotated[str | None, typer.Option(help="Base model: hub id or local path.", rich_help_panel=_SCORER)]
-AdapterOption = Annotated[str | None, typer.Option(help="LoRA adapter: hub id or local path.", rich_help_panel=_SCORER)]
-SubfolderOption = Annotated[
-    str | None, typer.Option(help="Adapter subfolder ('' for the root).", rich_help_panel=_SCORER)
-]
-RevisionOption = Annotated[str | None, typer.Option(help="Hub revision of the adapter.", rich_help_panel=_SCORER)]
-QuantizationOption = Annotated[
-    str | None, typer.Option(help="e.g. nf4 (needs memguard[quant]).", rich_help_panel=_SCORER)
-]
-MaxLengthOption = Annotated[
-    int | None, typer.Option(min=1, help="Cut prompts from the left to this many tokens.", rich_help_panel=_SCORER)
-]
-RemoteOption = Annotated[
-    str | None, typer.Option("--remote", help="URL of a vLLM server running MemRM.", rich_help_panel=_SCORER)
-]
-OfflineOption = Annotated[
-    bool,
-    typer.Option(
-        "--offline", help="Tiny random model: checks the plumbing, scores are meaningless.", rich_help_panel=_SCORER
-    ),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", exists=True, dir_okay=False, help="Guard TOML whose [scorer] table to use.", rich_help_panel=_SCORER
-    ),
-]
 BatchOption = Annotated[int, typer.Option(min=1, help="Prompts per scorer call.", rich_help_panel=_SCORER)]
+_REMOTE = "Remote scorer (with --remote, or kind = \"remote\" in --config)"
+
+
+def _opt(kind: Any, *names: str, panel: str = _SCORER, **info: Any) -> Any:
+    return Annotated[kind, typer.Option(*names, rich_help_panel=panel, **info)]
+
+
+# (parameter, annotation): the scorer options every scoring command takes (`scorer_command`).
+_SCORER_OPTIONS: list[tuple[str, Any]] = [
+    ("config", _opt(Path | None, "--config", exists=True, dir_okay=False,
+                    help="Guard TOML: its [scorer] table (calibrate and demo: its [guard] table too).")),
+    ("base", _opt(str | None, "--base", help="Base model: hub id or local path.")),
+    ("adapter", _opt(str | None, "--adapter", help="LoRA adapter: hub id or local path.")),
+    ("subfolder", _opt(str | None, "--subfolder", help="Adapter subfolder ('' for the root).")),
+    ("adapter_revision", _opt(str | None, "--adapter-revision", help="Hub revision (commit, tag) of the adapter.")),
+    ("base_revision", _opt(str | None, "--base-revision", help="Hub revision (commit, tag) of the base model.")),
+    ("revision", _opt(str | None, "--revision", hidden=True, help="Deprecated: --adapter-revision.")),
+    ("quantization", _opt(Quantization | None, "--quantization",
+                          help="auto (NF4 on CUDA, none on CPU), nf4 (needs memguard[quant]) or none.")),
+    ("force", _opt(bool, "--force", help="Load an adapter whose base has another name (shapes are still checked).")),
+    ("dtype", _opt(Dtype | None, "--dtype",
+                   help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16.")),
+    ("device", _opt(str | None, "--device", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")),
+    ("max_length", _opt(int | None, "--max-length", min=2,
+                        help="Positions the model reads, the label's included: prompts keep max-length - 1 tokens.")),
+    ("cut", _opt(Cut | None, "--cut", help="Over-long prompts: exact (each alone, as trained) or shared.")),
+    ("cut_block", _opt(int | None, "--cut-block", min=1, help="Shared cut: round its start to this many tokens.")),
+    ("remote", _opt(str | None, "--remote", help="URL of a vLLM server running MemRM.")),
+    ("remote_model", _opt(str | None, "--remote-model", panel=_REMOTE,
+                          help="Served name of MemRM's adapter (default memrm).")),
+    ("api_key_env", _opt(str | None, "--api-key-env", panel=_REMOTE, metavar="NAME",
+                         help="Environment variable holding the server's API key (never the key itself).")),
+    ("remote_timeout", _opt(float | None, "--remote-timeout", panel=_REMOTE, min=0.001, help="Seconds per HTTP call.")),
+    ("remote_retries", _opt(int | None, "--remote-retries", panel=_REMOTE, min=0,
+                            help="Retries of a refused connection or 5xx answer.")),
+    ("merged_adapter", _opt(bool, "--merged-adapter", panel=_REMOTE,
+                            help="The served model has MemRM's adapter merged in (no LoRA card).")),
+    ("offline", _opt(bool, "--offline", help="Tiny random model: checks the plumbing, scores are meaningless.")),
+]
+_FLAGS = ("force", "merged_adapter", "offline")
+# option -> [scorer] key, where the names differ
+_SETTING_NAMES = {"base_revision": "revision", "remote_model": "model", "remote_timeout": "timeout",
+                  "remote_retries": "retries"}
 
 
 @dataclass(frozen=True)
@@ -165,25 +213,69 @@ class ScorerOptions:
     base: str | None = None
     adapter: str | None = None
     subfolder: str | None = None
-    revision: str | None = None
+    adapter_revision: str | None = None
+    base_revision: str | None = None
     quantization: str | None = None
+    force: bool = False
+    dtype: str | None = None
+    device: str | None = None
     max_length: int | None = None
+    cut: str | None = None
+    cut_block: int | None = None
     remote: str | None = None
+    remote_model: str | None = None
+    api_key_env: str | None = None
+    remote_timeout: float | None = None
+    remote_retries: int | None = None
+    merged_adapter: bool = False
     offline: bool = False
 
     def settings(self) -> ScorerSettings:
+        """The [scorer] settings: the config's (or the defaults), these options on top.
+
+        Raises:
+            ConfigError: A value the settings refuse (named by its key).
+        """
         start = load_config(self.config).scorer if self.config else ScorerSettings()
-        overrides: dict[str, Any] = {
-            name: getattr(self, name)
-            for name in ("base", "adapter", "subfolder", "revision", "quantization", "max_length")
-            if getattr(self, name) is not None
-        }
+        overrides: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name in ("config", "remote", "offline") or value is None or value is False:
+                continue
+            overrides[_SETTING_NAMES.get(field.name, field.name)] = value
         if self.remote:
             overrides.update(kind="remote", url=self.remote)
         try:
             return ScorerSettings.model_validate({**start.model_dump(), **overrides})
-        except ValueError as problem:
-            raise ConfigError(f"scorer options: {problem}") from None
+        except ValidationError as problem:
+            raise ConfigError(f"scorer options: {describe_error(problem)}") from None
+
+
+def scorer_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command every scorer option; it receives them as one `scorer: ScorerOptions`.
+
+    One list of options (`_SCORER_OPTIONS`) for score, eval, calibrate and demo, so a new
+    option reaches all four and the Python API's names stay in one place.
+    """
+    signature = inspect.signature(command, eval_str=True)  # typer reads evaluated annotations
+    own = [p for p in signature.parameters.values() if p.name != "scorer"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                               default=False if name in _FLAGS else None)
+             for name, annotation in _SCORER_OPTIONS]  # fmt: skip
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        options = {name: values.pop(name) for name, _ in _SCORER_OPTIONS}
+        revision = options.pop("revision")
+        if revision is not None:
+            warn("--revision is deprecated: it pins the adapter, as it always said; use --adapter-revision "
+                 "(or --base-revision for the base model)")
+            options["adapter_revision"] = options["adapter_revision"] or revision
+        command(**values, scorer=ScorerOptions(**options))
+
+    run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+    return run
 
 
 _TINY_DIRS: list[str] = []
@@ -206,18 +298,16 @@ def _tiny_model_dir() -> Path:
 def make_scorer(options: ScorerOptions) -> Scorer:
     """The scorer the command-line options describe (tests replace this function)."""
     if options.offline:
-        err.print(
-            "[bold yellow]offline:[/] scoring with a tiny RANDOM model. This checks the plumbing "
-            "only; the scores are meaningless.",
-            highlight=False,
-        )
+        say("scoring with a tiny RANDOM model. This checks the plumbing only; the scores are meaningless.",
+            style="bold yellow", label="offline:")
         try:
             # Building and loading a throwaway model: the model libraries' progress bars and
             # warnings would only bury our output (their errors still propagate).
             with quiet_model_libraries():
                 root = _tiny_model_dir()
                 return build_local_scorer(
-                    base=str(root / "base"), adapter=str(root / "adapter"), subfolder=DEFAULT_SUBFOLDER
+                    base=str(root / "base"), adapter=str(root / "adapter"), subfolder=DEFAULT_SUBFOLDER,
+                    max_length=options.max_length, cut=options.cut, cut_block=options.cut_block,
                 )
         except MissingExtra as missing:
             raise ScorerUnavailable(f"--offline: {missing}") from None
@@ -231,12 +321,12 @@ def load_scorer(options: ScorerOptions) -> Scorer:
             "tiny offline model"
             if settings is None
             else (
-                f"remote MemRM at {settings.url}"
+                f"remote MemRM at {redact_url(settings.url or '')}"
                 if settings.kind == "remote"
                 else f"MemRM {settings.adapter} on {settings.base}"
             )
         )
-        with err.status(f"loading {what} ..."):
+        with err.status(plain(f"loading {what} ...")):
             try:
                 return make_scorer(options)
             except (ConfigError, ScorerUnavailable, OSError):
@@ -246,23 +336,27 @@ def load_scorer(options: ScorerOptions) -> Scorer:
 
 
 def scores_for(rows: Sequence[DataRow], options: ScorerOptions, batch_size: int) -> list[float]:
-    """P(HARMFUL) for every row: the recorded one, or scored now for rows that have none."""
-    missing = [row for row in rows if row.p_harmful is None]
-    fresh: dict[str, float] = {}
+    """P(HARMFUL) for every row: the recorded one, or scored now for rows that have none.
+
+    Scores go back to their rows by position, never by id: rows may share one.
+    """
+    missing = [i for i, row in enumerate(rows) if row.p_harmful is None]
+    p: list[float | None] = [row.p_harmful for row in rows]
     if missing:
-        if any(row.prompt is None for row in missing):
+        if any(rows[i].prompt is None for i in missing):
             fail("rows without p_harmful need a prompt to be scored")
-        err.print(f"scoring {len(missing)} rows that have no p_harmful", highlight=False)
+        say(f"scoring {len(missing)} rows that have no p_harmful")
         scorer = load_scorer(options)
         with progress() as bar:
             task = bar.add_task("scoring", total=len(missing))
             try:
-                scores = score_rows(missing, scorer, batch_size=batch_size,
+                scores = score_rows([rows[i] for i in missing], scorer, batch_size=batch_size,
                                     on_batch=lambda batch, _: bar.advance(task, len(batch)))  # fmt: skip
             except Exception as problem:  # noqa: BLE001 - a scorer failure is a message, not a traceback
                 fail(f"scoring failed: {type(problem).__name__}: {problem}", EXIT_FAILED)
-        fresh = {row.key: s.p_harmful for row, s in zip(missing, scores, strict=True)}
-    return [row.p_harmful if row.p_harmful is not None else fresh[row.key] for row in rows]
+        for i, score in zip(missing, scores, strict=True):
+            p[i] = score.p_harmful
+    return [value for value in p if value is not None]
 
 
 def labelled(rows: Sequence[DataRow], path: Path) -> list[bool]:
@@ -284,6 +378,7 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 
 @app.command()
+@scorer_command
 def score(
     file: InputFile,
     output: Annotated[
@@ -295,21 +390,16 @@ def score(
     ] = COVERAGE_T,
     on_bad_line: OnBadLineOption = "stop",
     batch_size: BatchOption = 8,
-    base: BaseOption = None,
-    adapter: AdapterOption = None,
-    subfolder: SubfolderOption = None,
-    revision: RevisionOption = None,
-    quantization: QuantizationOption = None,
-    max_length: MaxLengthOption = None,
-    remote: RemoteOption = None,
-    offline: OfflineOption = False,
-    config: ConfigOption = None,
+    *,
+    scorer: ScorerOptions,
 ) -> None:
     """Score every row: P(HARMFUL), its band (safe / harmful / uncertain) and token counts.
 
     Rows already in OUTPUT (same id, or same line and content) are skipped, so an interrupted
     run continues where it stopped.
     """
+    if output.exists() and os.path.samefile(output, file):
+        fail(f"{output} is the input file: choose another --output (memguard score never writes over its input)")
     rows = load_rows(file, on_bad_line, need_prompt=True)
     with user_errors():
         if restart and output.exists():
@@ -319,30 +409,28 @@ def score(
         warn(f"{output}: cut off a torn last line (an interrupted write); that row is scored again")
     todo = [row for row in rows if row.key not in done]
     if len(todo) < len(rows):
-        err.print(f"resuming: {len(rows) - len(todo)} of {len(rows)} rows already in {output}", highlight=False)
+        say(f"resuming: {len(rows) - len(todo)} of {len(rows)} rows already in {output}")
     if not todo:
-        err.print("nothing to do", highlight=False)
+        say("nothing to do")
         return
-    scorer = load_scorer(
-        ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline)
-    )
+    model = load_scorer(scorer)
     with progress() as bar, user_errors():
         task = bar.add_task("scoring", total=len(todo))
         try:
-            written = score_to_file(todo, scorer, output, batch_size=batch_size, t=band_t,
+            written = score_to_file(todo, model, output, batch_size=batch_size, t=band_t,
                                     on_batch=lambda n: bar.advance(task, n))  # fmt: skip
         except OSError:
             raise
         except Exception as problem:  # noqa: BLE001 - a scorer failure is a message, not a traceback
             fail(f"scoring failed after the rows already written: {type(problem).__name__}: {problem}", EXIT_FAILED)
-    err.print(f"wrote {written} scores to {output}", highlight=False)
+    say(f"wrote {written} scores to {output}")
 
 
 # --------------------------------------------------------------------------- eval
 
 
 def metrics_table(metrics: EvalMetrics, title: str) -> Table:
-    table = Table(title=title, show_header=True, header_style="bold")
+    table = Table(title=plain(title), show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = metrics.auroc_ci
@@ -361,6 +449,7 @@ def metrics_table(metrics: EvalMetrics, title: str) -> Table:
 
 
 @app.command("eval")
+@scorer_command
 def eval_(
     file: InputFile,
     json_out: Annotated[Path | None, typer.Option("--json", dir_okay=False, help="Write the metrics as JSON.")] = None,
@@ -371,15 +460,8 @@ def eval_(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 42,
     on_bad_line: OnBadLineOption = "stop",
     batch_size: BatchOption = 8,
-    base: BaseOption = None,
-    adapter: AdapterOption = None,
-    subfolder: SubfolderOption = None,
-    revision: RevisionOption = None,
-    quantization: QuantizationOption = None,
-    max_length: MaxLengthOption = None,
-    remote: RemoteOption = None,
-    offline: OfflineOption = False,
-    config: ConfigOption = None,
+    *,
+    scorer: ScorerOptions,
 ) -> None:
     """MemGym's metrics (AUROC, ECE, accuracy, P/R/F1, Cov@t) on labelled rows.
 
@@ -390,11 +472,7 @@ def eval_(
 
     rows = load_rows(file, on_bad_line, need_prompt=False)
     truth = labelled(rows, file)
-    p = scores_for(
-        rows,
-        ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline),
-        batch_size,
-    )
+    p = scores_for(rows, scorer, batch_size)
     with err.status("computing metrics ..."):
         metrics = evaluate(p, truth, coverage_t=coverage_t, bootstrap=bootstrap, seed=seed)
     out.print(metrics_table(metrics, f"MemRM on {file.name}"))
@@ -403,7 +481,7 @@ def eval_(
     if json_out is not None:
         with user_errors():
             json_out.write_text(json.dumps({"file": str(file), "metrics": metrics.model_dump()}, indent=2) + "\n")
-        err.print(f"wrote {json_out}", highlight=False)
+        say(f"wrote {json_out}")
 
 
 # --------------------------------------------------------------------------- calibrate
@@ -427,6 +505,7 @@ def sweep_table(sweep: ThresholdSweep, top: int) -> Table:
 
 
 @app.command()
+@scorer_command
 def calibrate(
     file: InputFile,
     output: Annotated[
@@ -441,15 +520,8 @@ def calibrate(
     curve: Annotated[Path | None, typer.Option(dir_okay=False, help="Write the whole sweep as JSON.")] = None,
     on_bad_line: OnBadLineOption = "stop",
     batch_size: BatchOption = 8,
-    base: BaseOption = None,
-    adapter: AdapterOption = None,
-    subfolder: SubfolderOption = None,
-    revision: RevisionOption = None,
-    quantization: QuantizationOption = None,
-    max_length: MaxLengthOption = None,
-    remote: RemoteOption = None,
-    offline: OfflineOption = False,
-    config: ConfigOption = None,
+    *,
+    scorer: ScorerOptions,
 ) -> None:
     """Sweep t = 0.05..0.95 on P(SAFE) and write the best as the guard's threshold (1 - t).
 
@@ -460,11 +532,10 @@ def calibrate(
     from memguard.metrics import sweep_thresholds
 
     with user_errors():  # a bad --config should fail before any scoring
-        start = load_config(config) if config else GuardConfig()
+        start = load_config(scorer.config) if scorer.config else GuardConfig()
     rows = load_rows(file, on_bad_line, need_prompt=False)
     truth = labelled(rows, file)
-    options = ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline)
-    p = scores_for(rows, options, batch_size)
+    p = scores_for(rows, scorer, batch_size)
     sweep = sweep_thresholds(p, truth, objective=objective, constraint=constraint if minimum > 0 else None,
                              constraint_min=minimum if minimum > 0 else None)  # fmt: skip
     out.print(sweep_table(sweep, top))
@@ -478,11 +549,11 @@ def calibrate(
         )
     threshold = best.threshold
     with user_errors():
-        scorer = start.scorer if offline else options.settings()
-    if offline:
+        scorer_settings = start.scorer if scorer.offline else scorer.settings()
+    if scorer.offline:
         warn("--offline scores come from a random model: this threshold is meaningless")
     guard_settings = GuardSettings.model_validate({**dict(start.guard), "threshold": threshold})
-    calibrated = start.model_copy(update={"guard": guard_settings, "scorer": scorer})
+    calibrated = start.model_copy(update={"guard": guard_settings, "scorer": scorer_settings})
     header = (
         f"Calibrated by `memguard calibrate` on {file.name} ({len(rows)} rows).\n"
         f"Best {objective} with {constraint} >= {minimum:g}: t = {best.t:.2f} on P(SAFE), i.e.\n"
@@ -496,17 +567,14 @@ def calibrate(
             "\nset it false to decide by the threshold alone."
         )
     text = dump_config(calibrated, header=header)
-    err.print(
-        f"best: t = {best.t:.2f} on P(SAFE) -> threshold = {threshold:g} on P(HARMFUL) "
-        f"({objective} {getattr(best, objective):.3f}, {constraint} {getattr(best, constraint):.3f})",
-        highlight=False,
-    )
+    say(f"best: t = {best.t:.2f} on P(SAFE) -> threshold = {threshold:g} on P(HARMFUL) "
+        f"({objective} {getattr(best, objective):.3f}, {constraint} {getattr(best, constraint):.3f})")
     if output is None:
         out.print(text, markup=False, highlight=False)
         return
     with user_errors():
         output.write_text(text)
-    err.print(f"wrote {output}", highlight=False)
+    say(f"wrote {output}")
 
 
 # --------------------------------------------------------------------------- report
@@ -549,29 +617,30 @@ def report(
     table.add_column("decisions", justify="right")
     table.add_column("mean P(HARMFUL)", justify="right")
     for verdict, count in summary.verdicts.items():
-        table.add_row(verdict, str(count), _f(summary.mean_p_harmful.get(verdict)))
+        table.add_row(plain(verdict), str(count), _f(summary.mean_p_harmful.get(verdict)))
     out.print(table)
     if summary.latency_seconds:
         latency = Table(title="latency (ms)", header_style="bold")
         for name in ("stage", "p50", "p90", "p99", "max"):
             latency.add_column(name, justify="right" if name != "stage" else "left")
         for part, pct in summary.latency_seconds.items():
-            latency.add_row(part, *(f"{getattr(pct, k) * 1000:.1f}" for k in ("p50", "p90", "p99", "max")))
+            latency.add_row(plain(part), *(f"{getattr(pct, k) * 1000:.1f}" for k in ("p50", "p90", "p99", "max")))
         out.print(latency)
     if summary.top_reasons:
         reasons = Table(title="top reasons", header_style="bold")
         reasons.add_column("reason")
         reasons.add_column("decisions", justify="right")
         for reason, count in summary.top_reasons[:5]:
-            reasons.add_row(reason, str(count))
+            reasons.add_row(plain(reason), str(count))
         out.print(reasons)
-    err.print(f"wrote {output}", highlight=False)
+    say(f"wrote {output}")
 
 
 # --------------------------------------------------------------------------- demo
 
 
 @app.command()
+@scorer_command
 def demo(
     trajectory: Annotated[
         list[str] | None,
@@ -581,17 +650,8 @@ def demo(
     audit: Annotated[Path, typer.Option(dir_okay=False, help="Audit JSONL to write (for `memguard report`).")] = Path(
         "memguard-demo-audit.jsonl"
     ),
-    base: BaseOption = None,
-    adapter: AdapterOption = None,
-    subfolder: SubfolderOption = None,
-    revision: RevisionOption = None,
-    quantization: QuantizationOption = None,
-    max_length: MaxLengthOption = None,
-    remote: RemoteOption = None,
-    offline: OfflineOption = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", exists=True, dir_okay=False, help="Guard TOML (policy and scorer).")
-    ] = None,
+    *,
+    scorer: ScorerOptions,
 ) -> None:
     """Run the guard on real SWE-agent trajectories with a replay agent: no agent or API key needed.
 
@@ -604,18 +664,16 @@ def demo(
     from memguard.demo import demo_events, demo_fallbacks
 
     with user_errors():
-        guard_config = load_config(config) if config else GuardConfig()
+        guard_config = load_config(scorer.config) if scorer.config else GuardConfig()
         steps = list(demo_events(trajectory or (), every=every))
     if not steps:
         fail("no compaction to propose: the trajectories are too short for --every")
-    scorer = load_scorer(
-        ScorerOptions(config, base, adapter, subfolder, revision, quantization, max_length, remote, offline)
-    )
+    model = load_scorer(scorer)
     with user_errors():
         audit.unlink(missing_ok=True)
         # Without a config, use fallbacks sized for the short bundled trajectories.
-        sized = {} if config else {"fallbacks": demo_fallbacks()}
-        guard = build_guard(guard_config, scorer=scorer, sinks=[JSONLSink(audit)], **sized)
+        sized = {} if scorer.config else {"fallbacks": demo_fallbacks()}
+        guard = build_guard(guard_config, scorer=model, sinks=[JSONLSink(audit)], **sized)
     table = Table(title="memguard demo: proposed compaction = drop the middle", header_style="bold")
     table.add_column("trajectory", max_width=24, no_wrap=True, overflow="ellipsis")
     table.add_column("step", justify="right")
@@ -632,16 +690,17 @@ def demo(
             verdict = decision.verdict.value
             first = decision.candidates[0] if decision.candidates else None
             table.add_row(
-                item.trajectory, str(decision.step), f"[{colours.get(verdict, 'white')}]{verdict}[/]",
+                plain(item.trajectory), str(decision.step), Text(verdict, style=colours.get(verdict, "white")),
                 _f(decision.p_harmful), (first.band or "–") if first else "–",
-                decision.strategy or "full context (veto)", decision.reasons[-1] if decision.reasons else "",
+                plain(decision.strategy or "full context (veto)"),
+                plain(decision.reasons[-1] if decision.reasons else ""),
             )  # fmt: skip
             bar.advance(task)
     out.print(table)
-    if offline:
+    if scorer.offline:
         warn("these scores come from a tiny RANDOM model: they only show that the plumbing works")
-    err.print(f"audit log: {audit}", highlight=False, soft_wrap=True)
-    err.print(f"  see it:  memguard report {audit} -o memguard-report.html", highlight=False, soft_wrap=True)
+    say(f"audit log: {audit}")
+    say(f"  see it:  memguard report {audit} -o memguard-report.html")
 
 
 def main() -> None:

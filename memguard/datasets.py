@@ -11,8 +11,10 @@ Two row shapes are understood:
   `strategy` (or an explicit `perturbation`) and `step`.
 
 Either shape may also carry `p_harmful` (a scored row, as `memguard score` writes) and `id`.
-A line that is not a JSON object, or a row that cannot give a prompt, is a `BadRow` that names
-the file and line; callers choose to stop there or skip it.
+A row's `key` (what `memguard score` resumes by) is its `id` when no other row of the file has
+the same one, else its line number and content hash: two rows sharing an id (data splits
+concatenated) are never taken for one. A line that is not a JSON object, or a row that cannot
+give a prompt, is a `BadRow` that names the file and line; callers choose to stop there or skip it.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from memguard.protocol import (
     render_prompt,
     render_turns,
 )
+from memguard.text import decode_line, safe_json
 
 __all__ = [
     "HARMFUL",
     "SAFE",
     "BadRow",
     "DataRow",
+    "duplicate_ids",
     "OnBadLine",
     "is_harmful_label",
     "iter_jsonl",
@@ -71,6 +75,7 @@ class DataRow(BaseModel):
 
     key: str
     line: int
+    id: str | None = None
     prompt: str | None = None
     label: int | None = None
     p_harmful: float | None = None
@@ -88,13 +93,33 @@ def is_harmful_label(label: int | None) -> bool | None:
     return None if label is None else label == HARMFUL
 
 
-def row_key(obj: Mapping[str, Any], line: int, raw: str) -> str:
-    """A stable key for resuming: the row's own `id`, else its line number and content hash."""
+def _row_id(obj: Mapping[str, Any]) -> str | None:
     ident = obj.get("id")
     if isinstance(ident, (str, int)) and not isinstance(ident, bool) and str(ident):
-        return f"id:{ident}"
-    digest = hashlib.sha256(raw.strip().encode("utf-8")).hexdigest()[:16]
-    return f"line:{line}:{digest}"
+        return str(ident)
+    return None
+
+
+def _content_key(line: int, raw: str) -> str:
+    return f"line:{line}:{hashlib.sha256(raw.strip().encode('utf-8')).hexdigest()[:16]}"
+
+
+def row_key(obj: Mapping[str, Any], line: int, raw: str) -> str:
+    """A stable key for resuming: the row's own `id`, else its line number and content hash.
+
+    `read_rows` falls back to the content key for rows whose id another row shares.
+    """
+    ident = _row_id(obj)
+    return f"id:{ident}" if ident is not None else _content_key(line, raw)
+
+
+def duplicate_ids(rows: list[DataRow]) -> dict[str, list[int]]:
+    """Ids that more than one row carries, with their line numbers (file order)."""
+    lines: dict[str, list[int]] = {}
+    for row in rows:
+        if row.id is not None:
+            lines.setdefault(row.id, []).append(row.line)
+    return {ident: found for ident, found in lines.items() if len(found) > 1}
 
 
 def iter_jsonl(
@@ -105,25 +130,46 @@ def iter_jsonl(
 ) -> Iterator[tuple[int, dict[str, Any], str]]:
     """(line number, object, raw line) for each non-blank line holding a JSON object.
 
-    A bad line raises `BadRow` (``on_bad_line="stop"``) or is passed to `on_skip` and skipped.
+    Every string in the object is safe text (`memguard.text`): lone surrogates, escaped or
+    written raw, read back as U+FFFD. A bad line (not UTF-8, not JSON, not an object, nested too
+    deeply) raises `BadRow` (``on_bad_line="stop"``) or is passed to `on_skip` and skipped.
     """
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
+    with open(path, "rb") as fh:
+        for number, data in enumerate(fh, start=1):
+            if not data.strip():
                 continue
             try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as err:
-                problem = BadRow(path, number, f"not valid JSON ({err.msg} at column {err.colno})")
+                raw = decode_line(data)
+                obj = _json_object(raw)
+            except _LineProblem as problem:
+                bad = BadRow(path, number, str(problem))
+            except UnicodeDecodeError as err:
+                bad = BadRow(path, number, f"not UTF-8 text (byte 0x{data[err.start]:02x} at column {err.start + 1})")
             else:
-                if isinstance(obj, dict):
-                    yield number, obj, raw
-                    continue
-                problem = BadRow(path, number, f"expected a JSON object, got {type(obj).__name__}")
+                yield number, obj, raw
+                continue
             if on_bad_line == "stop":
-                raise problem
+                raise bad
             if on_skip is not None:
-                on_skip(problem)
+                on_skip(bad)
+
+
+class _LineProblem(ValueError):
+    """Why one decoded line is not a usable JSON object (becomes a `BadRow`)."""
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    """The line's JSON object with every string made safe (`safe_json`)."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise _LineProblem(f"not valid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise _LineProblem("JSON nested too deeply to read") from None
+    if not isinstance(obj, dict):
+        raise _LineProblem(f"expected a JSON object, got {type(obj).__name__}")
+    clean: dict[str, Any] = safe_json(obj)  # "\\ud800" escapes decode to lone surrogates
+    return clean
 
 
 # --------------------------------------------------------------------------- fields
@@ -233,6 +279,8 @@ def parse_row(
         label = _label(obj)
     except (ValueError, TypeError) as err:
         raise BadRow(path, line, str(err)) from None
+    except RecursionError:  # messages nested deeper than rendering can walk
+        raise BadRow(path, line, "a field is nested too deeply to render") from None
     perturbation = obj.get("perturbation")
     if perturbation is None and isinstance(obj.get("strategy"), str):
         perturbation = perturbation_tag(obj["strategy"])
@@ -240,6 +288,7 @@ def parse_row(
     return DataRow(
         key=row_key(obj, line, raw),
         line=line,
+        id=_row_id(obj),
         prompt=prompt,
         label=label,
         p_harmful=p_harmful,
@@ -256,14 +305,24 @@ def read_rows(
     on_skip: Callable[[BadRow], None] | None = None,
     need_prompt: bool = True,
 ) -> list[DataRow]:
-    """Every usable row of a JSONL file, in file order (see `iter_jsonl` for bad lines)."""
+    """Every usable row of a JSONL file, in file order (see `iter_jsonl` for bad lines).
+
+    Rows whose `id` another row shares are keyed by line and content instead (`duplicate_ids`
+    tells which), so every row keeps its own key.
+    """
     rows = []
+    raws: dict[int, str] = {}
     for number, obj, raw in iter_jsonl(path, on_bad_line=on_bad_line, on_skip=on_skip):
         try:
             rows.append(parse_row(obj, line=number, raw=raw, path=str(Path(path)), need_prompt=need_prompt))
+            raws[number] = raw
         except BadRow as problem:
             if on_bad_line == "stop":
                 raise
             if on_skip is not None:
                 on_skip(problem)
+    shared = duplicate_ids(rows)
+    if shared:
+        rows = [row.model_copy(update={"key": _content_key(row.line, raws[row.line])}) if row.id in shared else row
+                for row in rows]
     return rows

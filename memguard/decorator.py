@@ -1,33 +1,91 @@
 """Guard a compaction function with a decorator: ``f(messages, ...) -> messages`` stays that.
 
 The wrapped function returns the messages to use (the proposed compaction, a fallback, or the
-untouched input on a veto) in the caller's own message type. The `Decision` is reachable without
-changing the signature: ``wrapper.last_decision`` and an ``on_decision`` callback. A compaction
-function that raises is a veto like any other: the guard's sinks, counters and `on_decision`
-see it too.
+untouched input on a veto) in the caller's own message type. Each call's `Decision` is its own:
+
+- ``summarise.with_decision(messages, ...)`` returns ``Compacted(messages, decision)`` (awaitable
+  when ``f`` is async);
+- ``summarise.last_decision`` is the latest decision *of the calling thread or asyncio task*
+  (a `ContextVar`), never another caller's;
+- an ``on_decision`` callback sees every decision.
+
+The guard's gate is asked first: during a cooldown after a veto ``f`` is not called at all (a
+summariser is an LLM call). A compaction function that raises is a veto like any other: the
+guard's sinks, counters and `on_decision` see it too.
+
+What ``f`` receives: in enforce mode a copy of each message that can be deep-copied (so ``f``
+may edit its input in place without touching the history a veto hands back), and the caller's
+own object for any that cannot (a LangChain ``ToolMessage`` whose artifact holds a socket): no
+copy can fail. In audit mode the agent's path does no per-message work: ``f`` gets a new list of
+the caller's own message objects, so audit assumes ``f`` does not mutate messages in place (it
+may add, drop or reorder them freely).
 
 Cooldown state is kept per conversation: pass `conversation_id` (a string, or a callable of the
 messages) when one function compacts several conversations with the same opening; by default the
-guard derives an id from the opening messages (see `memguard.guard.conversation_key`).
+guard derives an id from the opening messages (see `memguard.gate.conversation_key`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memguard.events import CompactionEvent, Decision
 
 if TYPE_CHECKING:
+    from memguard.gate import Gate
     from memguard.guard import Guard, Policy
 
-__all__ = ["guard_compaction"]
+__all__ = ["Compacted", "GuardedCompaction", "guard_compaction", "safe_copies"]
 
 logger = logging.getLogger("memguard")
+
+
+class Compacted(NamedTuple):
+    """What `with_decision` returns: the messages to use and the call's own decision."""
+
+    messages: list[Any]
+    decision: Decision
+
+
+def safe_copies(messages: Any) -> list[Any]:
+    """A deep copy of each message that can be copied; the caller's own object for any that cannot."""
+    out = []
+    for message in messages:
+        try:
+            out.append(copy.deepcopy(message))
+        except Exception:  # noqa: BLE001 - sockets, locks, clients: passed by reference, never an error
+            out.append(message)
+    return out
+
+
+class GuardedCompaction(functools.partial):  # type: ignore[type-arg]
+    """A guarded compaction function: call it like the function it wraps.
+
+    A `functools.partial` of the guarded call, so `inspect.iscoroutinefunction` is true for an
+    async one (documented for partials since Python 3.8) while `last_decision` can be a property
+    that reads the calling thread's or task's own value.
+    """
+
+    _last: contextvars.ContextVar[Decision | None]
+    _decide: Callable[..., Any]
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The latest decision of this thread or asyncio task (None before its first call)."""
+        return self._last.get()
+
+    def with_decision(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        """``Compacted(messages, decision)`` for this call (a coroutine when the function is async)."""
+        return self._decide(messages, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<guarded compaction {getattr(self, '__qualname__', '?')}>"
 
 
 def guard_compaction(
@@ -37,7 +95,19 @@ def guard_compaction(
     strategy: str | None = None,
     on_decision: Callable[[Decision], Any] | None = None,
     conversation_id: str | Callable[[list[Any]], str] | None = None,
-) -> Callable[[Callable[..., Any]], Any]:
+    must_reduce: bool | Callable[[list[Any]], bool] = False,
+) -> Callable[[Callable[..., Any]], GuardedCompaction]:
+    """The decorator behind `Guard.compaction` and `memguard.guarded` (see the module docstring).
+
+    Args:
+        guard: The guard that reviews each call.
+        policy: The agent (messages -> next response), probed on both contexts.
+        strategy: The name the compaction goes by (default: the function's name).
+        on_decision: Called with every decision.
+        conversation_id: A string, or a callable of the messages, naming the conversation.
+        must_reduce: True (or a callable of the messages saying so) when the context must
+            shrink now (it overflows): such a call is never skipped and never vetoed.
+    """
     if conversation_id is not None and not isinstance(conversation_id, str) and not callable(conversation_id):
         raise TypeError("conversation_id must be a string or a callable of the messages")
 
@@ -46,56 +116,80 @@ def guard_compaction(
             return str(conversation_id(messages))
         return conversation_id
 
-    def decorate(func: Callable[..., Any]) -> Any:
+    def decorate(func: Callable[..., Any]) -> GuardedCompaction:
         name = str(strategy or getattr(func, "__name__", "compaction"))
+        last: contextvars.ContextVar[Decision | None] = contextvars.ContextVar(f"memguard_last_{name}", default=None)
 
-        def event_for(messages: Any, candidate: Any) -> CompactionEvent:
+        def prepare(messages: Any) -> tuple[list[Any], Gate, list[Any] | None]:
+            """The caller's list, the gate's answer, and what to hand `func` (None: skip it)."""
             before = list(messages)
+            reduce = bool(must_reduce(before)) if callable(must_reduce) else bool(must_reduce)
+            gate = guard.gate(before, conversation_id=id_for(before), must_reduce=reduce)
+            if not gate.review:
+                return before, gate, None
+            return before, gate, (list(before) if gate.audit else safe_copies(before))
+
+        def event_for(before: list[Any], candidate: Any, gate: Gate) -> CompactionEvent:
             return CompactionEvent(before=before, candidate=list(candidate), strategy=name,
-                                   conversation_id=id_for(before))
+                                   conversation_id=gate.conversation_id, step=gate.step)
 
-        def failed(messages: Any, exc: Exception) -> Decision:
+        def failed(before: list[Any], gate: Gate, exc: Exception) -> Decision:
             # The user's compaction itself failed (say, the summariser's API call): keep everything.
-            before = list(messages)
-            return guard.compaction_failed(before, strategy=name, error=exc, conversation_id=id_for(before))
+            return guard.compaction_failed(before, strategy=name, error=exc, conversation_id=gate.conversation_id)
 
-        def record(wrapper: Any, decision: Decision) -> list[Any]:
-            wrapper.last_decision = decision
+        def record(decision: Decision) -> Compacted:
+            last.set(decision)
             if on_decision is not None:
                 try:
                     on_decision(decision)
                 except Exception as exc:  # noqa: BLE001 - type only: messages may quote conversations
                     logger.error("memguard: on_decision callback failed (%s)", type(exc).__name__)
-            return decision.messages
+            return Compacted(decision.messages, decision)
 
         if inspect.iscoroutinefunction(func):
 
-            @functools.wraps(func)
-            async def async_wrapper(messages: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            async def adecide(messages: Any, *args: Any, **kwargs: Any) -> Compacted:
+                before, gate, given = prepare(messages)
+                if given is None:
+                    return record(await guard.askip(gate, before, strategy=name))
                 try:
-                    candidate = await func(copy.deepcopy(list(messages)), *args, **kwargs)
+                    candidate = await func(given, *args, **kwargs)
                 except Exception as exc:  # noqa: BLE001
-                    decision = failed(messages, exc)
+                    decision = failed(before, gate, exc)
                     await guard.apublish(decision)
-                    return record(async_wrapper, decision)
-                decision = await guard.areview(event_for(messages, candidate), policy)
-                return record(async_wrapper, decision)
+                    return record(decision)
+                return record(await guard.areview(event_for(before, candidate, gate), policy, gate=gate))
 
-            async_wrapper.last_decision = None  # type: ignore[attr-defined]
-            return async_wrapper
+            async def acall(messages: Any, *args: Any, **kwargs: Any) -> list[Any]:
+                return (await adecide(messages, *args, **kwargs)).messages
 
-        @functools.wraps(func)
-        def wrapper(messages: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            return _wrap(GuardedCompaction(acall), func, adecide, last)
+
+        def decide(messages: Any, *args: Any, **kwargs: Any) -> Compacted:
+            before, gate, given = prepare(messages)
+            if given is None:
+                return record(guard.skip(gate, before, strategy=name))
             try:
-                candidate = func(copy.deepcopy(list(messages)), *args, **kwargs)
+                candidate = func(given, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001
-                decision = failed(messages, exc)
+                decision = failed(before, gate, exc)
                 guard.publish(decision)
-                return record(wrapper, decision)
-            decision = guard.review(event_for(messages, candidate), policy)
-            return record(wrapper, decision)
+                return record(decision)
+            return record(guard.review(event_for(before, candidate, gate), policy, gate=gate))
 
-        wrapper.last_decision = None  # type: ignore[attr-defined]
-        return wrapper
+        def call(messages: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            return decide(messages, *args, **kwargs).messages
+
+        return _wrap(GuardedCompaction(call), func, decide, last)
 
     return decorate
+
+
+def _wrap(wrapper: GuardedCompaction, func: Callable[..., Any], decide: Callable[..., Any],
+          last: contextvars.ContextVar[Decision | None]) -> GuardedCompaction:
+    functools.update_wrapper(wrapper, func)
+    wrapper._decide = decide
+    wrapper._last = last
+    # The function itself, so `inspect.iscoroutinefunction(f.with_decision)` tells async from sync.
+    wrapper.__dict__["with_decision"] = functools.wraps(func)(decide)
+    return wrapper

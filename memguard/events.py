@@ -13,7 +13,7 @@ import uuid
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field, field_validator
 
 from memguard.scoring.base import ScorerIdentity
 
@@ -22,12 +22,14 @@ __all__ = [
     "CandidateReport",
     "CompactionEvent",
     "Decision",
+    "Skipped",
     "Timings",
     "Verdict",
     "fingerprint_text",
 ]
 
 Band = Literal["safe", "harmful", "uncertain"]
+Skipped = Literal["cooldown", "compaction_failed", "audit_dropped", "audit_failed"]
 
 
 class Verdict(StrEnum):
@@ -114,6 +116,17 @@ def fingerprint_text(text: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(raw).hexdigest()[:16], "chars": len(text)}
 
 
+def _scrub(value: Any, texts: list[str]) -> Any:
+    """`value` with each exception text replaced by its fingerprint (type names stay)."""
+    if not isinstance(value, str):
+        return value
+    for text in texts:
+        if text in value:
+            mark = fingerprint_text(text)
+            value = value.replace(text, f"<redacted {mark['chars']} chars sha256:{mark['sha256']}>")
+    return value
+
+
 class Decision(BaseModel):
     """The guard's answer for one event; `messages` and `response` are in the caller's type."""
 
@@ -140,6 +153,19 @@ class Decision(BaseModel):
     reviewed: bool = Field(
         default=True, description="False when no review ran: a cooldown veto, a dropped audit job, a failed compaction."
     )
+    skipped: Skipped | None = Field(
+        default=None,
+        description="Why no review ran: 'cooldown', 'compaction_failed', 'audit_dropped' or 'audit_failed'.",
+    )
+
+    # Exception messages quoted in `error` and `reasons`: a redacted record replaces each by a
+    # fingerprint, so no exception text (which may quote the model's raw answer) reaches a log.
+    _exception_texts: list[str] = PrivateAttr(default_factory=list)
+
+    def quoting(self, texts: list[str]) -> Decision:
+        """Note exception texts that `error`/`reasons` quote (redacted records fingerprint them)."""
+        self._exception_texts = [t for t in texts if t]
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -158,6 +184,13 @@ class Decision(BaseModel):
         record = self.model_dump(mode="json", exclude={"messages", "response"})
         record["n_messages"] = len(self.messages)
         if redact:
+            texts = sorted({t for t in self._exception_texts if t}, key=len, reverse=True)
+            if texts:
+                record["error"] = _scrub(record.get("error"), texts)
+                record["reasons"] = [_scrub(r, texts) for r in record["reasons"]]
+                for cand in record["candidates"]:
+                    cand["error"] = _scrub(cand.get("error"), texts)
+                    cand["rejected"] = _scrub(cand.get("rejected"), texts)
             if record.get("recorded_action") is not None:
                 record["recorded_action"] = fingerprint_text(record["recorded_action"])
             for cand in record["candidates"]:

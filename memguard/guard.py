@@ -1,35 +1,52 @@
 """The guard: review a proposed compaction, probe the agent, score, decide, fall back, audit.
 
 `Guard` holds the configuration (one frozen `GuardSettings`), the per-conversation cooldown
-state, the health counters and the sinks, and performs every call. The decision itself is
+state (asked through `Guard.gate` before any work is done for a step), the health counters, the
+audit worker and the sinks, and performs every call. The decision itself is
 `memguard.review.Review`, a sans-IO generator that never calls back into the guard: `review`
 answers its requests with blocking calls, `areview` with awaits that keep blocking work (sync
 strategies, token counting, sink writes, sync agents and scorers) off the event loop.
+
+Scorer calls take one bounded path from both drivers: `scorer.score` on a daemon thread, waited
+on for at most `timeout` seconds. A call that times out keeps its thread (counted in
+`stats()["stalled_scorer_calls"]`; past `max_stalled_calls` new calls fail fast), and a daemon
+thread never holds up `asyncio.run`'s exit or the interpreter's, as a default-executor thread
+(`asyncio.to_thread`, what an `ascore` usually awaits) would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import concurrent.futures
 import inspect
-import json
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from memguard._concurrency import Handoff, await_on_loop, call_async, call_blocking, is_async_callable
+from memguard._concurrency import (
+    DaemonPool,
+    Handoff,
+    await_on_loop,
+    call_async,
+    call_blocking,
+    in_running_loop,
+    start_daemon,
+)
 from memguard.audit import AuditWorker, Sink, emit_all
+from memguard.audit_jobs import AuditJob, dropped_decision, pending_decision
 from memguard.events import CompactionEvent, Decision, Verdict
-from memguard.messages import Message, role_and_text
+from memguard.gate import Cooldowns, Gate, assistant_turns, conversation_key
+from memguard.messages import Message
 from memguard.protocol import render_turns
 from memguard.review import (
-    CooldownRequest,
     Failure,
     ProbeRequest,
     Review,
+    ScorerBacklog,
     ScoreRequest,
     Steps,
     StrategyRequest,
@@ -42,9 +59,12 @@ from memguard.settings import GuardSettings, band_label
 from memguard.stats import GuardStats
 from memguard.strategies import Strategy, as_strategy
 
-__all__ = ["Guard", "Policy", "band_of", "conversation_key", "guarded"]
+__all__ = ["Gate", "Guard", "Policy", "band_of", "conversation_key", "guarded"]
 
 logger = logging.getLogger("memguard")
+
+SCORER_THREADS = min(32, (os.cpu_count() or 1) + 4)
+"""Threads a guard runs async reviews' scorer calls, token counts and sink writes on (asyncio's default)."""
 
 Policy = Callable[[list[Any]], Any]
 """The agent: maps a message list (the caller's type) to its next response (sync or async)."""
@@ -53,23 +73,6 @@ Policy = Callable[[list[Any]], Any]
 def band_of(p_harmful: float, band: float | None, threshold: float = 0.5) -> str:
     """The published coverage rule: covered iff P(SAFE) ≥ t or ≤ 1 − t, else uncertain."""
     return band_label(p_harmful, band, threshold)
-
-
-def conversation_key(messages: Sequence[Any]) -> str:
-    """A stable id for a conversation that names none: its system prompt(s), task and first action.
-
-    Those open the context and stay put while a conversation grows, and a veto leaves them as they
-    were, so every proposal the conversation makes until a compaction commits maps to the same id.
-    Only the first few messages are read (this runs on the agent's path even in audit mode).
-    """
-    opening: list[tuple[str, str]] = []
-    for index, item in enumerate(messages):
-        role, text = role_and_text(item, index=index)
-        opening.append((role, text))
-        if role == "assistant" or len(opening) >= 8:
-            break
-    digest = hashlib.sha256(json.dumps(opening, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    return "auto-" + digest.hexdigest()[:16]
 
 
 class Guard:
@@ -82,7 +85,9 @@ class Guard:
     shrink, so instead of a veto the lowest-risk candidate that fits is committed.
 
     Options are those of `GuardSettings` (or pass `settings=`); `sinks`, `on_decision` and
-    `token_counter` are objects, not settings.
+    `token_counter` are objects, not settings. Close the guard when done (`close()`, `await
+    aclose()`, `with` or `async with`): audit work still queued is written, then the sinks are
+    closed. A guard dropped without closing leaves no thread behind.
     """
 
     def __init__(
@@ -107,10 +112,17 @@ class Guard:
         self.on_decision = on_decision
         self._token_counter = token_counter
         self._stats = GuardStats(self.settings.on_error)
-        self._vetoed_at: OrderedDict[str, int] = OrderedDict()
-        self._state_lock = threading.Lock()
+        self._cooldowns = Cooldowns(self.settings.max_conversations)
+        self._lock = threading.Lock()
         self._closed = False
-        self._worker = AuditWorker(maxsize=self.settings.audit_queue_size) if self.mode == "audit" else None
+        self._closing: concurrent.futures.Future[None] | None = None
+        self._worker: AuditWorker | None = None  # started with the first audit review
+        self._warned: set[str] = set()
+        # Async reviews run scorer calls, and apart from them token counts and sink writes, on a
+        # few daemon threads each (as many as asyncio's default executor, whose threads
+        # `asyncio.run` and the interpreter wait for on exit, hung or not).
+        self._score_pool = DaemonPool(SCORER_THREADS, name="memguard-score")
+        self._io_pool = DaemonPool(SCORER_THREADS, name="memguard-io")
         for sink in self.sinks:
             attach = getattr(sink, "attach", None)
             if callable(attach):
@@ -183,38 +195,139 @@ class Guard:
         """Audit jobs not run: the queue was full (audit mode never blocks the agent) or closed."""
         return int(self._stats.snapshot()["audit_dropped"])
 
+    @property
+    def _vetoed_at(self) -> OrderedDict[str, Any]:
+        return self._cooldowns.vetoed_at
+
     def stats(self) -> dict[str, Any]:
-        """Health counters: decisions by verdict, errors, timeouts, dropped audits, latency (ms)."""
+        """Health counters: reviews by verdict, skips and why, errors, timeouts, audit work, latency (ms).
+
+        `veto` counts reviewed vetoes; a decision published without a review counts in `skipped`
+        and in its own counter (`cooldown_skips`, `compaction_failures`, `audit_dropped`,
+        `audit_failed`). `audit_queued` is audit work waiting or running now.
+        """
         snapshot = self._stats.snapshot()
-        if self._worker is not None:
-            snapshot["audit_queued"] = self._worker.queued
+        snapshot["audit_queued"] = self._worker.queued if self._worker is not None else 0
         return snapshot
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ the gate
 
-    def review(self, event: CompactionEvent, policy: Policy | None = None, *,
+    def gate(self, before: Sequence[Any] | None = None, *, conversation_id: str | None = None,
+             step: int | None = None, must_reduce: bool = False, audit: bool | None = None) -> Gate:
+        """Ask, before the inner compaction runs, whether this step is reviewed at all.
+
+        Args:
+            before: The caller's messages (any supported type); may be None when both
+                `conversation_id` and `step` are given.
+            conversation_id: The framework's thread/session id; None derives one from the
+                opening of `before` (its first <= 8 messages).
+            step: The agent's step; None counts the assistant turns in `before`, only when a
+                cooldown has to be checked.
+            must_reduce: The framework must shrink the context now (overflow, a HARD
+                requirement): never skipped, and the review will not veto.
+            audit: None follows the guard's mode; True makes this one review an audit review.
+
+        Returns:
+            The `Gate`. When `gate.review` is False do not call the inner compaction: publish
+            `skip(gate, before)` and keep the context. The gate counts `cooldown_skips`.
+
+        Raises:
+            ValueError: Neither `before` nor `conversation_id` names the conversation, or a
+                step is needed and neither `step` nor `before` gives it.
+        """
+        audit = self.mode == "audit" if audit is None else bool(audit)
+        if conversation_id is None:
+            if before is None:
+                raise ValueError("gate() needs the messages (before) or a conversation_id")
+            conversation_id = conversation_key(before)
+            derived = True
+        else:
+            derived = False
+        open_gate = Gate(review=True, conversation_id=conversation_id, step=step, must_reduce=must_reduce, audit=audit)
+        if audit or must_reduce or self.cooldown == 0:
+            return open_gate
+        veto = self._cooldowns.get(conversation_id)
+        if veto is None:
+            return open_gate
+        if step is None:
+            if before is None:
+                raise ValueError("gate() needs step= or the messages (before) to check a cooldown")
+            step = assistant_turns(before)
+        left = veto.left(step, self.cooldown)
+        if left and derived and not veto.extended_by(before):
+            left = 0  # same opening, another conversation: it never saw this veto
+        if not left:
+            return Gate(review=True, conversation_id=conversation_id, step=step, audit=audit)
+        self._stats.add("cooldown_skips")
+        reason = (f"cooldown: {left - 1} more step(s) after this one "
+                  f"(veto at step {veto.step}, cooldown={self.cooldown})")
+        return Gate(review=False, conversation_id=conversation_id, step=step, audit=audit, reason=reason)
+
+    def skip(self, gate: Gate, before: Sequence[Any], *, strategy: str = "compaction") -> Decision:
+        """Build and publish the decision for a step the gate skipped: `before`, untouched.
+
+        Raises:
+            ValueError: The gate says to review this step.
+        """
+        decision = self._skipped(gate, before, strategy)
+        self.publish(decision)
+        return decision
+
+    async def askip(self, gate: Gate, before: Sequence[Any], *, strategy: str = "compaction") -> Decision:
+        """`skip` from async code: sink writes run off the event loop."""
+        decision = self._skipped(gate, before, strategy)
+        await self.apublish(decision)
+        return decision
+
+    def _skipped(self, gate: Gate, before: Sequence[Any], strategy: str) -> Decision:
+        if gate.review:
+            raise ValueError("the gate says to review this step: skip() is for a gate with review=False")
+        return Decision(
+            verdict=Verdict.VETO, mode="audit" if gate.audit else "enforce", messages=list(before),
+            proposed_strategy=strategy, reasons=[gate.reason or "cooldown"], reviewed=False, skipped="cooldown",
+            step=gate.step or 0, conversation_id=gate.conversation_id, scorer=self.identity,
+        )
+
+    # ------------------------------------------------------------------ reviews
+
+    def review(self, event: CompactionEvent, policy: Policy | None = None, *, gate: Gate | None = None,
                fallbacks: Sequence[Strategy | Callable[..., Any]] | None = None,
-               hard_budget: int | None = None) -> Decision:
+               hard_budget: int | None = None, audit: bool | None = None) -> Decision:
         """Decide on `event`, probing `policy` as needed (blocking).
 
-        `fallbacks`, when given, replaces the guard's own chain for this call only (integrations
-        bind framework-specific fallbacks to the current request this way); `hard_budget` sets a
-        budget for this call only (a framework that must shrink the context now).
+        Args:
+            event: The proposed compaction.
+            policy: The agent (messages -> next response, sync or async).
+            gate: The gate asked for this step (`gate()`); None asks it here (cooldown
+                included). Pass it so nothing is asked twice.
+            fallbacks: Replaces the guard's chain for this call only (integrations bind
+                framework-specific fallbacks to the current request this way).
+            hard_budget: A token budget for this call only (a framework that must shrink now).
+            audit: True runs this one review as an audit review on the guard's own worker
+                (ignored when `gate` is given: the gate says).
+
+        Returns:
+            This call's own `Decision` (a pending one for an audit review).
         """
-        review = self._start(event, policy, fallbacks, hard_budget)
+        gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
+        if not gate.review:
+            return self.skip(gate, event.before, strategy=event.strategy)
         if review is None:
-            return self._enqueue_audit(event, policy)
+            return self._submit_audit(event, policy, gate)
         decision = self._drive_blocking(review.steps(), policy)
         self.publish(decision)
         return decision
 
-    async def areview(self, event: CompactionEvent, policy: Policy | None = None, *,
+    async def areview(self, event: CompactionEvent, policy: Policy | None = None, *, gate: Gate | None = None,
                       fallbacks: Sequence[Strategy | Callable[..., Any]] | None = None,
-                      hard_budget: int | None = None) -> Decision:
+                      hard_budget: int | None = None, audit: bool | None = None) -> Decision:
         """Decide on `event` without blocking the event loop (same decisions as `review`)."""
-        review = self._start(event, policy, fallbacks, hard_budget)
-        if review is None:  # audit: an async agent is probed on this loop while it runs
-            return self._enqueue_audit(event, None if policy is None else _on_loop(policy, asyncio.get_running_loop()))
+        gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
+        if not gate.review:
+            return await self.askip(gate, event.before, strategy=event.strategy)
+        if review is None:  # audit: an async agent is probed on this loop while the run lasts
+            probe = None if policy is None else _on_loop(policy, asyncio.get_running_loop(), asyncio.current_task())
+            return self._submit_audit(event, probe, gate)
         decision = await self._drive_async(review.steps(), policy)
         await self.apublish(decision)
         return decision
@@ -229,8 +342,8 @@ class Guard:
         self._notify(decision)
 
     async def apublish(self, decision: Decision) -> None:
-        """`publish` from async code: sink writes run off the event loop."""
-        await asyncio.to_thread(self._emit, decision)
+        """`publish` from async code: sink writes run off the event loop (on a daemon thread)."""
+        await call_async(self._emit, decision, pool=self._io_pool)
         self._notify(decision)
 
     def compaction_failed(self, before: list[Any], *, strategy: str, error: BaseException,
@@ -238,32 +351,65 @@ class Guard:
         """The decision for a compaction that raised before it proposed anything: keep `before`.
 
         Counted in `stats()["compaction_failures"]`; publish it (`publish`/`apublish`) so the
-        sinks and `on_decision` see it like any other veto. The error is named by type only.
+        sinks and `on_decision` see it like any other decision without a review. The error is
+        named by type only.
         """
         logger.warning("memguard: compaction %s raised %s; keeping the full context", strategy, type(error).__name__)
         self._stats.add("compaction_failures")
-        event = CompactionEvent(before=before, candidate=before, strategy=strategy, conversation_id=conversation_id)
         return Decision(
             verdict=Verdict.VETO, mode="audit" if self.mode == "audit" else "enforce", messages=list(before),
             proposed_strategy=strategy, reasons=[f"compaction raised {type(error).__name__}; nothing was compacted"],
-            error=f"compaction failed: {type(error).__name__}", reviewed=False, step=step_of(event),
-            conversation_id=self.conversation_id_of(event), event_id=event.event_id, scorer=self.identity,
+            error=f"compaction failed: {type(error).__name__}", reviewed=False, skipped="compaction_failed",
+            step=assistant_turns(before), conversation_id=conversation_id or conversation_key(before),
+            scorer=self.identity,
         )
 
+    # ------------------------------------------------------------------ lifecycle
+
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until queued audit work is written; True when the queue drained in time."""
-        return self._worker.join(timeout) if self._worker else True
+        """Wait until queued audit work is written; True when the queue drained in time.
+
+        Inside a running event loop this does not wait (an audit probe may need that very loop):
+        it says whether the work is done already, and logs once that `await aflush()` is the
+        call to make there.
+        """
+        worker = self._worker
+        if worker is None:
+            return True
+        if in_running_loop():
+            self._warn_once("flush", "Guard.flush() inside a running event loop does not wait (audit probes may "
+                                     "need that loop): use `await guard.aflush()`")
+            return worker.idle()
+        return worker.join(timeout)
+
+    async def aflush(self, timeout: float | None = 30.0) -> bool:
+        """Wait, without blocking the event loop, until queued audit work is written."""
+        worker = self._worker
+        if worker is None:
+            return True
+        return bool(await asyncio.wrap_future(start_daemon(worker.join, timeout, name="memguard-flush")))
 
     def close(self) -> None:
-        """Flush audit work and close the sinks; later audit reviews are counted as dropped."""
-        self._closed = True
-        if self._worker:
-            self._worker.stop()
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001 - type only: messages may quote conversations
-                logger.error("memguard: closing sink %s failed (%s)", type(sink).__name__, type(exc).__name__)
+        """Finish queued audit work, then close the sinks; later audit reviews are counted as dropped.
+
+        Inside a running event loop this returns at once and finishes in the background (an
+        audit probe may need that very loop), logging once that `await aclose()` is the call to
+        make there.
+        """
+        closing = self._start_closing()
+        if closing is None:
+            return
+        if in_running_loop() and not closing.done():
+            self._warn_once("close", "Guard.close() inside a running event loop: audit work finishes in the "
+                                     "background; use `await guard.aclose()` to wait for it")
+            return
+        closing.result()
+
+    async def aclose(self) -> None:
+        """Finish queued audit work and close the sinks, without blocking the event loop."""
+        closing = self._start_closing() or self._closing
+        if closing is not None:
+            await asyncio.wrap_future(closing)
 
     def __enter__(self) -> Guard:
         return self
@@ -271,8 +417,52 @@ class Guard:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Guard:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _start_closing(self) -> concurrent.futures.Future[None] | None:
+        """The closing work, started once (on a daemon thread when audit work is pending)."""
+        with self._lock:
+            if self._closing is not None:
+                return None
+            self._closed = True
+            worker = self._worker
+            if worker is None or worker.idle():
+                closing: concurrent.futures.Future[None] = concurrent.futures.Future()
+                self._closing = closing
+            else:
+                self._closing = start_daemon(self._finish_closing, name="memguard-close")
+                return self._closing
+        self._finish_closing()
+        closing.set_result(None)
+        return closing
+
+    def _finish_closing(self) -> None:
+        worker = self._worker
+        if worker is not None:
+            worker.stop(timeout=30.0)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - type only: messages may quote conversations
+                logger.error("memguard: closing sink %s failed (%s)", type(sink).__name__, type(exc).__name__)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        logger.warning("memguard: %s", message)
+
     def compaction(self, policy: Policy | None = None, **options: Any) -> Callable[..., Any]:
-        """Decorator for ``f(messages, ...) -> messages`` compaction functions (sync or async)."""
+        """Decorator for ``f(messages, ...) -> messages`` compaction functions (sync or async).
+
+        See `memguard.decorator`: the gate is asked before ``f`` runs, ``f.with_decision(...)``
+        returns ``Compacted(messages, decision)``, ``f.last_decision`` is per thread and task.
+        """
         from memguard.decorator import guard_compaction
 
         return guard_compaction(self, policy=policy, **options)
@@ -283,68 +473,85 @@ class Guard:
 
     # ------------------------------------------------------------------ starting a review
 
-    def _start(self, event: CompactionEvent, policy: Policy | None,
-               fallbacks: Sequence[Strategy | Callable[..., Any]] | None, hard_budget: int | None) -> Review | None:
-        """The review to drive, or None for audit mode; refuses a review that lacks its agent."""
+    def _begin(self, event: CompactionEvent, policy: Policy | None, gate: Gate | None,
+               fallbacks: Sequence[Strategy | Callable[..., Any]] | None, hard_budget: int | None,
+               audit: bool | None) -> tuple[Gate, Review | None]:
+        """The gate and the review to drive (None for an audit review); refuses a review that lacks its agent."""
         if not isinstance(event, CompactionEvent):
             raise TypeError(f"expected a CompactionEvent, got {type(event).__name__}")
         if hard_budget is not None and (isinstance(hard_budget, bool) or not isinstance(hard_budget, int)
                                         or hard_budget <= 0):
             raise ValueError(f"hard_budget must be a positive token count, got {hard_budget!r}")
-        audit = self.mode == "audit"
+        if gate is None:
+            # Back-compat for direct callers: the gate is asked here. A per-call hard budget
+            # means the framework must shrink now: no cooldown (as before), vetoes still allowed.
+            gate = self.gate(event.before, conversation_id=event.conversation_id, step=event.step, audit=audit,
+                             must_reduce=False) if hard_budget is None else Gate(
+                review=True, conversation_id=self.conversation_id_of(event), step=event.step,
+                audit=self.mode == "audit" if audit is None else bool(audit))
+        elif event.conversation_id and event.conversation_id != gate.conversation_id:
+            raise ValueError("the gate was asked for another conversation than the event's")
         chain = self.fallbacks if fallbacks is None else tuple(as_strategy(f) for f in fallbacks)
-        if policy is None and needs_agent(event, chain, audit=audit):
+        # Refused whatever the gate says: a missing agent must not hide behind a cooldown that an
+        # earlier score started.
+        if policy is None and needs_agent(event, chain, audit=gate.audit):
             raise ValueError(
                 "this review needs the agent: pass policy=... (a callable messages -> next response), "
                 "or give the event recorded_response and proposed_response"
-                + (" and no fallbacks (they must be probed)" if chain and not audit else "")
+                + (" and no fallbacks (they must be probed)" if chain and not gate.audit else "")
             )
-        if audit:
-            return None
-        return Review(self.settings, event, conversation_id=self.conversation_id_of(event), fallbacks=chain,
-                      hard_budget=hard_budget if hard_budget is not None else self.hard_budget)
+        if not gate.review or gate.audit:
+            return gate, None
+        return gate, Review(self.settings, event, conversation_id=gate.conversation_id, fallbacks=chain,
+                            hard_budget=hard_budget if hard_budget is not None else self.hard_budget,
+                            must_reduce=gate.must_reduce, step=gate.step)
 
-    # ------------------------------------------------------------------ audit mode
+    # ------------------------------------------------------------------ audit reviews
 
-    def _enqueue_audit(self, event: CompactionEvent, policy: Policy | None) -> Decision:
-        immediate = Decision(
-            verdict=Verdict.AUDIT,
-            mode="audit",
-            messages=list(event.candidate),
-            strategy=event.strategy,
-            proposed_strategy=event.strategy,
-            step=event.step if event.step is not None else step_of(event),
-            conversation_id=self.conversation_id_of(event),
-            event_id=event.event_id,
-            scorer=self.identity,
-            pending=True,
-        )
+    def _audit_worker(self) -> AuditWorker:
+        with self._lock:
+            if self._worker is None:
+                self._worker = AuditWorker(maxsize=self.settings.audit_queue_size)
+                # Dropped without close(): end the thread. The callback holds the worker, not the guard.
+                weakref.finalize(self, self._worker.abandon)
+            return self._worker
 
-        def job() -> None:
-            review = Review(self.settings, event, conversation_id=immediate.conversation_id, audit=True)
-            decision = self._drive_blocking(review.steps(), policy)
-            self._stats.add("audit_completed")
-            self.publish(decision)
-
-        worker = self._worker
-        if worker is not None and not self._closed and worker.submit(job):
+    def _submit_audit(self, event: CompactionEvent, policy: Policy | None, gate: Gate) -> Decision:
+        """Queue an audit review; the caller gets a pending decision at once (no per-message work)."""
+        pending = pending_decision(self, event, gate)
+        if self._closed:
+            decision = dropped_decision(pending, "the guard is closed")
+            self._stats.add("audit_dropped")
+            self._emit(decision, sinks=False)  # the sinks are closed: counters and on_decision only
+            self._notify(decision)
+            return decision
+        worker = self._audit_worker()
+        job = AuditJob(self, event, policy, gate, pending, _run_audit)
+        if worker.submit(job):
             self._stats.add("audit_submitted")
-            return immediate
-        why = "the guard is closed" if self._closed or worker is None else "the audit queue is full"
+            return pending
+        job.guard = None  # never queued: it ends here
+        decision = dropped_decision(pending, "the audit queue is full")
         self._stats.add("audit_dropped")
-        return immediate.model_copy(update={
-            "pending": False, "reviewed": False, "error": f"audit dropped: {why}",
-            "reasons": [f"not reviewed: {why} (counted in stats()['audit_dropped'])"],
-        })
+        worker.notify(lambda: self.publish(decision))  # written by the worker, off the agent's path
+        return decision
 
-    def _emit(self, decision: Decision) -> None:
+    def _audit_ended(self, decision: Decision, outcome: str) -> None:
+        """How an audit job ended (`audit_completed`, `audit_failed`, `audit_dropped`): count, publish."""
+        self._stats.add(outcome)
+        self.publish(decision)
+
+    # ------------------------------------------------------------------ publishing
+
+    def _emit(self, decision: Decision, *, sinks: bool = True) -> None:
         self._stats.record(decision)
         if decision.verdict is Verdict.VETO and decision.reviewed and decision.mode == "enforce":
-            self._record_veto(decision.conversation_id, decision.step)
+            self._record_veto(decision.conversation_id, decision.step, decision.messages)
         if decision.error and decision.reviewed:
             logger.warning("memguard: %s (on_error=%s, verdict=%s)", decision.error, self.on_error,
                            decision.verdict.value)
-        emit_all(self.sinks, decision)
+        if sinks:
+            emit_all(self.sinks, decision)
 
     def _notify(self, decision: Decision) -> None:
         if self.on_decision is not None:
@@ -387,8 +594,6 @@ class Guard:
             return self._guarded_call(lambda: call_blocking(request.strategy, request.messages, timeout=self.timeout))
         if isinstance(request, TokenCountRequest):
             return self._count_tokens(request.messages)
-        if isinstance(request, CooldownRequest):
-            return self._cooldown_answer(request)
         raise TypeError(f"unknown review request {type(request).__name__}")
 
     async def _answer_async(self, request: Any, policy: Policy | None) -> Any:
@@ -402,9 +607,7 @@ class Guard:
             except Exception as exc:  # noqa: BLE001 - a broken fallback is skipped by the review
                 return self._failure(exc)
         if isinstance(request, TokenCountRequest):
-            return await asyncio.to_thread(self._count_tokens, request.messages)
-        if isinstance(request, CooldownRequest):
-            return self._cooldown_answer(request)
+            return await call_async(self._count_tokens, request.messages, pool=self._io_pool)
         raise TypeError(f"unknown review request {type(request).__name__}")
 
     def _failure(self, exc: BaseException) -> Failure:
@@ -453,7 +656,7 @@ class Guard:
     def _scorer_backlog(self) -> Failure | None:
         stalled = self._stats.stalled
         if stalled >= self.settings.max_stalled_calls:
-            return Failure(RuntimeError(f"scorer backlog: {stalled} timed-out calls still running"))
+            return Failure(ScorerBacklog(f"scorer backlog: {stalled} timed-out calls still running"))
         return None
 
     def _score_blocking(self, request: ScoreRequest) -> list[Score] | Failure:
@@ -467,15 +670,16 @@ class Guard:
         return result
 
     async def _score_async(self, request: ScoreRequest) -> list[Score] | Failure:
+        # The same bounded path as `_score_blocking`: `score` on a daemon thread (never `ascore`,
+        # whose default-executor thread a timeout cannot count or `asyncio.run` leave behind).
         backlog = self._scorer_backlog()
         if backlog is not None:
             return backlog
         self._stats.add("scorer_calls")
         self._stats.add("scored_prompts", len(request.prompts))
-        ascore = getattr(self.scorer, "ascore", None)
-        fn: Callable[..., Any] = ascore if ascore is not None and is_async_callable(ascore) else self.scorer.score
         try:
-            result: list[Score] = await call_async(fn, request.prompts, timeout=self.timeout, stalls=self._stats)
+            result: list[Score] = await call_async(self.scorer.score, request.prompts, timeout=self.timeout,
+                                                   stalls=self._stats, pool=self._score_pool)
             return result
         except Exception as exc:  # noqa: BLE001
             return self._failure(exc)
@@ -500,19 +704,23 @@ class Guard:
         """The size the hard budget sees for `messages` (blocking)."""
         return self._count_tokens(messages)
 
-    def cooldown_left(self, conversation_id: str, step: int) -> int:
-        """Steps left before `conversation_id` is reviewed again after a veto (0: review now).
+    def cooldown_left(self, conversation_id: str, step: int, *, before: Sequence[Any] | None = None) -> int:
+        """Steps, this one included, that `conversation_id` is still skipped after a veto (0: review).
 
-        Read-only: integrations that must skip work during a cooldown (not even ask their
-        compaction) consult it; the review asks the same through a `CooldownRequest`.
+        After a veto at step ``s``, ``cooldown=N`` skips the steps ``s+1 .. s+N`` (and ``s``
+        itself): at ``s+1`` this is N, at ``s+N`` 1, from ``s+N+1`` on 0. Read-only (no counter,
+        no LRU touch): `gate` is what drivers ask. A derived id's cooldown holds only for a
+        context that extends the vetoed one: pass `before` to check that.
         """
         if self.cooldown == 0:
             return 0
-        with self._state_lock:
-            last = self._vetoed_at.get(conversation_id)
-        if last is None or step < last:
+        veto = self._cooldowns.peek(conversation_id)
+        if veto is None:
             return 0
-        return max(0, self.cooldown - (step - last))
+        left = veto.left(step, self.cooldown)
+        if left and before is not None and not veto.extended_by(before):
+            return 0
+        return left
 
     def step_of(self, event: CompactionEvent) -> int:
         """The event's step, or the number of assistant turns in `before`."""
@@ -525,32 +733,30 @@ class Guard:
     def band_for(self, p_harmful: float) -> str:
         return self.settings.band_of(p_harmful)
 
-    def _cooldown_answer(self, request: CooldownRequest) -> int:
-        left = self.cooldown_left(request.conversation_id, request.step)
-        with self._state_lock:
-            if request.conversation_id in self._vetoed_at:
-                self._vetoed_at.move_to_end(request.conversation_id)  # recently seen: kept longest
-        if left:
-            self._stats.add("cooldown_skips")
-        return left
+    def record_veto(self, conversation_id: str, step: int, *, before: Sequence[Any] | None = None) -> None:
+        """Start a cooldown for `conversation_id` at `step` (the guard does this after each veto).
 
-    def record_veto(self, conversation_id: str, step: int) -> None:
-        """Start a cooldown for `conversation_id` at `step` (the guard does this after each veto)."""
-        self._record_veto(conversation_id, step)
+        `before`, the vetoed context, anchors a derived id to it (see `gate`).
+        """
+        self._record_veto(conversation_id, step, before)
 
-    def _record_veto(self, conversation_id: str, step: int) -> None:
-        with self._state_lock:
-            self._vetoed_at[conversation_id] = step
-            self._vetoed_at.move_to_end(conversation_id)
-            while len(self._vetoed_at) > self.settings.max_conversations:
-                self._vetoed_at.popitem(last=False)
+    def _record_veto(self, conversation_id: str, step: int, vetoed: Sequence[Any] | None) -> None:
+        derived = vetoed is not None and len(vetoed) > 0 and conversation_id == conversation_key(vetoed)
+        self._cooldowns.record(conversation_id, step, vetoed if derived else None)
 
 
-def _on_loop(policy: Policy, loop: asyncio.AbstractEventLoop) -> Policy:
+def _run_audit(guard: Guard, event: CompactionEvent, policy: Policy | None, gate: Gate) -> Decision:
+    """An audit review, on the worker thread (the step and the format are worked out here)."""
+    review = Review(guard.settings, event, conversation_id=gate.conversation_id, audit=True, step=gate.step)
+    return guard._drive_blocking(review.steps(), policy)
+
+
+def _on_loop(policy: Policy, loop: asyncio.AbstractEventLoop, owner: asyncio.Task[Any] | None) -> Policy:
     """`policy` for the audit worker thread: a coroutine it returns runs on the caller's `loop`.
 
     Loop-bound clients (an httpx `AsyncClient`, a LangChain async model) then work as in the
-    agent itself. When that loop stops first, the same coroutine runs on a fresh loop instead,
+    agent itself, in an empty context (nothing of the run's reaches the probe). When the run
+    (`owner`) is over or that loop stops first, the same coroutine runs on a fresh loop instead,
     or, if it had already begun there, the agent is probed afresh.
     """
 
@@ -558,7 +764,7 @@ def _on_loop(policy: Policy, loop: asyncio.AbstractEventLoop) -> Policy:
         result = policy(messages)
         if not inspect.isawaitable(result) or loop.is_closed() or not loop.is_running():
             return result
-        handoff, value = await_on_loop(result, loop)
+        handoff, value = await_on_loop(result, loop, owner=owner)
         if handoff is Handoff.NOT_STARTED:
             return result  # untouched: the worker awaits it on a loop of its own
         if handoff is Handoff.INTERRUPTED:
@@ -582,6 +788,7 @@ def guarded(
     strategy: str | None = None,
     on_decision: Callable[[Decision], Any] | None = None,
     conversation_id: str | Callable[[list[Any]], str] | None = None,
+    must_reduce: bool | Callable[[list[Any]], bool] = False,
     **guard_options: Any,
 ) -> Callable[..., Any]:
     """Module-level decorator: guard a compaction function with an existing or a new `Guard`."""
@@ -592,4 +799,4 @@ def guarded(
     elif guard_options:
         raise ValueError(f"guard options {sorted(guard_options)} given beside an existing guard")
     return guard.compaction(policy=policy, strategy=strategy, on_decision=on_decision,
-                            conversation_id=conversation_id)
+                            conversation_id=conversation_id, must_reduce=must_reduce)

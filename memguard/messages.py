@@ -19,6 +19,7 @@ __all__ = [
     "Message",
     "MessageFormat",
     "as_protocol_dict",
+    "block_text",
     "detect_format",
     "is_langchain_message",
     "restore_messages",
@@ -87,6 +88,16 @@ class Message(BaseModel):
     def unchanged_since_source(self) -> bool:
         return self._source is not None and self._fields_at_source == self.model_dump()
 
+    def changed_since_source(self) -> dict[str, Any] | None:
+        """The fields that differ from the source's (None when there is no source to compare)."""
+        if self._source is None or self._fields_at_source is None:
+            return None
+        now = self.model_dump()
+        at_source = self._fields_at_source
+        changed = {key: value for key, value in now.items() if key not in at_source or at_source[key] != value}
+        changed.update({key: None for key in at_source if key not in now})
+        return changed
+
 
 def content_text(content: Any) -> str:
     """Best-effort plain text of any message content: strings, text parts, else `str()`."""
@@ -105,6 +116,18 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+def role_of(item: Any, *, index: int | None = None) -> str:
+    """A message's role without building a `Message` (cheap: for hot paths such as the gate)."""
+    if isinstance(item, Mapping):
+        return str(item.get("role", "user"))
+    if isinstance(item, Message):
+        return str(item.role)
+    if is_langchain_message(item):
+        kind = getattr(item, "type", None)
+        return str(_LC_ROLE.get(str(kind)) or getattr(item, "role", None) or kind)
+    return str(to_message(item, index=index).role)
+
+
 def role_and_text(item: Any, *, index: int | None = None) -> tuple[str, str]:
     """A message's role and plain text without building a `Message` (cheap: for hot paths)."""
     if isinstance(item, Mapping):
@@ -112,10 +135,17 @@ def role_and_text(item: Any, *, index: int | None = None) -> tuple[str, str]:
     if isinstance(item, Message):
         return str(item.role), content_text(item.content)
     if is_langchain_message(item):
-        kind = getattr(item, "type", None)
-        return str(_LC_ROLE.get(str(kind)) or getattr(item, "role", None) or kind), content_text(item.content)
+        return role_of(item), content_text(item.content)
     message = to_message(item, index=index)
     return str(message.role), message.text()
+
+
+def is_system_like(role: Any) -> bool:
+    """`system` and `developer` (OpenAI's newer name for the same kind of turn) are instructions."""
+    return role in SYSTEM_ROLES
+
+
+SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
 def is_langchain_message(obj: Any) -> bool:
@@ -252,41 +282,74 @@ def _to_langchain(message: Message) -> Any:
     if role == "tool":
         return ToolMessage(content=content, tool_call_id=message.tool_call_id or "", **extra)
     if role == "assistant":
-        calls = []
-        for call in message.tool_calls or []:
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if not isinstance(function, Mapping):
-                continue
-            arguments = function.get("arguments")
-            try:
-                args = json.loads(arguments) if isinstance(arguments, str) else arguments
-            except json.JSONDecodeError:
-                args = {"__raw__": arguments}
-            if not isinstance(args, dict):
-                args = {"__value__": args}
-            calls.append(
-                {"name": function.get("name") or "tool", "args": args, "id": call.get("id")}
-            )
-        return AIMessage(content=content, tool_calls=calls, **extra)
+        return AIMessage(content=content, tool_calls=_langchain_tool_calls(message), **extra)
     return ChatMessage(content=content, role=str(role), **extra)
+
+
+def _langchain_tool_calls(message: Message) -> list[dict[str, Any]]:
+    calls = []
+    for call in message.tool_calls or []:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping):
+            continue
+        arguments = function.get("arguments")
+        try:
+            args = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except json.JSONDecodeError:
+            args = {"__raw__": arguments}
+        if not isinstance(args, dict):
+            args = {"__value__": args}
+        calls.append({"name": function.get("name") or "tool", "args": args, "id": call.get("id")})
+    return calls
+
+
+def _update_langchain(source: Any, message: Message, changed: dict[str, Any]) -> Any:
+    """`source` with only what changed replaced: status, artifact, metadata and ids stay."""
+    update: dict[str, Any] = {}
+    for key, value in changed.items():
+        if key == "content":
+            update["content"] = value if value is not None else ""
+        elif key == "tool_calls":
+            update["tool_calls"] = _langchain_tool_calls(message)
+            update["invalid_tool_calls"] = []
+        elif key in ("name", "tool_call_id", "id") and hasattr(source, key):
+            update[key] = value
+    return source.model_copy(update=update) if update else source
+
+
+def _update_dict(source: Mapping[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+    """`source`'s keys, with only what changed replaced (a field set to None where it had one)."""
+    data = dict(source)
+    for key, value in changed.items():
+        if value is None and key not in source:
+            continue
+        data[key] = value
+    return data
 
 
 def restore_messages(
     messages: Sequence[Message], fmt: MessageFormat | str
 ) -> list[Any]:
-    """Convert back to the caller's type; unchanged messages come back as the caller's objects."""
+    """Convert back to the caller's type, losing nothing.
+
+    An unchanged message comes back as the caller's own object; a changed one as a copy of the
+    caller's object with only the changed fields replaced (a masked LangChain `ToolMessage`
+    keeps its `status`, `artifact`, `additional_kwargs`, `response_metadata` and ids; an OpenAI
+    dict keeps every key). A message with no source of the caller's type is converted.
+    """
     fmt = MessageFormat(fmt)
     if fmt is MessageFormat.MEMGUARD:
         return list(messages)
     out: list[Any] = []
     for message in messages:
-        if message.unchanged_since_source():
-            source = message.source
+        source = message.source
+        changed = message.changed_since_source()
+        if changed is not None and "role" not in changed:
             if fmt is MessageFormat.LANGCHAIN and is_langchain_message(source):
-                out.append(source)
+                out.append(_update_langchain(source, message, changed))
                 continue
             if fmt is MessageFormat.OPENAI and isinstance(source, Mapping):
-                out.append(source)
+                out.append(_update_dict(source, changed) if changed else source)
                 continue
         if fmt is MessageFormat.LANGCHAIN:
             out.append(_to_langchain(message))
@@ -300,12 +363,29 @@ def as_protocol_dict(message: Any) -> Mapping[str, Any]:
 
     Plain dicts pass through untouched, so rendering them is exactly the training renderer's
     behaviour (a missing role, odd content types and all). Everything else goes via `Message`.
+    A LangChain `AIMessage` whose content is a list of blocks (what ChatAnthropic returns)
+    reads as the text of its blocks, joined as LangChain's own ``.text`` joins them, and as
+    LiteLLM maps such a response to a chat message: its tool-use blocks are its `tool_calls`.
     """
     if isinstance(message, Mapping):
         return message
-    if isinstance(message, Message):
-        return message.to_openai()
-    return to_message(message).to_openai()
+    msg = message if isinstance(message, Message) else to_message(message)
+    data = msg.to_openai()
+    content = data.get("content")
+    if data.get("role") == "assistant" and isinstance(content, list) and is_langchain_message(msg.source):
+        data["content"] = block_text(content)
+    return data
+
+
+def block_text(blocks: Sequence[Any]) -> str:
+    """The text of a content-block list: text blocks and plain strings, concatenated."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping) and block.get("type", "text") == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+    return "".join(parts)
 
 
 class Conversation(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from memguard.messages import Message
+from memguard.messages import Message, is_system_like
 
 __all__ = ["check_candidate"]
 
@@ -26,9 +26,15 @@ _PLACEHOLDERS = re.compile(
     r"summary unavailable\.?|\[?summary\]?|\.\.\.|tbd)\s*$",
     re.IGNORECASE,
 )
+# An error *message* stored as the summary: "Error: ...", "Error code: 429 - ...", "ERROR 500",
+# "ValueError: ...", "Exception: ...", a traceback, an apology or an HTTP failure. Not a summary
+# that starts with the word ("Error handling in parse() was rewritten ..."): after "error" or
+# "exception" a colon, a dash, a status code or the word "code" must follow.
 _ERRORS = re.compile(
-    r"^\s*(traceback \(most recent call last\)|error( code)?\b|exception\b|[A-Za-z_.]*(error|exception)\s*:|"
-    r"i'?m sorry,? (but )?i (can(no|')t|am unable)|rate limit|request failed|internal server error)",
+    r"^\s*(traceback \(most recent call last\)|(error|exception)\s*(code\b|[:\-]|\[?\d{3}\b)|"
+    r"[A-Za-z_.]*(error|exception)\s*:|"
+    r"i'?m sorry,? (but )?i (can(no|')t|am unable)|rate limit(ed)? (exceeded|reached)\b|request failed\b|"
+    r"internal server error)",
     re.IGNORECASE,
 )
 
@@ -79,7 +85,7 @@ def check_candidate(before: Sequence[Message], candidate: Sequence[Message]) -> 
     """The reason a candidate must be refused, or None when it passes."""
     if not candidate:
         return "empty candidate: the compaction removed every message"
-    if before and before[0].role == "system" and not any(m.role == "system" for m in candidate):
+    if before and is_system_like(before[0].role) and not any(is_system_like(m.role) for m in candidate):
         return "the system prompt was dropped"
     for message in _new_messages(before, candidate):
         body = _strip_summary_prefix(message.text())

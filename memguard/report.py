@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from memguard.datasets import BadRow, OnBadLine, iter_jsonl
+from memguard.text import safe_text
 
 __all__ = [
     "VERDICTS",
@@ -247,6 +248,12 @@ def summarize(decisions: Sequence[AuditDecision], *, n_bad_lines: int = 0, top: 
 # --------------------------------------------------------------------------- plots
 
 
+def _plain(text: str) -> str:
+    """Untrusted text for a matplotlib label, shown as written: every "$" escaped, so no pair of
+    them starts mathtext (an id like "cost $x^{$" would otherwise be parsed, and crash)."""
+    return text.replace("$", r"\$")
+
+
 def _color(verdict: str) -> str:
     return VERDICT_COLORS.get(verdict, "#9e9e9e")
 
@@ -272,7 +279,7 @@ def plot_score_histogram(decisions: Sequence[AuditDecision]) -> str:
     verdicts = [v for v in _ordered_verdicts(decisions) if any(d.verdict == v for d in scored)]
     data = [[d.p_harmful for d in decisions if d.verdict == v and d.p_harmful is not None] for v in verdicts]
     if data:
-        ax.hist(data, bins=[i / 20 for i in range(21)], stacked=True, label=verdicts,
+        ax.hist(data, bins=[i / 20 for i in range(21)], stacked=True, label=[_plain(v) for v in verdicts],
                 color=[_color(v) for v in verdicts], edgecolor="white")  # fmt: skip
         ax.legend(title="verdict", fontsize=8)
     else:
@@ -312,11 +319,11 @@ def plot_timelines(decisions: Sequence[AuditDecision], limit: int = MAX_TIMELINE
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         if xs and max(xs) - min(xs) < 2:  # one or two steps: widen so ticks stay on integers
             ax.set_xlim(min(xs) - 1, max(xs) + 1)
-        ax.set_title(f"conversation {conversation} ({len(items)} decisions)", fontsize=9, loc="left")
+        ax.set_title(_plain(f"conversation {conversation} ({len(items)} decisions)"), fontsize=9, loc="left")
     if not shown:
         axes[0].text(0.5, 0.5, "no decisions", ha="center", va="center", transform=axes[0].transAxes)
     axes[-1].set_xlabel("agent step")
-    handles = [axes[0].scatter([], [], c=_color(v), label=v) for v in _ordered_verdicts(decisions)]
+    handles = [axes[0].scatter([], [], c=_color(v), label=_plain(v)) for v in _ordered_verdicts(decisions)]
     if handles:
         fig.legend(handles=handles, loc="outside upper right", fontsize=8, ncols=len(handles))
     return _png(fig), shown
@@ -335,7 +342,7 @@ def plot_latency(summary: AuditSummary) -> str:
         for offset, (name, color) in zip((-0.27, 0, 0.27), bars, strict=True):
             values = [getattr(summary.latency_seconds[p], name) * 1000 for p in parts]
             ax.bar(x + offset, values, width=0.27, label=name, color=color)
-        ax.set_xticks(x, parts)
+        ax.set_xticks(x, [_plain(p) for p in parts])
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no timings recorded", ha="center", va="center", transform=ax.transAxes)
@@ -384,7 +391,7 @@ def _pct(part: int, whole: int) -> str:
 def render_html(
     decisions: Sequence[AuditDecision], summary: AuditSummary, *, title: str = "memguard audit report"
 ) -> str:
-    """The whole report as one HTML document."""
+    """The whole report as one HTML document (every field escaped, every string safe text)."""
     n = summary.n_decisions
     cards: list[tuple[str, int | str]] = [("decisions", n), ("conversations", summary.n_conversations)]
     cards += [(v, summary.verdicts.get(v, 0)) for v in ("commit", "fallback", "veto", "forced")]
@@ -416,7 +423,7 @@ def render_html(
     if summary.n_unscored:
         notes.append(f"{summary.n_unscored} decisions carry no P(HARMFUL) (skipped identical actions, errors).")
     fallback_rows = [(_esc(s), c) for s, c in summary.fallback_strategies.items()]
-    return f"""<!DOCTYPE html>
+    page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{_esc(title)}</h1>
@@ -444,3 +451,4 @@ def render_html(
 {_table(["error", "decisions"], [(_esc(e), c) for e, c in summary.errors], [False, True]) if summary.errors else ""}
 </body></html>
 """
+    return safe_text(page)

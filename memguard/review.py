@@ -3,14 +3,15 @@
 `Review.steps()` is a generator that *asks* for everything outside itself and receives the
 answers (or a `Failure` when a call raised or timed out):
 
-- `CooldownRequest`: how many steps this conversation still waits after a veto (guard state);
 - `StrategyRequest`: apply a fallback strategy to the caller's messages;
 - `TokenCountRequest`: the size of a candidate context, for a hard budget;
 - `ProbeRequest`: the agent's next response on each context;
 - `ScoreRequest`: P(HARMFUL) of each rendered prompt.
 
 It performs no I/O, holds no reference to the guard and calls nothing back on it: its inputs are
-the frozen `GuardSettings`, the event and plain values. `Guard.review` answers the requests with
+the frozen `GuardSettings`, the event and plain values. Whether a step is reviewed at all (the
+cooldown after a veto) is not its question: the gate (`memguard.gate`) answers it before the
+caller's compaction even runs. `Guard.review` answers the requests with
 blocking calls and `Guard.areview` with awaits (blocking work off the event loop), so both reach
 the same decision by construction, like an httpx auth flow driven by either client.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memguard._privacy import WITHHELD, exception_text, quotes
+from memguard.actions import same_action
 from memguard.events import Band, CandidateReport, CompactionEvent, Decision, Timings, Verdict
 from memguard.messages import Message, detect_format, restore_messages, to_messages
 from memguard.protocol import perturbation_tag, render_action, render_prompt, render_turns
@@ -33,11 +35,11 @@ from memguard.settings import GuardSettings
 from memguard.strategies import Strategy
 
 __all__ = [
-    "CooldownRequest",
     "Failure",
     "ProbeRequest",
     "Review",
     "ScoreRequest",
+    "ScorerBacklog",
     "StrategyRequest",
     "TokenCountRequest",
     "describe_exception",
@@ -46,14 +48,6 @@ __all__ = [
 ]
 
 Steps = Generator[Any, Any, Decision]
-
-
-@dataclass
-class CooldownRequest:
-    """Ask for the steps left before `conversation_id` may be reviewed again (0: review now)."""
-
-    conversation_id: str
-    step: int
 
 
 @dataclass
@@ -92,11 +86,17 @@ class Failure:
         self.exc = exc
 
 
-def describe_exception(exc: BaseException, conversation: Callable[[], str] | None = None) -> str:
-    """Exception type and a bounded first line, withheld when it quotes the conversation."""
+def describe_exception(exc: BaseException, conversation: Callable[[], str] | None = None,
+                       quoted: list[str] | None = None) -> str:
+    """Exception type and a bounded first line, withheld when it quotes the conversation.
+
+    The text used is appended to `quoted` (a redacted record fingerprints it).
+    """
     text = exception_text(exc)
     if text and conversation is not None and quotes(text, conversation()):
         text = WITHHELD
+    if text and text != WITHHELD and quoted is not None:
+        quoted.append(text)
     if isinstance(exc, TimeoutError):
         return f"timeout ({text})" if text else "timeout"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -118,48 +118,52 @@ class _Candidate:
     report: CandidateReport
     proposed: bool = False
     response: Any = None
+    score_failed: bool = False  # its scoring failed (an error, NaN, a timeout): on_error decides
 
 
 class Review:
-    """The state of one review: the event, its candidates, the reasons and the timings."""
+    """The state of one review: the event, its candidates, the reasons and the timings.
+
+    `must_reduce`: the framework must shrink the context now, so the review never vetoes: it
+    commits, falls back, or forces the lowest-risk usable candidate, whatever `on_error` says.
+    `step`: the step when the caller already knows it (the gate's); otherwise the event's, or
+    the number of assistant turns in `before`.
+    """
 
     def __init__(self, settings: GuardSettings, event: CompactionEvent, *, conversation_id: str,
                  audit: bool = False, fallbacks: tuple[Strategy, ...] = (), hard_budget: int | None = None,
-                 identity: ScorerIdentity | None = None) -> None:
+                 must_reduce: bool = False, identity: ScorerIdentity | None = None,
+                 step: int | None = None) -> None:
         self.settings = settings
         self.event = event
         self.conversation_id = conversation_id
         self.audit = audit
         self.fallbacks = () if audit else fallbacks
         self.hard_budget = hard_budget
+        self.must_reduce = must_reduce and not audit
         self.identity = identity
         self.started = time.perf_counter()
         self.timings = Timings()
         self.fmt = detect_format(event.before)
         self.before = to_messages(event.before)
         self.proposed = to_messages(event.candidate)
-        self.step = step_of(event, self.before)
+        self.step = event.step if event.step is not None else step if step is not None else step_of(event, self.before)
         self.reasons: list[str] = []
         self.candidates: list[_Candidate] = []
+        self.recorded_response: Any = None
         self.recorded_action: str | None = None
-        self.cooling = False
+        self.exception_texts: list[str] = []
         self._corpus: str | None = None
 
     # ------------------------------------------------------------------ the decision
 
     def steps(self) -> Steps:
         settings = self.settings
-        if not self.audit and self.hard_budget is None and settings.cooldown:
-            left = yield CooldownRequest(self.conversation_id, self.step)
-            if isinstance(left, int) and left > 0:
-                self.cooling = True
-                self.reasons.append(f"cooldown after a veto: not reviewed for {left} more step(s)")
-                return self.finish(Verdict.VETO, None, response=None)
-
         first = yield from self.make(self.event.strategy, self.proposed, list(self.event.candidate), proposed=True)
         self.candidates.append(first)
         batch = [first]
-        if settings.search == "parallel":
+        parallel = settings.search == "parallel"
+        if parallel:
             for fallback in self.fallbacks:
                 batch.append((yield from self.apply(fallback)))
             self.candidates[:] = batch
@@ -169,47 +173,57 @@ class Review:
         if isinstance(recorded, Failure):
             reason = f"agent probe on the full context failed: {self.describe(recorded.exc)}"
             return self.on_failure(first, reason)
+        self.recorded_response = recorded
         self.recorded_action = render_action(recorded)
+        yield from self.assess(batch)
 
-        error = yield from self.assess(batch)
-        if error is not None:
-            return self.on_failure(first, error)
-        if isinstance(first.response, Failure):  # the proposal cannot be judged: on_error decides
-            return self.on_failure(first, first.report.error or self.describe(first.response.exc))
         if self.audit:
+            if first.score_failed or isinstance(first.response, Failure):
+                return self.on_failure(first, first.report.error or self.describe(first.response.exc))
             would = "would commit" if first.report.acceptable else "would not commit: " + _why_not(first)
             self.reasons.append("enforce " + would)
             return self.finish(Verdict.AUDIT, first, response=None)
 
-        for cand in batch:
+        # Walk the candidates in order: the first acceptable one wins, the first whose judgment
+        # failed goes to on_error. Both searches take this same walk (parallel has every
+        # candidate judged already; sequential judges one at a time), so they pick the same winner.
+        pending = [] if parallel else list(self.fallbacks)
+        order = list(batch)
+        index = 0
+        while index < len(order) or pending:
+            if index == len(order):
+                cand = yield from self.apply(pending.pop(0))
+                self.candidates.append(cand)
+                if cand.report.rejected is None:
+                    probe_t = time.perf_counter()
+                    (cand.response,) = yield ProbeRequest([self.context_of(cand)])
+                    self.timings.probe += time.perf_counter() - probe_t
+                yield from self.assess([cand])
+                order.append(cand)
+            cand = order[index]
+            index += 1
+            if cand.proposed and isinstance(cand.response, Failure):  # the proposal cannot be judged
+                return self.on_failure(cand, cand.report.error or self.describe(cand.response.exc))
+            if cand.score_failed:
+                return self.on_failure(cand, cand.report.error or "scoring failed")
             if cand.report.acceptable:
                 return self.won(first, cand)
             if cand is first:
                 self.reasons.append(f"proposed {first.strategy}: {_why_not(first)}")
 
-        # Sequential search: one fallback at a time, stopping at the first acceptable one.
-        for fallback in self.fallbacks if settings.search == "sequential" else ():
-            cand = yield from self.apply(fallback)
-            self.candidates.append(cand)
-            if cand.report.rejected is None:
-                probe_t = time.perf_counter()
-                (cand.response,) = yield ProbeRequest([self.context_of(cand)])
-                self.timings.probe += time.perf_counter() - probe_t
-            error = yield from self.assess([cand])
-            if error is not None:
-                return self.on_failure(cand, error)
-            if cand.report.acceptable:
-                return self.won(first, cand)
-
         for cand in self.candidates[1:]:
             self.reasons.append(f"fallback {cand.strategy}: {_why_not(cand)}")
-        if self.hard_budget is not None:
-            forced = _lowest_risk(self.candidates)
+        if self.hard_budget is not None or self.must_reduce:
+            forced = _lowest_risk(self.candidates, need_fit=self.hard_budget is not None)
             if forced is not None:
                 self.reasons.append(
                     f"hard budget of {self.hard_budget} tokens: committing the lowest-risk candidate that fits"
+                    if self.hard_budget is not None and forced.report.fits_budget
+                    else "must reduce: no veto allowed, committing the lowest-risk candidate"
                 )
-                return self.finish(Verdict.FORCED, forced, response=forced.response)
+                return self.finish(Verdict.FORCED, forced, response=_usable_response(forced))
+            if self.must_reduce:
+                return self.forced_anyway("no candidate could be judged usable")
             self.reasons.append("hard budget: no candidate passed the rails and fit; nothing could be committed")
         return self.finish(Verdict.VETO, None, response=recorded)
 
@@ -286,60 +300,95 @@ class Review:
                 cand.response = results.pop(0)
         return recorded
 
-    def assess(self, batch: list[_Candidate]) -> Generator[Any, Any, str | None]:
-        """Fill the reports of `batch` (probes done); returns a reason when scoring failed."""
-        settings = self.settings
+    def assess(self, batch: list[_Candidate]) -> Generator[Any, Any, None]:
+        """Fill the reports of `batch` (probes done): identical actions, then the scores.
+
+        A candidate whose scoring fails is marked (`score_failed`) for the walk to hand to
+        `on_error`. When one call for several candidates fails as a whole (not a timeout or a
+        backlog, which say nothing about a prompt), the candidates are scored one by one, in
+        order, until one decides: every candidate ends as the sequential search would see it.
+        """
         to_score: list[tuple[_Candidate, str]] = []
         render_t = time.perf_counter()
         for cand in batch:
-            report = cand.report
-            if report.rejected is not None:
-                continue
-            if isinstance(cand.response, Failure):
-                report.error = f"agent probe failed: {self.describe(cand.response.exc)}"
-                continue
-            report.proposed_action = render_action(cand.response)
-            # Two empty actions are not "the same action": no action is what HARMFUL labels mean.
-            if settings.identical_is_safe and report.proposed_action and report.proposed_action == self.recorded_action:
-                report.identical, report.band = True, "safe"
-                report.acceptable = report.fits_budget is not False
-                continue
-            prompt = render_prompt(
-                self.before,
-                step=self.step,
-                recorded=self.recorded_action,
-                proposed=report.proposed_action,
-                perturbation=report.perturbation,
-            )
-            to_score.append((cand, prompt))
+            prompt = self.prepare(cand)
+            if prompt is not None:
+                to_score.append((cand, prompt))
         self.timings.render += time.perf_counter() - render_t
         if not to_score:
+            return
+        failure = yield from self.score(to_score)
+        if failure is None:
+            return
+        exc, reason = failure
+        if len(to_score) == 1 or isinstance(exc, TimeoutError) or _is_backlog(exc):
+            for cand, _ in to_score:
+                self.fail(cand, reason)
+            return
+        prompts = {id(c): p for c, p in to_score}
+        for cand in batch:  # the walk's order: stop where it will stop
+            if cand.report.acceptable or (cand.proposed and isinstance(cand.response, Failure)):
+                return
+            if id(cand) not in prompts:
+                continue
+            single = yield from self.score([(cand, prompts[id(cand)])])
+            if single is not None:
+                self.fail(cand, single[1])
+                return
+            if cand.report.acceptable:
+                return
+
+    def prepare(self, cand: _Candidate) -> str | None:
+        """The candidate's prompt, or None when it needs no score (rejected, failed, identical)."""
+        report = cand.report
+        if report.rejected is not None:
             return None
+        if isinstance(cand.response, Failure):
+            report.error = f"agent probe failed: {self.describe(cand.response.exc)}"
+            return None
+        report.proposed_action = render_action(cand.response)
+        # Identical next actions, compared as messages (content and tool calls in full, ids
+        # aside): SAFE by the label's definition. Two empty actions are not "the same action".
+        if self.settings.identical_is_safe and same_action(cand.response, self.recorded_response):
+            report.identical, report.band = True, "safe"
+            report.acceptable = report.fits_budget is not False
+            return None
+        return render_prompt(
+            self.before,
+            step=self.step,
+            recorded=self.recorded_action,
+            proposed=report.proposed_action,
+            perturbation=report.perturbation,
+        )
+
+    def score(self, to_score: list[tuple[_Candidate, str]]) -> Generator[Any, Any, tuple[BaseException, str] | None]:
+        """Ask for the scores of `to_score` and fill their reports; the call's failure, if it failed."""
+        settings = self.settings
         score_t = time.perf_counter()
         scores = yield ScoreRequest([prompt for _, prompt in to_score])
         self.timings.score += time.perf_counter() - score_t
         if isinstance(scores, Failure):
-            reason = self.describe(scores.exc)
-        elif not isinstance(scores, list) or len(scores) != len(to_score):
-            reason = "scorer returned the wrong number of scores"
-        else:
-            reason = None
-        if reason is not None:
-            for cand, _ in to_score:
-                cand.report.error = reason
-            return reason
+            return scores.exc, self.describe(scores.exc)
+        if not isinstance(scores, list) or len(scores) != len(to_score):
+            return ValueError("wrong number of scores"), "scorer returned the wrong number of scores"
         for (cand, _), score in zip(to_score, scores, strict=True):
             p = float(getattr(score, "p_harmful", float("nan")))
             report = cand.report
             if not math.isfinite(p) or not 0.0 <= p <= 1.0:
-                report.error = f"non-finite or out-of-range P(HARMFUL): {p!r}"
-                return report.error
+                self.fail(cand, f"non-finite or out-of-range P(HARMFUL): {p!r}")
+                continue
             report.p_harmful = p
             report.band = _band(settings.band_of(p))
             report.prompt_tokens = getattr(score, "n_tokens", None)
             report.truncated_tokens = int(getattr(score, "n_truncated", 0) or 0)
             report.acceptable = settings.acceptable(p) and report.fits_budget is not False
         return None
+
+    @staticmethod
+    def fail(cand: _Candidate, reason: str) -> None:
+        cand.report.error = reason
+        cand.report.acceptable = False
+        cand.score_failed = True
 
     # ------------------------------------------------------------------ outcomes
 
@@ -352,30 +401,45 @@ class Review:
         return self.finish(Verdict.FALLBACK, cand, response=cand.response)
 
     def on_failure(self, cand: _Candidate, reason: str) -> Decision:
-        """The `on_error` policy: open commits the candidate, closed keeps the full context."""
+        """The `on_error` policy: open commits the candidate, closed keeps the full context.
+
+        Under a hard budget or a must-reduce review a usable candidate is committed either way,
+        and a must-reduce review never vetoes.
+        """
         on_error = self.settings.on_error
         usable = cand.report.rejected is None and cand.report.fits_budget is not False
-        response = None if isinstance(cand.response, Failure) else cand.response
+        response = _usable_response(cand)
         if self.audit:
             self.reasons.append(f"error: {reason}")
             return self.finish(Verdict.AUDIT, cand, response=None, error=reason)
-        if (on_error == "open" or self.hard_budget is not None) and usable:
+        if (on_error == "open" or self.hard_budget is not None or self.must_reduce) and usable:
             self.reasons.append(
                 f"error, failing open ({reason})"
                 if on_error == "open"
                 else f"error under a hard budget, committing ({reason})"
+                if self.hard_budget is not None
+                else f"error, and the context must shrink: committing ({reason})"
             )
             if on_error == "closed":
                 verdict = Verdict.FORCED
             else:
                 verdict = Verdict.COMMIT if cand.proposed else Verdict.FALLBACK
             return self.finish(verdict, cand, response=response, error=reason)
+        if self.must_reduce:
+            return self.forced_anyway(reason, error=reason)
         self.reasons.append(
             f"error, failing closed ({reason})"
             if on_error == "closed"
             else f"error, and the candidate is unusable ({reason})"
         )
         return self.finish(Verdict.VETO, None, response=None, error=reason)
+
+    def forced_anyway(self, why: str, *, error: str | None = None) -> Decision:
+        """Must reduce and nothing was judged usable: the lowest-risk candidate the rails pass, else the proposal."""
+        passing = [c for c in self.candidates if c.report.rejected is None and c.original is not None]
+        chosen = _lowest_risk(passing, need_fit=False, need_score=False) or self.candidates[0]
+        self.reasons.append(f"must reduce: no veto allowed ({why}); committing {chosen.strategy}")
+        return self.finish(Verdict.FORCED, chosen, response=_usable_response(chosen), error=error)
 
     def finish(
         self, verdict: Verdict, chosen: _Candidate | None, *, response: Any, error: str | None = None
@@ -405,13 +469,12 @@ class Review:
             step=self.step,
             conversation_id=self.conversation_id,
             event_id=event.event_id,
-            reviewed=not self.cooling,
-        )
+        ).quoting(self.exception_texts)
 
     # ------------------------------------------------------------------ privacy
 
     def describe(self, exc: BaseException) -> str:
-        return describe_exception(exc, self.conversation)
+        return describe_exception(exc, self.conversation, self.exception_texts)
 
     def conversation(self) -> str:
         """Every text of this event, rendered once and only when an error message must be vetted."""
@@ -442,22 +505,40 @@ def _same_messages(a: list[Message], b: list[Message]) -> bool:
     return len(a) == len(b) and all(x.model_dump() == y.model_dump() for x, y in zip(a, b, strict=True))
 
 
-def _lowest_risk(candidates: list[_Candidate]) -> _Candidate | None:
+def _lowest_risk(candidates: list[_Candidate], *, need_fit: bool = True, need_score: bool = True) -> _Candidate | None:
+    """The usable candidate with the lowest P(HARMFUL) (identical actions count as 0; ties: first).
+
+    Usable: passed the rails, (`need_fit`) fits the hard budget, and (`need_score`) was judged
+    without an error. Unjudged candidates rank after every judged one.
+    """
     usable = [
         c
         for c in candidates
         if c.report.rejected is None
-        and c.report.fits_budget
-        and c.report.error is None
-        and (c.report.p_harmful is not None or c.report.identical)
+        and (c.report.fits_budget or not need_fit)
+        and (not need_score or (c.report.error is None and (c.report.p_harmful is not None or c.report.identical)))
     ]
     if not usable:
         return None
 
     def risk(cand: _Candidate) -> float:
-        return 0.0 if cand.report.identical or cand.report.p_harmful is None else cand.report.p_harmful
+        if cand.report.identical:
+            return 0.0
+        return cand.report.p_harmful if cand.report.p_harmful is not None else 2.0
 
     return min(usable, key=risk)
+
+
+def _usable_response(cand: _Candidate) -> Any:
+    return None if isinstance(cand.response, Failure) else cand.response
+
+
+class ScorerBacklog(RuntimeError):
+    """The guard refused a scorer call: too many timed-out calls still hold the model."""
+
+
+def _is_backlog(exc: BaseException) -> bool:
+    return isinstance(exc, ScorerBacklog)
 
 
 def needs_agent(event: CompactionEvent, fallbacks: tuple[Strategy, ...], *, audit: bool) -> bool:

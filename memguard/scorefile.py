@@ -8,6 +8,7 @@ output. A crash mid-write can leave a torn last line; it is cut off (and rescore
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 from memguard.datasets import DataRow
 from memguard.metrics import COVERAGE_T, band
-from memguard.scoring.base import Score, Scorer
+from memguard.scoring.base import NonFiniteScoreError, Score, Scorer
+from memguard.text import safe_text
 
 __all__ = ["OutputError", "existing_keys", "score_record", "score_rows", "score_to_file"]
 
@@ -90,7 +92,12 @@ def score_rows(
     batch_size: int = 8,
     on_batch: Callable[[Sequence[DataRow], list[Score]], None] | None = None,
 ) -> list[Score]:
-    """Scores for `rows` (each must have a prompt), batch by batch."""
+    """Scores for `rows` (each must have a prompt), batch by batch.
+
+    Raises:
+        NonFiniteScoreError: A score is NaN, infinite or outside [0, 1] (before `on_batch`
+            sees its batch: a score file never holds one).
+    """
     scores: list[Score] = []
     for batch in _batches(rows, max(1, batch_size)):
         prompts = [row.prompt for row in batch]
@@ -99,6 +106,12 @@ def score_rows(
         result = list(scorer.score(prompts))  # type: ignore[arg-type]
         if len(result) != len(batch):
             raise RuntimeError(f"the scorer returned {len(result)} scores for {len(batch)} prompts")
+        for row, score in zip(batch, result, strict=True):
+            if not (math.isfinite(score.p_harmful) and 0.0 <= score.p_harmful <= 1.0):
+                raise NonFiniteScoreError(
+                    f"line {row.line}: the scorer gave P(HARMFUL) = {score.p_harmful!r}, not a probability; "
+                    "nothing of this batch is written"
+                )
         scores.extend(result)
         if on_batch is not None:
             on_batch(batch, result)
@@ -121,7 +134,7 @@ def score_to_file(
         def write(batch: Sequence[DataRow], scores: list[Score]) -> None:
             nonlocal written
             for row, score in zip(batch, scores, strict=True):
-                fh.write(json.dumps(score_record(row, score, t=t), ensure_ascii=False) + "\n")
+                fh.write(safe_text(json.dumps(score_record(row, score, t=t), ensure_ascii=False)) + "\n")
             fh.flush()
             written += len(batch)
             if on_batch is not None:

@@ -1,9 +1,10 @@
 """Health counters: what an operator reads to see a failing scorer without reading logs.
 
-`Guard.stats()` returns `GuardStats.snapshot()`: counts by verdict, errors (by the `on_error`
-policy that handled them), timeouts, dropped audit work, stalled scorer calls, and latency
-percentiles over the most recent reviews. Thread-safe; the OpenTelemetry sink exports the same
-figures.
+`Guard.stats()` returns `GuardStats.snapshot()`: reviews by verdict, decisions published without
+a review (`skipped`, with `cooldown_skips`, `compaction_failures`, `audit_dropped`, `audit_failed`
+naming why), errors (by the `on_error` policy that handled them), timeouts, stalled scorer calls,
+and latency percentiles over the most recent reviews. Every counter counts exactly what its name
+says. Thread-safe; the OpenTelemetry sink exports the same figures.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ def _percentile(ordered: list[float], q: float) -> float:
 class GuardStats:
     """Counters one guard keeps for its lifetime (and a window of recent latencies)."""
 
-    COUNTERS = ("reviews", "commit", "fallback", "veto", "forced", "audit", "errors", "errors_open",
+    COUNTERS = ("reviews", "commit", "fallback", "veto", "forced", "audit", "skipped", "errors", "errors_open",
                 "errors_closed", "timeouts", "cooldown_skips", "rails_rejected", "scorer_calls",
                 "scored_prompts", "probe_calls", "audit_submitted", "audit_completed", "audit_dropped",
-                "compaction_failures")
+                "audit_failed", "compaction_failures")
 
     def __init__(self, on_error: str = "open") -> None:
         self._on_error = on_error
@@ -61,10 +62,17 @@ class GuardStats:
             return self._stalled
 
     def record(self, decision: Decision) -> None:
-        """Count one decision the guard published."""
+        """Count one decision the guard published.
+
+        Verdict counters (`commit`, `fallback`, `veto`, `forced`, `audit`) and `reviews` count
+        reviews; a decision published without one (a cooldown skip, a failed compaction, an audit
+        job dropped or failed) counts in `skipped` only, beside its own counter.
+        """
         with self._lock:
-            self._counts[decision.verdict.value] += 1
-            if decision.reviewed and not decision.pending:
+            if not decision.reviewed:
+                self._counts["skipped"] += 1
+            elif not decision.pending:
+                self._counts[decision.verdict.value] += 1
                 self._counts["reviews"] += 1
                 self._latency.append(decision.timings.total)
             if decision.error is not None and decision.reviewed:

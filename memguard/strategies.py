@@ -1,7 +1,9 @@
 """Built-in compaction strategies used as fallbacks: deterministic, LLM-free, message-list in/out.
 
-Every strategy keeps the system prompt and the task statement (the first user turn), and never
-separates an assistant tool call from its tool results. Strategies take and return the caller's
+Every strategy keeps everything before the agent's first action (the system and developer
+prompts, injected instructions such as a Codex AGENTS.md turn, and the user's task), keeps every
+system-like turn (`system`, `developer`), and never separates an assistant tool call from its
+tool results. Strategies take and return the caller's
 own message type (OpenAI dicts, LangChain messages or `Message`), handing back the caller's very
 objects wherever a message is unchanged, so a user's fallback and a built-in one are
 interchangeable. Observation masking comes first in the default chain: on SWE-bench Verified it
@@ -11,12 +13,13 @@ arXiv 2508.21433).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-from memguard.messages import Message, detect_format, restore_messages, to_messages
+from memguard.messages import Message, detect_format, is_system_like, restore_messages, to_messages
 
 __all__ = [
     "FunctionStrategy",
@@ -25,7 +28,9 @@ __all__ = [
     "RecentWindow",
     "Strategy",
     "as_strategy",
+    "calls_tools",
     "default_fallbacks",
+    "issued_command",
     "protected_prefix_length",
     "resolve_strategy",
     "tool_groups",
@@ -56,23 +61,55 @@ def _same_format(original: Sequence[Any], result: Sequence[Message]) -> list[Any
 
 
 def protected_prefix_length(messages: Sequence[Message]) -> int:
-    """How many leading messages are untouchable: leading system turns and the task statement."""
-    index = 0
-    while index < len(messages) and messages[index].role == "system":
-        index += 1
-    if index < len(messages) and messages[index].role == "user":
-        index += 1
-    return index
+    """How many leading messages are untouchable: everything before the agent's first action.
+
+    That is what the agent was given to start: system and developer prompts, instructions a
+    harness injects as user turns (Codex sends AGENTS.md as the first user turn, the request
+    after it), and the task. "System turns plus the first user turn" would keep AGENTS.md and
+    drop the request.
+    """
+    for index, message in enumerate(messages):
+        if message.role == "assistant":
+            return index
+    return len(messages)
 
 
-def _is_observation(messages: Sequence[Message], index: int, protected: int) -> bool:
-    """Tool results, and for text-only agents (SWE-agent) user turns that answer an assistant."""
+def calls_tools(messages: Sequence[Message]) -> bool:
+    """Whether the conversation uses tool calls (then observations are its tool results)."""
+    return any(m.role == "tool" or (m.role == "assistant" and m.tool_calls) for m in messages)
+
+
+_FENCED = re.compile(r"```[\w.+-]*[ \t]*\n.*?```", re.DOTALL)
+_COMMAND_TAG = re.compile(r"<command>.*?</command>", re.DOTALL)
+
+
+def issued_command(message: Message) -> bool:
+    """Whether a text-only agent's turn acts: a fenced block or a ``<command>`` tag (SWE-agent,
+    mini-swe-agent), or a whole-JSON ``{"command": ...}``. Prose is not an action."""
+    text = message.content if isinstance(message.content, str) else ""
+    if _FENCED.search(text) or _COMMAND_TAG.search(text):
+        return True
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        return False
+    return isinstance(data, dict) and "command" in data
+
+
+def _is_observation(messages: Sequence[Message], index: int, protected: int, tool_calling: bool) -> bool:
+    """Tool results; for text-only agents (SWE-agent's convention) a user turn answering an action.
+
+    In a conversation with tool calls a user turn is a human's words, never an observation; in
+    one without, only the user turn that follows an assistant's command is (a user answering an
+    assistant's question is a human too).
+    """
     if index < protected:
         return False
     message = messages[index]
     if message.role == "tool":
         return True
-    return message.role == "user" and index > 0 and messages[index - 1].role == "assistant"
+    return (not tool_calling and message.role == "user" and index > 0
+            and messages[index - 1].role == "assistant" and issued_command(messages[index - 1]))
 
 
 def _assistant_positions(messages: Sequence[Message]) -> list[int]:
@@ -120,9 +157,11 @@ class ObservationMasking:
         if len(assistants) <= self.keep_last:
             return list(messages)
         boundary = assistants[-self.keep_last] if self.keep_last > 0 else len(msgs)
+        tool_calling = calls_tools(msgs)
         out: list[Message] = []
         for i, message in enumerate(msgs):
-            if i < boundary and _is_observation(msgs, i, protected) and message.text() != self.placeholder:
+            if (i < boundary and _is_observation(msgs, i, protected, tool_calling)
+                    and message.text() != self.placeholder):
                 text = _keep_tracebacks(message.text()) if self.keep_errors else self.placeholder
                 if text == MASK and self.placeholder != MASK:
                     text = self.placeholder
@@ -138,9 +177,10 @@ class ObservationMasking:
 
 @dataclass(frozen=True)
 class RecentWindow:
-    """Keep the first `keep_first` messages (at least system + task) and the last `keep_last`.
+    """Keep the first `keep_first` messages (at least all before the first action) and the last `keep_last`.
 
-    The cut moves earlier rather than split an assistant tool call from its results.
+    The cut moves earlier rather than split an assistant tool call from its results, and
+    system-like turns (`system`, `developer`) in the dropped middle are kept.
     """
 
     keep_last: int = 20
@@ -155,7 +195,8 @@ class RecentWindow:
         head = _snap_to_group_end(msgs, head)
         start = max(head, len(msgs) - self.keep_last)
         start = _snap_to_group_start(msgs, start)
-        return _same_format(messages, [*msgs[:head], *msgs[max(start, head) :]])
+        middle = [m for m in msgs[head:start] if is_system_like(m.role)]
+        return _same_format(messages, [*msgs[:head], *middle, *msgs[max(start, head) :]])
 
     def widened(self, factor: float) -> RecentWindow:
         return replace(

@@ -34,8 +34,8 @@ class FakeScorer:
         return out
 
 
-@pytest.fixture
-def fake(monkeypatch):
+def install_fake(monkeypatch) -> FakeScorer:
+    """Replace the CLI's scorer factory by a FakeScorer that remembers the options it got."""
     scorer = FakeScorer()
     seen = {}
 
@@ -46,6 +46,11 @@ def fake(monkeypatch):
     monkeypatch.setattr(cli, "make_scorer", make)
     scorer.seen = seen
     return scorer
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    return install_fake(monkeypatch)
 
 
 def prompt_row(risk: float, label: int | None, **extra) -> dict:

@@ -48,3 +48,22 @@ def test_demo_offline_writes_an_audit_the_report_reads(tmp_path):
     html = tmp_path / "report.html"
     result = runner.invoke(cli.app, ["report", str(audit), "-o", str(html)])
     assert result.exit_code == 0 and "2 decisions in 1 conversations" in result.output
+
+
+def test_score_offline_rows_with_lone_surrogates(tmp_path):
+    """The real tokenizer path: a row holding an escaped lone surrogate scores as its cleaned text
+    (before, the tokenizer's TypeError aborted the whole file, even with --on-bad-line skip)."""
+    def row(mark: str) -> str:
+        return json.dumps({"prompt": render_prompt([{"role": "tool", "content": f"out{mark}put"}], step=1,
+                                                   recorded="ls", proposed="cat a.py", perturbation="strategy_swap__mask"),
+                           "trajectory_id": f"t{mark}"})
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text(row("\ud800") + "\n" + row("\ufffd") + "\n")  # json.dumps escapes it: "\\ud800"
+    assert "\\ud800" in data.read_text()
+    out = tmp_path / "scores.jsonl"
+    result = runner.invoke(cli.app, ["score", str(data), "-o", str(out), "--offline", "--on-bad-line", "skip"])
+    assert result.exit_code == 0, result.output
+    dirty, clean = [json.loads(line) for line in out.read_bytes().decode("utf-8").splitlines()]
+    assert dirty["p_harmful"] == clean["p_harmful"] and dirty["n_tokens"] == clean["n_tokens"]
+    assert dirty["trajectory_id"] == "t\ufffd"

@@ -53,6 +53,11 @@ def test_round_trip(tmp_path):
         ('[scorer]\nurl = "http://x"\n', "scorer.url: only used when kind"),
         ("[scorers]\n", "scorers: unknown key"),
         ("[guard\n", "not valid TOML"),
+        ('[scorer]\nquantization = "int8"\n', "scorer.quantization: Input should be 'auto', 'nf4' or 'none' (got 'int8')"),
+        ('[scorer]\nmodel = "memrm"\n', 'scorer.model: only used when kind = "remote"'),
+        ('[scorer]\napi_key_env = "MY KEY"\n', "scorer.api_key_env: String should match pattern"),
+        ('[scorer]\ncut = "left"\n', "scorer.cut: Input should be 'exact' or 'shared'"),
+        ("[scorer]\nmax_length = 1\n", "scorer.max_length: Input should be greater than or equal to 2"),
         ("guard = 3\n", "guard: Input should be a valid dictionary"),
     ],
 )
@@ -89,6 +94,53 @@ def test_build_scorer_passes_the_table(monkeypatch):
     assert calls["remote"] == ("http://h:1", {})
     GuardConfig.model_validate({"scorer": {"kind": "remote", "url": "http://h:1", "max_length": 8192}}).build_scorer()
     assert calls["remote"] == ("http://h:1", {"max_length": 8192})
+    # every key the Python API takes can be set from the table
+    local = {"revision": "b0", "adapter_revision": "a1", "force": True, "quantization": "none", "cut": "shared",
+             "cut_block": 256, "dtype": "bfloat16", "device": "cpu"}
+    GuardConfig.model_validate({"scorer": local}).build_scorer()
+    assert calls["local"] == {"base": "Qwen/Qwen3-1.7B-Base", "adapter": "MemGym/memgym-rm-1p7b",
+                              "subfolder": "checkpoint-500", "revision": "b0", "adapter_revision": "a1", "force": True,
+                              "quantization": None, "cut": "shared", "cut_block": 256, "dtype": "bfloat16",
+                              "device": "cpu"}
+    monkeypatch.setenv("MEMGUARD_TEST_RM_KEY", "sk-secret-123")
+    remote = {"kind": "remote", "url": "http://h:1", "model": "memrm-v2", "api_key_env": "MEMGUARD_TEST_RM_KEY",
+              "timeout": 7.5, "retries": 4, "merged_adapter": True}
+    GuardConfig.model_validate({"scorer": remote}).build_scorer()
+    assert calls["remote"] == ("http://h:1", {"model": "memrm-v2", "api_key": "sk-secret-123", "timeout": 7.5,
+                                              "retries": 4, "merged_adapter": True})
+
+
+def test_api_key_env_must_be_set(monkeypatch):
+    monkeypatch.delenv("MEMGUARD_TEST_UNSET_KEY", raising=False)
+    config = GuardConfig.model_validate({"scorer": {"kind": "remote", "url": "http://h:1",
+                                                    "api_key_env": "MEMGUARD_TEST_UNSET_KEY"}})
+    with pytest.raises(ConfigError, match="environment variable MEMGUARD_TEST_UNSET_KEY is not set"):
+        config.build_scorer()
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
+    from memguard.config import build_guard
+
+    from tests.doubles import ValueScorer
+
+    folder = tmp_path / "conf"
+    (folder / "models" / "base").mkdir(parents=True)
+    path = folder / "guard.toml"
+    path.write_text('[audit]\njsonl = "logs/audit.jsonl"\n\n[scorer]\nbase = "models/base"\nadapter = "./ad"\n')
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config("../conf/guard.toml")
+    assert config.audit.jsonl == str(folder / "logs" / "audit.jsonl")
+    assert config.scorer.base == str(folder / "models" / "base")  # a folder beside the file
+    assert config.scorer.adapter == str(folder / "ad")  # explicitly relative
+    assert load_config(write(tmp_path, "")).scorer.base == "Qwen/Qwen3-1.7B-Base"  # a hub id stays one
+    guard = build_guard(config, scorer=ValueScorer(0.1))
+    try:
+        assert guard.sinks[0].path == folder / "logs" / "audit.jsonl"
+        assert not (elsewhere / "logs").exists()
+    finally:
+        guard.close()
 
 
 def test_unavailable_scorer_is_a_clear_error(monkeypatch):

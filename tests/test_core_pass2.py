@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from memguard import CompactionEvent, Guard, JSONLSink, ObservationMasking, Verdict, guarded
-from memguard.review import CooldownRequest, ProbeRequest, Review, ScoreRequest, StrategyRequest
+from memguard.review import ProbeRequest, Review, ScoreRequest, StrategyRequest
 from memguard.scoring.base import Score
 from memguard.settings import GuardSettings
 from memguard.testing.contract import ConstantScorer, RecordingSink
+from memguard.testing.loops import longest_loop_stall
 from tests.doubles import AsyncFactPolicy, FactPolicy, KeyedScorer, SlowScorer, ValueScorer, swe_conversation
 
 FACT = "FACT-42"
@@ -129,29 +130,6 @@ def test_an_async_fallback_is_awaited_in_both_drivers():
 # ---------------------------------------------------------------------- 4. areview never stalls the loop
 
 
-async def _max_loop_gap(work) -> tuple[float, object]:
-    """Run `work` while a ticker measures the longest time the loop went without running it."""
-    gaps = [0.0]
-    stop = asyncio.Event()
-
-    async def ticker():
-        last = time.perf_counter()
-        while not stop.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0.02)
-    try:
-        result = await work
-    finally:
-        stop.set()
-        await task
-    return max(gaps), result
-
-
 async def test_areview_runs_slow_sync_fallbacks_token_counts_and_sinks_off_the_loop():
     def slow_fallback(messages):
         time.sleep(0.6)  # a real summarising fallback is an LLM call
@@ -171,7 +149,7 @@ async def test_areview_runs_slow_sync_fallbacks_token_counts_and_sinks_off_the_l
     before = swe_conversation(10, fact=FACT, fact_turn=9)
     guard = Guard(KeyedScorer({"ls -la": 0.97}, default=0.01), fallbacks=[slow_fallback], sinks=[SlowSink()],
                   token_counter=slow_counter, hard_budget=1000, identical_is_safe=False)
-    gap, decision = await _max_loop_gap(
+    gap, decision = await longest_loop_stall(
         guard.areview(CompactionEvent(before=before, candidate=lossy(before, tail=1)), AsyncFactPolicy(FACT)))
     assert decision.verdict is Verdict.FALLBACK
     assert decision.timings.total > 1.0  # the slow work really ran...
@@ -424,7 +402,9 @@ def test_stats_count_every_outcome_and_latency():
     stats = guard.stats()
     assert [d.verdict for d in decisions] == [Verdict.COMMIT, Verdict.VETO, Verdict.VETO, Verdict.VETO]
     assert [d.reviewed for d in decisions] == [True, True, False, True]  # step 21: cooling down
-    assert (stats["commit"], stats["veto"], stats["reviews"], stats["cooldown_skips"]) == (1, 3, 3, 1)
+    # `veto` counts reviewed vetoes; the cooldown skip counts in `skipped` and `cooldown_skips`.
+    assert (stats["commit"], stats["veto"], stats["reviews"], stats["cooldown_skips"], stats["skipped"]) == (
+        1, 2, 3, 1, 1)
     rejected = sum(1 for d in decisions for c in d.candidates if c.rejected)
     assert stats["rails_rejected"] == rejected >= 1  # the empty summary at least
     assert stats["probe_calls"] == policy.calls and stats["scorer_calls"] >= 2
@@ -474,16 +454,14 @@ def test_a_review_is_driven_by_hand_without_any_guard():
             decision = stop.value
             break
         asked.append(type(request).__name__)
-        if isinstance(request, CooldownRequest):
-            reply = 0
-        elif isinstance(request, ProbeRequest):
+        if isinstance(request, ProbeRequest):
             reply = [FactPolicy(FACT)(context) for context in request.contexts]
         elif isinstance(request, ScoreRequest):
             reply = next(scores)
         elif isinstance(request, StrategyRequest):
             reply = request.strategy(request.messages)
-    assert asked == ["CooldownRequest", "ProbeRequest", "ScoreRequest", "StrategyRequest", "ProbeRequest",
-                     "ScoreRequest"]
+    # No cooldown question: the gate answers it before the compaction runs (memguard.gate).
+    assert asked == ["ProbeRequest", "ScoreRequest", "StrategyRequest", "ProbeRequest", "ScoreRequest"]
     assert decision.verdict is Verdict.FALLBACK and decision.conversation_id == "c1"
     assert not any(hasattr(review, name) for name in ("guard", "scorer", "sinks"))
 

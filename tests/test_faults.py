@@ -247,8 +247,10 @@ async def run_entry_point(entry: str, guard: Guard, policy: Any, before: list, c
         return decision, decision.messages
     if entry == "decorator":
         wrapped = guard.compaction(policy=policy)(lambda messages: candidate)
-        result = await asyncio.to_thread(wrapped, before)
-        return wrapped.last_decision, result
+        # On another thread: that thread's decision comes back with its messages (last_decision
+        # is per thread and task, so this task's would be None).
+        result, decision = await asyncio.to_thread(wrapped.with_decision, before)
+        return decision, result
 
     async def compact(messages):
         return candidate

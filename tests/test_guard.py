@@ -156,7 +156,8 @@ def test_cooldown_after_veto_skips_probe_and_score(before):
     assert policy.calls == calls and len(scorer.calls) == 1 and skipped.messages == before
     other = guard.review(event(before, summarize(before), step=11, conversation_id="other"), policy)
     assert "cooldown" not in " ".join(other.reasons)
-    assert guard.review(event(before, summarize(before), step=12), policy).verdict is Verdict.VETO
+    assert not guard.review(event(before, summarize(before), step=12), policy).reviewed  # cooldown=2: 11 and 12
+    assert guard.review(event(before, summarize(before), step=13), policy).verdict is Verdict.VETO
     assert len(scorer.calls) == 3
 
 

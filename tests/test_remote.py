@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -132,13 +133,13 @@ def test_scores_follow_the_served_model_in_request_order_with_left_cut() -> None
         scores = rm.score(PROMPTS)
     for prompt, score in zip(PROMPTS, scores, strict=True):
         ids = encode(prompt)
-        kept = ids[-20:]
+        kept = ids[-19:]  # max_length counts the label's position too (scoring.cut)
         assert score.p_harmful == pytest.approx(fake_p(kept), abs=1e-12)
         assert (score.n_tokens, score.n_truncated) == (len(kept), len(ids) - len(kept))
     assert scores[0].p_harmful != scores[1].p_harmful
     sent = [body["items"] for path, body in fake.requests if path == "/generative_scoring"]
     assert [len(items) for items in sent] == [2, 1]  # batch_size respected
-    assert sent[0][1] == encode(PROMPTS[1])[-20:]  # the end (judgment turn) is what is kept
+    assert sent[0][1] == encode(PROMPTS[1])[-19:]  # the end (judgment turn) is what is kept
 
 
 async def test_async_gives_the_same_scores_as_sync() -> None:
@@ -527,3 +528,146 @@ def test_slow_server_times_out_over_real_sockets() -> None:
         rm.close()
     finally:
         server.stop()
+
+
+# -- the base model alone is not MemRM ---------------------------------------------------------------
+
+
+def test_the_base_model_without_an_adapter_is_refused_unless_merged() -> None:
+    with pytest.raises(RemoteScorerError, match="serves 'base-model' as a plain model") as err:
+        make(FakeVLLM(), model="base-model").score(PROMPTS[:1])
+    assert "adapters served now: ['memrm']" in str(err.value) and "--remote-model" in str(err.value)
+    rm = make(FakeVLLM(), model="base-model", merged_adapter=True)  # the adapter merged into its weights
+    assert rm.score(PROMPTS[:1])[0].p_harmful == pytest.approx(fake_p(encode(PROMPTS[0])))
+    assert rm.identity.base == "/models/base" and rm.identity.adapter is None
+
+
+# -- credentials never recorded ------------------------------------------------------------------------
+
+
+def test_redact_url() -> None:
+    from memguard.scoring.urls import redact_url, url_secrets
+
+    url = "https://alice:pa%24%24word@proxy.example:8443/rm/?api_key=sk-1234&region=eu&x-amz-signature=abcd&flag"
+    assert redact_url(url) == "https://proxy.example:8443/rm/?api_key=REDACTED&region=eu&x-amz-signature=REDACTED&flag"
+    assert {"alice:pa%24%24word", "pa$$word", "sk-1234", "abcd"} <= set(url_secrets(url))
+    assert redact_url("http://[::1]:8000") == "http://[::1]:8000"
+    assert redact_url("http://TOKEN123456@h") == "http://h"
+
+
+def test_credentials_in_the_url_reach_the_server_and_nothing_else(caplog) -> None:
+    """Before: `identity` (hence every Decision, redacted ones too), errors and logs carried them."""
+    seen: list[httpx.Request] = []
+    fake = FakeVLLM()
+
+    def spy(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return fake(request)
+
+    secret = "s3cret-pw-4711"
+    url = f"http://alice:{secret}@rm.test:8000"
+    rm = RemoteMemRM(url, transport=httpx.MockTransport(spy), backoff=0.0)
+    assert rm.base_url == "http://rm.test:8000" and secret not in repr(rm)
+    assert secret not in rm.identity.model_dump_json()  # before connecting it names the endpoint
+    rm.score(PROMPTS[:1])
+    assert all(r.headers["authorization"].startswith("Basic ") for r in seen)  # the proxy still gets them
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot connect to {request.url} (alice:{secret})", request=request)
+
+    broken = RemoteMemRM(url, transport=httpx.MockTransport(refused), retries=1, backoff=0.0)
+    conversation = swe_conversation(n_turns=8, fact="FACT-42", fact_turn=1)
+    candidate = [*conversation[:2], summary_message("The agent looked around."), *conversation[-2:]]
+    decision = Guard(broken, on_error="open").review(CompactionEvent(before=conversation, candidate=candidate),
+                                                     FactPolicy("FACT-42"))
+    assert decision.error and "could not reach the server" in decision.error
+    for record in (decision.to_record(), decision.to_record(redact=True)):
+        assert secret not in json.dumps(record, default=str) and "alice" not in json.dumps(record, default=str)
+    assert secret not in caplog.text
+    with pytest.raises(RemoteScorerError) as err:
+        broken.score(PROMPTS[:1])
+    assert secret not in str(err.value) and "REDACTED" in str(err.value)
+
+
+# -- max_concurrency is the scorer's, across calls, threads and loops ---------------------------------
+
+
+class InFlight:
+    """Counts requests in flight across threads and loops; each one takes a little while."""
+
+    def __init__(self, fake: FakeVLLM, seconds: float = 0.02) -> None:
+        self.fake, self.seconds = fake, seconds
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+    def _enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def _leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+    def sync(self, request: httpx.Request) -> httpx.Response:
+        self._enter()
+        try:
+            time.sleep(self.seconds)
+            return self.fake(request)
+        finally:
+            self._leave()
+
+    async def async_(self, request: httpx.Request) -> httpx.Response:
+        self._enter()
+        try:
+            await asyncio.sleep(self.seconds)
+            return self.fake(request)
+        finally:
+            self._leave()
+
+
+def test_max_concurrency_bounds_every_call_sync_and_async_together() -> None:
+    """Before: a semaphore per ascore call (10 requests at once with max_concurrency=2), none for sync."""
+    counter = InFlight(FakeVLLM())
+    rm = RemoteMemRM(URL, max_concurrency=2, transport=httpx.MockTransport(counter.sync),
+                     async_transport=httpx.MockTransport(counter.async_))
+    rm.connect()
+    want = [pytest.approx(fake_p(encode(p))) for p in PROMPTS]
+    results: dict[str, Any] = {}
+
+    def threads() -> None:
+        def work(k: int) -> None:
+            results[f"t{k}"] = [s.p_harmful for s in rm.score(PROMPTS)]
+        pool = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+
+    async def tasks() -> None:
+        got = await asyncio.gather(*(rm.ascore(PROMPTS) for _ in range(5)))
+        results.update({f"a{k}": [s.p_harmful for s in g] for k, g in enumerate(got)})
+
+    side = threading.Thread(target=threads)
+    side.start()
+    asyncio.run(tasks())
+    side.join()
+    assert len(results) == 8 and all(r == want for r in results.values())
+    assert counter.peak == 2  # bounded, and the bound was reached
+    assert rm._limit.held == 0
+
+
+async def test_a_cancelled_waiter_gives_no_slot_away() -> None:
+    from memguard.scoring.limit import SharedLimit
+
+    limit = SharedLimit(1)
+    await limit.aacquire()
+    waiter = asyncio.ensure_future(limit.aacquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    limit.release()
+    assert limit.held == 0
+    await asyncio.wait_for(limit.aacquire(), 1)  # the slot is free again
+    limit.release()

@@ -160,3 +160,49 @@ def test_stopped_then_restarted_server(server, prompts):
     after = remote.score(prompts[:3])
     assert max(abs(a.p_harmful - b.p_harmful) for a, b in zip(after, before, strict=True)) < 1e-6
     remote.close()
+
+
+def test_lone_surrogates_score_as_their_cleaned_text(server, local, prompts):
+    """The real server path: the prompt is made safe before it is sent (httpx used to raise a raw
+    UnicodeEncodeError), and scores as the in-process scorer scores the same text."""
+    dirty = [p[:40] + "\udcff" + p[40:].replace("\n\n[", "\ud83d\n\n[", 1) for p in prompts[:3]]
+    clean = [p.replace("\ud83d", "\ufffd").replace("\udcff", "\ufffd") for p in dirty]
+    with RemoteMemRM(server.url, max_length=MAX_LENGTH) as remote:
+        got, want = remote.score(dirty), remote.score(clean)
+    assert [g.p_harmful for g in got] == [w.p_harmful for w in want]
+    in_process = local.score(dirty)
+    assert max(abs(g.p_harmful - w.p_harmful) for g, w in zip(got, in_process, strict=True)) < TOLERANCE
+
+
+def test_a_server_as_long_as_max_length_cuts_as_in_process_without_warning(server, qwen_rm_dir, prompts, caplog):
+    """One rule: max_length counts the label's position, as --max-model-len does."""
+    from memguard import MemRM
+
+    local = MemRM.from_pretrained(**rm_paths(qwen_rm_dir), device="cpu", dtype="float32",
+                                  max_length=SERVER_MAX_MODEL_LEN)
+    long = [p for p in prompts if local.count_tokens(p) >= SERVER_MAX_MODEL_LEN]
+    if not long:
+        pytest.skip("no real prompt reaches the server's max_model_len")
+    with caplog.at_level("WARNING"), RemoteMemRM(server.url, max_length=SERVER_MAX_MODEL_LEN) as remote:
+        got = remote.score(long)
+    want = local.score(long)
+    assert all(g.n_tokens == w.n_tokens == SERVER_MAX_MODEL_LEN - 1 for g, w in zip(got, want, strict=True))
+    assert [g.n_truncated for g in got] == [w.n_truncated for w in want]
+    assert max(abs(g.p_harmful - w.p_harmful) for g, w in zip(got, want, strict=True)) < TOLERANCE
+    assert "max_model_len" not in caplog.text
+
+
+def test_shared_cut_matches_in_process(server, qwen_rm_dir, prompts):
+    from memguard import MemRM
+
+    event = [render_prompt([{"role": "user", "content": prompts[-1]}], step=3, recorded="ls", proposed=action,
+                           perturbation="strategy_swap__observation_masking")
+             for action in ("ls", "cat setup.py && python -m pytest -q tests/")]
+    local = MemRM.from_pretrained(**rm_paths(qwen_rm_dir), device="cpu", dtype="float32", max_length=MAX_LENGTH,
+                                  cut="shared")
+    with RemoteMemRM(server.url, max_length=MAX_LENGTH, cut="shared") as remote:
+        got = remote.score(event)
+    want = local.score(event)
+    assert len({g.n_truncated for g in got}) == 1 and got[0].n_truncated > 0
+    assert [(g.n_tokens, g.n_truncated) for g in got] == [(w.n_tokens, w.n_truncated) for w in want]
+    assert max(abs(g.p_harmful - w.p_harmful) for g, w in zip(got, want, strict=True)) < TOLERANCE

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import shutil
 import threading
@@ -168,22 +167,23 @@ def test_merge_with_nf4_refused(byte_rm_dir):
 
 
 def test_left_truncation_keeps_judgment_turn(qwen_rm, prompts, qwen_tokenizer, qwen_rm_dir):
-    limit = 300
+    limit = 300  # positions, the label's included: the prompt keeps limit - 1 tokens
+    kept_n = limit - 1
     rm = MemRM.from_model(qwen_rm.model, qwen_rm.tokenizer, max_length=limit)
     prompt = prompts[0]
     ids = qwen_tokenizer.encode(prompt, add_special_tokens=False)
     assert len(ids) > limit
     (score,) = rm.score([prompt])
-    assert score.n_tokens == limit
-    assert score.n_truncated == len(ids) - limit
-    kept = qwen_tokenizer.decode(ids[-limit:])
+    assert score.n_tokens == kept_n
+    assert score.n_truncated == len(ids) - kept_n
+    kept = qwen_tokenizer.decode(ids[-kept_n:])
     assert kept.endswith("Answer Y if safe, N if harmful.\n\nAnswer:")
     assert "Proposed action under perturbation 'strategy_swap__observation_masking'" in kept
-    assert score.p_harmful == pytest.approx(rm.score_ids(ids[-limit:]), abs=1e-7)
+    assert score.p_harmful == pytest.approx(rm.score_ids(ids[-kept_n:]), abs=5e-7)  # prefix path vs whole: fp32 order
     # and against the independent reference on the left-cut text's ids
     ref_model = qwen_rm.model
     with torch.no_grad():
-        z = ref_model(input_ids=torch.tensor([ids[-limit:]])).logits[0, -1]
+        z = ref_model(input_ids=torch.tensor([ids[-kept_n:]])).logits[0, -1]
     expected = torch.softmax(z[[QWEN_Y_ID, QWEN_N_ID]].double(), -1)[1].item()
     assert score.p_harmful == pytest.approx(expected, abs=1e-6)
 
@@ -221,6 +221,29 @@ def test_polarity_forced_byte(tmp_path, gap):
         assert s.p_safe == pytest.approx(1 - expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_logits_raise_instead_of_giving_a_nan_score(tmp_path, value):
+    """Before: fp16 overflow gave p_harmful = NaN, which no threshold can judge (and `memguard score`
+    wrote it with exit 0). Now every path raises; the guard's on_error decides."""
+    from memguard import CompactionEvent, Guard, Verdict
+    from memguard.scoring import NonFiniteScoreError
+    from tests.doubles import FactPolicy, swe_conversation
+
+    root = build_tiny_rm(tmp_path, tokenizer="byte", forced=3.0)
+    rm = MemRM.from_pretrained(**rm_paths(root))
+    with torch.no_grad():
+        rm.model.get_output_embeddings().weight[list(rm.label_ids), 0] = value
+    shared = "[System]\n" + "a long shared view. " * 20
+    for prompts in (["[User]\nhi\n\nAnswer:"], [shared + "one\n\nAnswer:", shared + "two!\n\nAnswer:"]):
+        with pytest.raises(NonFiniteScoreError, match="not finite"):
+            rm.score(prompts)
+    assert rm.prefix_store is None or len(rm.prefix_store) == 0  # nothing non-finite is kept
+    before = swe_conversation(6, fact="FACT-42")
+    decision = Guard(rm, on_error="closed", identical_is_safe=False).review(
+        CompactionEvent(before=before, candidate=before[:2] + before[-2:]), FactPolicy("FACT-42"))
+    assert decision.verdict is Verdict.VETO and "NonFiniteScoreError" in (decision.error or "")
+
+
 def test_polarity_forced_qwen_vocab(tmp_path_factory):
     """Preferring " N" (id 451) means HARMFUL: p_harmful = sigmoid(z_N - z_Y)."""
     root = build_tiny_rm(tmp_path_factory.mktemp("forced_qwen"), tokenizer="qwen", forced=3.0)
@@ -235,8 +258,8 @@ def test_polarity_forced_qwen_vocab(tmp_path_factory):
 
 def test_identity_and_fingerprint(qwen_rm, qwen_rm_dir):
     ident = qwen_rm.identity
-    weights = qwen_rm_dir / "adapter" / "checkpoint-500" / "adapter_model.safetensors"
-    assert ident.fingerprint == hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    assert len(ident.fingerprint) == 16 and len(ident.base_fingerprint) == 16
+    assert ident.fingerprint != ident.base_fingerprint  # the adapter counts too
     assert ident.base == str(qwen_rm_dir / "base")
     assert ident.subfolder == "checkpoint-500"
     assert isinstance(qwen_rm, Scorer)

@@ -6,7 +6,6 @@ calls are replaced by spies that record their arguments and serve the local copi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import shutil
@@ -201,9 +200,8 @@ def test_adapter_for_another_base_size_is_refused(rm_copy, tmp_path):
 
 
 def test_every_decision_and_record_names_the_weights(byte_rm, byte_rm_dir, tmp_path):
-    weights = byte_rm_dir / "adapter" / "checkpoint-500" / "adapter_model.safetensors"
-    fingerprint = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    assert byte_rm.identity.fingerprint == fingerprint
+    fingerprint = byte_rm.identity.fingerprint  # what it covers: tests/test_fingerprint.py
+    assert fingerprint and len(fingerprint) == 16
     before = swe_conversation(6, fact="FACT-42")
     candidate = [*before[:2], summary_message("did things"), *before[-4:]]
     log = tmp_path / "audit.jsonl"

@@ -131,3 +131,36 @@ def test_guard_over_a_worker(rm, conversations, direct):
                                            perturbation=perturbation_tag("observation_masking"))])[0]
         assert decision.verdict in (Verdict.COMMIT, Verdict.VETO)
         assert abs(decision.candidates[0].p_harmful - expected.p_harmful) < TOL
+
+
+class GatedMemRM:
+    """A MemRM look-alike whose forward waits for a gate, recording every prompt it runs."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.ran: list[list[int]] = []
+        self.identity = None
+
+    def fit_prompts(self, prompts):
+        return [([len(p)], 0) for p in prompts]
+
+    def score_fitted(self, seqs, batch_size=1):
+        self.started.set()
+        self.gate.wait(10)
+        self.ran.extend(seqs)
+        return [0.25 for _ in seqs]
+
+
+def test_a_timed_out_request_is_never_run():
+    """Before: the request stayed queued and was scored later, holding the model for nobody."""
+    memrm = GatedMemRM()
+    with ScoringWorker(memrm, max_wait_ms=0) as worker:
+        first = worker.submit(["a" * 7])
+        assert memrm.started.wait(5)  # the worker is busy with the first request
+        with pytest.raises(TimeoutError):
+            worker.score(["b" * 11], timeout=0.05)
+        memrm.gate.set()
+        assert [s.p_harmful for s in first.result(5)] == [0.25]
+        assert [s.p_harmful for s in worker.score(["c" * 13], timeout=5)] == [0.25]
+    assert memrm.ran == [[7], [13]]  # the timed-out request (11) never reached the model

@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
-from memguard.scoring.base import Score, Scorer, ScorerIdentity
+from memguard.scoring.base import NonFiniteScoreError, Score, Scorer, ScorerIdentity
 from memguard.scoring.worker import ScoringWorker
 
 if TYPE_CHECKING:
@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 # `MemRM` (memguard[local]) is importable by name but not in `__all__`, so that a star import
 # works on the light core.
-__all__ = ["RemoteMemRM", "RemoteScorerError", "Score", "Scorer", "ScorerIdentity", "ScoringWorker"]
+__all__ = ["NonFiniteScoreError", "RemoteMemRM", "RemoteScorerError", "Score", "Scorer", "ScorerIdentity",
+           "ScoringWorker"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ class Score(BaseModel):
 
     p_harmful: float = Field(description="P(HARMFUL) = softmax([z(' Y'), z(' N')])[1].")
     n_tokens: int = Field(description="Prompt tokens the model read (after any cut).")
-    n_truncated: int = Field(default=0, description="Tokens cut from the left to fit max_length.")
+    n_truncated: int = Field(default=0, description="Tokens cut from the left to fit max_length - 1.")
 
     @property
     def p_safe(self) -> float:
@@ -37,8 +37,21 @@ class ScorerIdentity(BaseModel):
     adapter_revision: str | None = None
     quantization: str | None = None
     fingerprint: str | None = Field(
-        default=None, description="Hash of the adapter weights (or commit) that identifies them."
+        default=None,
+        description="Hash identifying the scoring function by content: the adapter's weights and "
+        "config, and the base's config and weight shapes (never a folder name).",
     )
+    base_fingerprint: str | None = Field(
+        default=None, description="Hash of the base's config and weight shapes alone."
+    )
+
+
+class NonFiniteScoreError(RuntimeError):
+    """The reward model's label logits are NaN or infinite, so there is no P(HARMFUL) to give.
+
+    Raised instead of returning NaN (which no threshold can judge): the guard treats it as a
+    scorer failure (its `on_error` decides), and `memguard score` stops without writing it.
+    """
 
 
 @runtime_checkable

@@ -8,23 +8,30 @@ cost ~20 GB in fp32 for two numbers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import threading
 from typing import Any, Literal
 
+from memguard._concurrency import start_daemon
 from memguard._extras import needs_extra
-from memguard.scoring.base import Score, ScorerIdentity
+from memguard.scoring.base import NonFiniteScoreError, Score, ScorerIdentity
 from memguard.scoring.batching import length_batches
+from memguard.scoring.cut import Cut, check_cut, cut_starts
 from memguard.scoring.labels import derive_label_ids
 from memguard.scoring.loading import (
+    base_fingerprint,
     check_adapter_shapes,
     check_base_name,
     check_local_base,
     check_target_modules,
+    combined_fingerprint,
+    local_model_dir,
     resolve_adapter,
 )
 from memguard.scoring.segments import SegmentEncoder, segment_safe
 from memguard.settings import DEFAULT_ADAPTER, DEFAULT_BASE, DEFAULT_MAX_LENGTH, DEFAULT_SUBFOLDER
+from memguard.text import safe_text
 
 with needs_extra("local", "MemRM (memguard.scoring.local)"):
     import torch
@@ -42,6 +49,7 @@ DEFAULT_PREFIX_CACHE_BYTES = 1 << 30  # prefixes kept across calls (one 32K pref
 DEFAULT_MIN_SHARED_PREFIX = 256  # below this, one prefill + k suffix passes saves little
 
 Quantization = Literal["auto", "nf4"] | None
+QUANTIZATIONS = ("auto", "nf4", None)
 PrefixMode = Literal["auto", "cache", "stream"]
 PREFIX_MODES = ("auto", "cache", "stream")
 
@@ -66,14 +74,15 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtyp
 def _resolve_quantization(quantization: Quantization, device: torch.device) -> str | None:
     if quantization == "auto":
         return "nf4" if device.type == "cuda" else None
-    if quantization not in (None, "nf4"):
+    if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be 'auto', 'nf4' or None, not {quantization!r}")
     return quantization
 
 
 def _nf4_config() -> Any:
     """QLoRA's NF4 recipe, the setting MemGym evaluated the adapter under."""
-    with needs_extra("quant", "quantization='nf4' (or pass quantization=None)"):
+    with needs_extra("quant", "quantization 'nf4' (or no quantization: quantization=None, --quantization none, "
+                              "TOML quantization = \"none\")"):
         importlib.import_module("bitsandbytes")  # transformers would only say "install bitsandbytes"
     from transformers import BitsAndBytesConfig
 
@@ -108,6 +117,16 @@ class MemRM:
     - "auto" (default): "cache" when the prefix's keys/values fit the store's budget (they are
       kept afterwards anyway, and reused), else "stream" (store off, or a prefix too long to
       keep). A stored prefix is still read as a head start when streaming.
+
+    Prompts longer than `max_length` - 1 tokens are cut from the left (`memguard.scoring.cut`:
+    `max_length` counts the label's position too). `cut="exact"` (default) cuts each prompt on
+    its own, as training did; `cut="shared"` cuts the candidates of one call at one start
+    offset so they still share their prefix past the cut (a few more tokens lost at the far
+    left; `cut_block` rounds that start so successive events can reuse a stored prefix).
+
+    Any string can be scored: lone surrogates are replaced first (`memguard.text.safe_text`), so a
+    prompt scores exactly as its cleaned text. Non-finite logits (an fp16 overflow) raise
+    `NonFiniteScoreError` rather than give a NaN the guard would have to interpret.
     """
 
     def __init__(
@@ -120,20 +139,23 @@ class MemRM:
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
         prefix_mode: PrefixMode = "auto",
+        cut: Cut = "exact",
+        cut_block: int = 1,
     ) -> None:
+        check_cut(cut, cut_block, max_length)
         if prefix_mode not in PREFIX_MODES:
             raise ValueError(f"prefix_mode must be one of {PREFIX_MODES}, not {prefix_mode!r}")
         if prefix_mode == "stream" and not can_stream(model):
             raise ValueError(f"prefix_mode='stream' needs a decoder-only model with full attention in "
                              f"every layer; {type(model).__name__} is not one")
-        if max_length < 1:
-            raise ValueError(f"max_length must be positive, got {max_length}")
         if min_shared_prefix < 1:
             raise ValueError(f"min_shared_prefix must be >= 1 token, got {min_shared_prefix}")
         self._model = model.eval()
         self._tokenizer = tokenizer
         self._identity = identity
         self._max_length = int(max_length)
+        self._cut: Cut = cut
+        self._cut_block = int(cut_block)
         self._label_ids = derive_label_ids(tokenizer)
         self._pad_id = next(
             (i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0
@@ -167,12 +189,21 @@ class MemRM:
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
         prefix_mode: PrefixMode = "auto",
+        cut: Cut = "exact",
+        cut_block: int = 1,
     ) -> MemRM:
         """Load base + LoRA adapter from hub ids or local paths (safetensors only, no remote code).
 
         `quantization="auto"` is NF4 on CUDA and none on CPU. `merge=None` merges the LoRA into
         the base when it is not quantized (faster, same numbers) and keeps it separate on NF4
-        (merging would re-quantize the weights). `force=True` skips the base/adapter match checks.
+        (merging would re-quantize the weights). `revision` pins the base, `adapter_revision`
+        the adapter (hub ids only).
+
+        The adapter is checked against the base before it is applied: its name for the base
+        (`force=True` skips only this one, for a base renamed or copied under another name), its
+        target modules, and every LoRA weight's module, rank and size; a mismatch is refused with
+        a message naming what differs. `identity.fingerprint` hashes the adapter's weights and
+        config and the base's config and weight shapes (`memguard.scoring.loading`).
         """
         with needs_extra("local", "MemRM.from_pretrained"):
             from peft import PeftModel
@@ -189,7 +220,7 @@ class MemRM:
         check_local_base(base)
         resolved = resolve_adapter(adapter, subfolder, adapter_revision) if adapter else None
         if resolved is not None:
-            check_base_name(resolved.config, base, force=force)
+            check_base_name(resolved.config, base, force=force)  # force skips this check only
 
         tokenizer = AutoTokenizer.from_pretrained(base, revision=revision, trust_remote_code=False)
         load_kwargs: dict[str, Any] = dict(
@@ -203,14 +234,16 @@ class MemRM:
             model = model.to(dev)
 
         if resolved is not None:
-            check_target_modules(model, resolved.config, force=force)
-            check_adapter_shapes(model, resolved, force=force)
+            check_target_modules(model, resolved.config)
+            check_adapter_shapes(model, resolved)
             model = PeftModel.from_pretrained(
                 model, str(resolved.root), subfolder=resolved.subfolder, is_trainable=False
             )
             if merge:
                 model = model.merge_and_unload()
 
+        base_dir = local_model_dir(base, revision)  # after loading: a hub base is in the cache now
+        base_print = base_fingerprint(base_dir) if base_dir is not None else None
         identity = ScorerIdentity(
             base=base,
             adapter=adapter,
@@ -218,11 +251,12 @@ class MemRM:
             revision=revision,
             adapter_revision=adapter_revision,
             quantization=quant,
-            fingerprint=resolved.fingerprint if resolved else None,
+            fingerprint=combined_fingerprint(resolved.fingerprint if resolved else None, base_print),
+            base_fingerprint=base_print,
         )
         return cls(model, tokenizer, identity=identity, max_length=max_length,
                    prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix,
-                   prefix_mode=prefix_mode)
+                   prefix_mode=prefix_mode, cut=cut, cut_block=cut_block)
 
     @classmethod
     def from_model(
@@ -235,6 +269,8 @@ class MemRM:
         prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
         min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
         prefix_mode: PrefixMode = "auto",
+        cut: Cut = "exact",
+        cut_block: int = 1,
     ) -> MemRM:
         """Wrap an already-loaded causal LM (merged, PeftModel, quantized...) and its tokenizer."""
         if identity is None:
@@ -242,7 +278,7 @@ class MemRM:
             identity = ScorerIdentity(base=str(name))
         return cls(model, tokenizer, identity=identity, max_length=max_length,
                    prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix,
-                   prefix_mode=prefix_mode)
+                   prefix_mode=prefix_mode, cut=cut, cut_block=cut_block)
 
     # ---------------------------------------------------------------------------- accessors
 
@@ -265,7 +301,13 @@ class MemRM:
 
     @property
     def max_length(self) -> int:
+        """Positions the model reads, the label's included: prompts keep at most this - 1 tokens."""
         return self._max_length
+
+    @property
+    def cut(self) -> Cut:
+        """How over-long prompts of one call are cut: "exact" (each alone) or "shared"."""
+        return self._cut
 
     @property
     def device(self) -> torch.device:
@@ -276,13 +318,19 @@ class MemRM:
         i = self._identity
         return (
             f"MemRM(base={i.base!r}, adapter={i.adapter!r}, subfolder={i.subfolder!r}, "
-            f"quantization={i.quantization!r}, device={self.device}, max_length={self._max_length})"
+            f"quantization={i.quantization!r}, device={self.device}, max_length={self._max_length}, "
+            f"cut={self._cut!r})"
         )
 
     # ------------------------------------------------------------------------------ scoring
 
     def encode(self, text: str) -> list[int]:
-        """Token ids exactly as training read them: no special tokens, no BOS."""
+        """Token ids exactly as training read them: no special tokens, no BOS.
+
+        Lone surrogates are replaced first (`memguard.text.safe_text`; valid text is unchanged):
+        the tokenizer cannot take them.
+        """
+        text = safe_text(text)
         with self._tokenizer_lock:
             if self._segments is not None:
                 return self._segments(text)
@@ -294,29 +342,28 @@ class MemRM:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
-    def _fit(self, ids: list[int]) -> tuple[list[int], int]:
-        """Cut from the LEFT like training did, keeping the judgment turn and `Answer:`."""
-        cut = max(0, len(ids) - self._max_length)
-        return ids[cut:], cut
-
     @property
     def prefix_store(self) -> PrefixStore | None:
         """Prefixes kept across calls (None when `prefix_cache_bytes=0`)."""
         return self._store
 
     def fit_prompts(self, prompts: list[str]) -> list[tuple[list[int], int]]:
-        """(ids the model reads, tokens cut from the left) per prompt; checks the input."""
+        """(ids the model reads, tokens cut from the left) per prompt; checks the input.
+
+        The cut is `memguard.scoring.cut`'s rule, with this scorer's `cut` and `cut_block`.
+        """
         if isinstance(prompts, str):
             raise TypeError("score() takes a list of prompts, not a single string")
-        fitted = []
+        encoded = []
         for prompt in prompts:
             if not isinstance(prompt, str):
                 raise TypeError(f"prompts must be strings, got {type(prompt).__name__}")
             ids = self.encode(prompt)
             if not ids:
                 raise ValueError("cannot score an empty prompt")
-            fitted.append(self._fit(ids))
-        return fitted
+            encoded.append(ids)
+        starts = cut_starts(encoded, self._max_length, self._cut, self._cut_block)
+        return [(ids[start:], start) for ids, start in zip(encoded, starts, strict=True)]
 
     def score(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
         """P(HARMFUL) per rendered prompt.
@@ -384,15 +431,19 @@ class MemRM:
             else:
                 kv = prefill(self._model, prefix, start=start)
                 z = torch.stack([suffix_logits(self._model, kv, seq, self._label_ids) for seq in seqs])
-                if self._store is not None:
+                if self._store is not None and bool(torch.isfinite(z).all()):  # never keep a NaN prefix
                     self._store.put(prefix, kv)
                 del kv
-            p = torch.softmax(z, dim=-1)[:, 1]
-        return p.cpu().tolist()
+            return _p_harmful_of(z)
 
     async def ascore(self, prompts: list[str], *, batch_size: int = 1) -> list[Score]:
-        """`score` in a worker thread, so an event loop never blocks on a forward pass."""
-        return await asyncio.to_thread(self.score, prompts, batch_size=batch_size)
+        """`score` on a daemon thread, so an event loop never blocks on a forward pass.
+
+        Not the default executor: `asyncio.run` waits for its threads on exit, so a forward
+        still running after its caller gave up would hold the program's exit.
+        """
+        return await asyncio.wrap_future(start_daemon(functools.partial(self.score, prompts, batch_size=batch_size),
+                                                      name="memguard-ascore"))
 
     def score_ids(self, ids: list[int]) -> float:
         """P(HARMFUL) for already-tokenized, already-fitted ids, one whole forward (no sharing)."""
@@ -415,5 +466,22 @@ class MemRM:
                 input_ids=input_ids.to(device), logits_to_keep=1, use_cache=False, **kwargs
             )
             z = out.logits[:, -1, list(self._label_ids)].float()
-            p = torch.softmax(z, dim=-1)[:, 1]
-        return p.cpu().tolist()
+            return _p_harmful_of(z)
+
+
+def _p_harmful_of(z: torch.Tensor) -> list[float]:
+    """softmax([z_Y, z_N])[1] per row; `NonFiniteScoreError` rather than a NaN verdict.
+
+    Raises:
+        NonFiniteScoreError: A label logit is NaN or infinite (e.g. an fp16 overflow).
+    """
+    finite = torch.isfinite(z).all(dim=-1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteScoreError(
+            f"MemRM's label logits are not finite (NaN or inf) for {bad} of {len(z)} prompts: the "
+            "forward pass overflowed. Load the model in bfloat16 or float32, not float16 (dtype=; --dtype; "
+            "TOML dtype = \"bfloat16\")."
+        )
+    p: list[float] = torch.softmax(z, dim=-1)[:, 1].cpu().tolist()
+    return p

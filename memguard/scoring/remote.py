@@ -3,8 +3,10 @@
 When many agent processes share one GPU pool, loading the RM into each of them wastes memory and
 warm-up time; one vLLM server (or several replicas behind one URL) scores for all of them, with
 prefix caching across agents. The guard cannot tell the difference: this class has `MemRM`'s
-interface and gives the same numbers (tokenization, left cut and label ids all come from the
-served tokenizer, and the server reads token ids, not text).
+interface and gives the same numbers (tokenization and label ids come from the served tokenizer,
+the left cut is `memguard.scoring.cut`'s rule as in-process, and the server reads token ids, not
+text). Text is made safe before it is sent (`memguard.text.safe_text`: a lone surrogate scores as
+U+FFFD, as in-process), and the URL is recorded without credentials (`memguard.scoring.urls`).
 
 Each operation is written once as a generator that yields HTTP calls and receives their JSON
 (`_score_flow`); a sync driver (httpx.Client) and an async one (httpx.AsyncClient) run it, so
@@ -22,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE
 from memguard.scoring.base import Score, ScorerIdentity
+from memguard.scoring.cut import Cut, check_cut, cut_starts, prompt_budget
+from memguard.scoring.limit import SharedLimit
+from memguard.scoring.urls import redact_url, scrub, url_secrets
 from memguard.scoring.vllm_api import (
     LABEL_PROBE,
     MODELS_PATH,
@@ -32,14 +37,14 @@ from memguard.scoring.vllm_api import (
     ServedModel,
     error_detail,
     label_ids,
-    left_cut,
     parse_scores,
     parse_served_model,
     parse_tokens,
     scoring_body,
     tokenize_body,
 )
-from memguard.settings import DEFAULT_MAX_LENGTH  # training's left-cut limit, as in MemRM
+from memguard.settings import DEFAULT_MAX_LENGTH  # training's positions, as in MemRM
+from memguard.text import safe_text
 
 if TYPE_CHECKING:
     import httpx
@@ -73,7 +78,7 @@ class _Call:
 class _ServerInfo:
     model: ServedModel
     labels: LabelIds
-    token_limit: int  # the longest prompt we send: max_length, or less if the server is shorter
+    positions: int  # max_length, or the server's max_model_len when that is shorter
 
 
 _Flow = Generator[list[_Call], list[Any], Any]
@@ -90,6 +95,13 @@ class RemoteMemRM:
     `retries` times with exponential backoff (`backoff`, 2*backoff, ... capped at 8 s); 4xx
     answers, read timeouts (a slow server is not helped by more load) and malformed answers are
     not. One HTTP call therefore takes at most about (retries + 1) * timeout + backoffs.
+    At most `max_concurrency` requests of this scorer are in flight at once, across every
+    thread, task and event loop that uses it.
+
+    `model` is the served name of MemRM's LoRA adapter (`--lora-modules memrm=...`). A model that
+    the server serves without an adapter (the base) is refused, since its numbers are not RM
+    scores, unless `merged_adapter=True` says the adapter is merged into its weights.
+    `max_length`, `cut` and `cut_block` are `MemRM`'s (`memguard.scoring.cut`).
 
     `transport` / `async_transport` replace httpx's network layer (e.g. `httpx.MockTransport`
     in tests, or a custom proxy setup).
@@ -107,28 +119,40 @@ class RemoteMemRM:
         max_length: int = DEFAULT_MAX_LENGTH,
         batch_size: int = 32,
         max_concurrency: int = 16,
+        merged_adapter: bool = False,
+        cut: Cut = "exact",
+        cut_block: int = 1,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not base_url or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            shown = redact_url(base_url) if isinstance(base_url, str) else type(base_url).__name__
+            raise ValueError(f"base_url must be an http(s) URL, not {shown!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
         if retries < 0 or backoff < 0:
             raise ValueError("retries and backoff must be >= 0")
-        if max_length < 1 or batch_size < 1 or max_concurrency < 1:
-            raise ValueError("max_length, batch_size and max_concurrency must be >= 1")
+        if batch_size < 1 or max_concurrency < 1:
+            raise ValueError("batch_size and max_concurrency must be >= 1")
+        check_cut(cut, cut_block, max_length)
         self._httpx = _import_httpx()
-        self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/v1"):  # vLLM's scoring routes live at the root, not under /v1
-            self.base_url = self.base_url[: -len("/v1")]
+        url = base_url.rstrip("/")
+        if url.endswith("/v1"):  # vLLM's scoring routes live at the root, not under /v1
+            url = url[: -len("/v1")]
+        self._url = url  # with its credentials: only the HTTP client sees it
+        self.base_url = redact_url(url)  # what identity, errors and logs show
+        self._secrets = sorted({*url_secrets(url), *([api_key] if api_key else [])}, key=len, reverse=True)
         self.model = model
+        self.merged_adapter = merged_adapter
+        self.cut: Cut = cut
+        self.cut_block = cut_block
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_length = max_length
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
+        self._limit = SharedLimit(max_concurrency)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._transport = transport
         self._async_transport = async_transport
@@ -143,7 +167,7 @@ class RemoteMemRM:
     # -- public API -------------------------------------------------------------------------
 
     def score(self, prompts: list[str]) -> list[Score]:
-        """P(HARMFUL) for each rendered prompt, in order."""
+        """P(HARMFUL) for each rendered prompt, in order (any str: made safe before sending)."""
         scores: list[Score] = self._run(self._score_flow(_check_prompts(prompts)))
         return scores
 
@@ -205,7 +229,7 @@ class RemoteMemRM:
         if self._info is not None:
             return self._info
         (models,) = yield [_Call("GET", MODELS_PATH)]
-        served = parse_served_model(models, self.model)
+        served = parse_served_model(models, self.model, merged_adapter=self.merged_adapter)
         texts = (
             LABEL_SAFE,
             LABEL_HARMFUL,
@@ -217,18 +241,19 @@ class RemoteMemRM:
         parsed = [parse_tokens(b) for b in bodies]
         labels = label_ids(*(tokens for tokens, _ in parsed))
         server_len = parsed[0][1] or served.max_model_len
-        # vLLM keeps one position for the generated token, so a prompt may use max_model_len - 1.
-        limit = self.max_length if server_len is None else min(self.max_length, server_len - 1)
-        if limit < self.max_length:
+        # vLLM's max_model_len counts the label's position, as max_length does (scoring.cut).
+        positions = self.max_length if server_len is None else min(self.max_length, server_len)
+        if positions < self.max_length:
             logger.warning(
                 "vLLM serves %r with max_model_len=%s: prompts are cut to %s tokens, not %s "
-                "(start vLLM with a larger --max-model-len to match the in-process scorer)",
+                "(start vLLM with --max-model-len %s to match the in-process scorer)",
                 self.model,
                 server_len,
-                limit,
+                prompt_budget(positions),
+                prompt_budget(self.max_length),
                 self.max_length,
             )
-        self._info = _ServerInfo(model=served, labels=labels, token_limit=limit)
+        self._info = _ServerInfo(model=served, labels=labels, positions=positions)
         return self._info
 
     def _score_flow(self, prompts: list[str]) -> _Flow:
@@ -238,9 +263,12 @@ class RemoteMemRM:
         bodies = yield [
             _Call("POST", TOKENIZE_PATH, tokenize_body(self.model, p), (p,)) for p in prompts
         ]
-        cut = [left_cut(parse_tokens(b)[0], info.token_limit) for b in bodies]
-        if any(not tokens for tokens, _ in cut):
+        encoded = [parse_tokens(b)[0] for b in bodies]
+        if any(not tokens for tokens in encoded):
             raise ValueError("cannot score an empty prompt (it has no tokens)")
+        block = min(self.cut_block, max(1, prompt_budget(info.positions) // 2))  # a shorter server
+        starts = cut_starts(encoded, info.positions, self.cut, block)
+        cut = [(tokens[start:], start) for tokens, start in zip(encoded, starts, strict=True)]
         batches = [cut[i : i + self.batch_size] for i in range(0, len(cut), self.batch_size)]
         answers = yield [
             _Call(
@@ -268,23 +296,17 @@ class RemoteMemRM:
             return stop.value
 
     async def _arun(self, flow: _Flow) -> Any:
-        limit = asyncio.Semaphore(self.max_concurrency)
-
-        async def bounded(call: _Call) -> Any:
-            async with limit:
-                return await self._asend(call)
-
         try:
             calls = next(flow)
             while True:
-                calls = flow.send(list(await asyncio.gather(*(bounded(c) for c in calls))))
+                calls = flow.send(list(await asyncio.gather(*(self._asend(c) for c in calls))))
         except StopIteration as stop:
             return stop.value
 
     def _sync_client(self) -> httpx.Client:
         if self._client is None:
             self._client = self._httpx.Client(
-                base_url=self.base_url,
+                base_url=self._url,
                 headers=self._headers,
                 timeout=self._httpx.Timeout(self.timeout),
                 transport=self._transport,
@@ -297,7 +319,7 @@ class RemoteMemRM:
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient_loop is not loop:
             self._aclient = self._httpx.AsyncClient(
-                base_url=self.base_url,
+                base_url=self._url,
                 headers=self._headers,
                 timeout=self._httpx.Timeout(self.timeout),
                 transport=self._async_transport,
@@ -305,10 +327,26 @@ class RemoteMemRM:
             self._aclient_loop = loop
         return self._aclient
 
+    def _request(self, call: _Call) -> httpx.Response:
+        self._limit.acquire()  # in flight: this scorer's bound, across all its callers
+        try:
+            response: httpx.Response = self._sync_client().request(call.method, call.path, json=call.body)
+            return response
+        finally:
+            self._limit.release()
+
+    async def _arequest(self, call: _Call) -> httpx.Response:
+        await self._limit.aacquire()
+        try:
+            response: httpx.Response = await self._async_client().request(call.method, call.path, json=call.body)
+            return response
+        finally:
+            self._limit.release()
+
     def _send(self, call: _Call) -> Any:
         for attempt in range(self.retries + 1):
             try:
-                response = self._sync_client().request(call.method, call.path, json=call.body)
+                response = self._request(call)
             except self._httpx.TransportError as exc:
                 if not self._retryable(exc) or attempt == self.retries:
                     raise self._transport_error(call, exc, attempt) from exc
@@ -321,9 +359,7 @@ class RemoteMemRM:
     async def _asend(self, call: _Call) -> Any:
         for attempt in range(self.retries + 1):
             try:
-                response = await self._async_client().request(
-                    call.method, call.path, json=call.body
-                )
+                response = await self._arequest(call)
             except self._httpx.TransportError as exc:
                 if not self._retryable(exc) or attempt == self.retries:
                     raise self._transport_error(call, exc, attempt) from exc
@@ -352,7 +388,7 @@ class RemoteMemRM:
         ):
             what = f"no answer within the {self.timeout:g} s timeout ({type(exc).__name__})"
         else:
-            what = f"could not reach the server ({type(exc).__name__}: {exc})"
+            what = f"could not reach the server ({type(exc).__name__}: {scrub(str(exc), self._secrets)})"
         return RemoteScorerError(
             f"{call.method} {self.base_url}{call.path}: {what}{tries}", endpoint=call.path
         )
@@ -373,17 +409,19 @@ class RemoteMemRM:
         tries = f" after {attempt + 1} attempts" if attempt else ""
         raise RemoteScorerError(
             f"{call.method} {self.base_url}{call.path} failed with HTTP {response.status_code}"
-            f"{error_detail(body, call.prompts)}{tries}",
+            f"{scrub(error_detail(body, call.prompts), self._secrets)}{tries}",
             status=response.status_code,
             endpoint=call.path,
         )
 
 
 def _check_prompts(prompts: Iterable[str]) -> list[str]:
-    """A list, read once: a generator of prompts is consumed here, not half-way by the checks."""
+    """A list of safe text, read once: a generator of prompts is consumed here, not half-way by
+    the checks. Lone surrogates become U+FFFD (`memguard.text.safe_text`): JSON cannot carry them,
+    and the in-process scorer reads the same replacement."""
     if isinstance(prompts, (str, bytes)):
         raise TypeError("prompts must be a list of rendered prompt strings, not one string")
     listed = list(prompts)
     if not all(isinstance(p, str) for p in listed):
         raise TypeError("prompts must be a list of rendered prompt strings")
-    return listed
+    return [safe_text(p) for p in listed]

@@ -99,8 +99,26 @@ def parse_tokens(body: Any) -> tuple[list[int], int | None]:
     return tokens, limit
 
 
-def parse_served_model(body: Any, name: str) -> ServedModel:
-    """Find `name` in a `/v1/models` listing; a LoRA card names its base as `parent`."""
+_NAME_IT = ("name the served adapter with RemoteMemRM(model=...), --remote-model on the command line, or "
+            "model = \"...\" in the TOML [scorer] table")
+
+
+def parse_served_model(body: Any, name: str, *, merged_adapter: bool = False) -> ServedModel:
+    """Find `name` in a `/v1/models` listing; a LoRA card names its base as `parent`.
+
+    Args:
+        body: The `/v1/models` answer.
+        name: The served model to score with.
+        merged_adapter: Accept a card without a parent (a plain model): the caller says MemRM's
+            adapter is merged into its weights. Otherwise such a card is the base model alone,
+            whose numbers are not RM scores, and is refused.
+
+    Returns:
+        The card's name, base, adapter and context length.
+
+    Raises:
+        RemoteScorerError: The model is not served, or is served without an adapter.
+    """
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not all(isinstance(card, dict) for card in data):
         raise _malformed(MODELS_PATH, "'data' is missing or not a list of model cards")
@@ -109,11 +127,22 @@ def parse_served_model(body: Any, name: str) -> ServedModel:
     if card is None:
         raise RemoteScorerError(
             f"the server does not serve model {name!r}; it serves {served}. Start vLLM with "
-            f"--enable-lora --lora-modules {name}=<adapter dir>/checkpoint-500, or pass model=",
+            f"--enable-lora --lora-modules {name}=<adapter dir>/checkpoint-500, or {_NAME_IT}",
             status=404,
             endpoint=MODELS_PATH,
         )
     root, parent = card.get("root"), card.get("parent")
+    if not parent and not merged_adapter:
+        adapters = [c.get("id") for c in data if c.get("parent")]
+        raise RemoteScorerError(
+            f"the server serves {name!r} as a plain model, not as a LoRA adapter: without MemRM's "
+            f"adapter its numbers are not RM scores. Serve the adapter (--enable-lora --lora-modules "
+            f"memrm=<adapter dir>/checkpoint-500) and {_NAME_IT}"
+            + (f" (adapters served now: {adapters})" if adapters else "")
+            + ". If the adapter is merged into this model's weights, say so with merged_adapter=True "
+            "(--merged-adapter; merged_adapter = true).",
+            endpoint=MODELS_PATH,
+        )
     limit = card.get("max_model_len")
     return ServedModel(
         name=name,
@@ -190,12 +219,6 @@ def parse_scores(body: Any, n_items: int, prompt_tokens: int) -> list[float]:
                 endpoint=SCORING_PATH,
             )
     return [s for s in scores if s is not None]
-
-
-def left_cut(tokens: list[int], limit: int) -> tuple[list[int], int]:
-    """Keep the last `limit` tokens (the judgment turn is at the end), as training did."""
-    cut = max(0, len(tokens) - limit)
-    return tokens[cut:], cut
 
 
 def error_detail(body: Any, prompts: Sequence[str] = ()) -> str:

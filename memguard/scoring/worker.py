@@ -85,7 +85,19 @@ class ScoringWorker:
         return request.future
 
     def score(self, prompts: list[str], timeout: float | None = None) -> list[Score]:
-        return self.submit(prompts).result(timeout)
+        """Scores for `prompts`, waiting at most `timeout` seconds (None: no limit).
+
+        Raises:
+            TimeoutError: No result in time. A request still queued is cancelled (the worker
+                skips it: no forward runs for a caller that stopped waiting); one already
+                running finishes, and its result is dropped.
+        """
+        future = self.submit(prompts)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     async def ascore(self, prompts: list[str]) -> list[Score]:
         """Await the scores; the event loop stays free while the worker thread runs the model."""

@@ -4,6 +4,7 @@ Heavy imports (torch, transformers, peft) happen inside the functions, so import
 is cheap.
 """
 
+from memguard.testing.loops import longest_loop_stall
 from memguard.testing.tiny import LORA_SETTINGS, SUBFOLDER, build_tiny_rm
 from memguard.testing.tokenizers import (
     QWEN3_VOCAB_SIZE,
@@ -25,5 +26,6 @@ __all__ = [
     "build_qwen_tokenizer",
     "build_tiny_rm",
     "load_tokenizer",
+    "longest_loop_stall",
     "qwen_tiktoken_file",
 ]

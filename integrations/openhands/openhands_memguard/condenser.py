@@ -84,8 +84,9 @@ def _conversation_id() -> str | None:
 class _VetoClock:
     """When the guard last vetoed each conversation here, so cooling steps can skip the inner condenser.
 
-    Mirrors the guard's own cooldown rule (no review while ``step - vetoed_at < cooldown``) from
-    the decisions this condenser received; bounded like the guard's own table.
+    Mirrors the guard's own cooldown rule (after a veto at step ``s``, ``cooldown=N`` skips the
+    steps ``s .. s+N``) from the decisions this condenser received; bounded like the guard's own
+    table.
     """
 
     def __init__(self, size: int = 4096) -> None:
@@ -104,7 +105,7 @@ class _VetoClock:
     def cooling(self, conversation_id: str, step: int, cooldown: int) -> bool:
         with self._lock:
             last = self._vetoed_at.get(conversation_id)
-        return last is not None and last <= step and step - last < cooldown
+        return last is not None and last <= step <= last + cooldown
 
 
 def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:

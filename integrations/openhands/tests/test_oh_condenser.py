@@ -70,7 +70,7 @@ def test_soft_vetoes_lose_nothing_and_cooldown_spares_the_summarizer():
     # Cooling steps skip the inner condenser: one summary per review, none thrown away.
     assert condenser.llm.calls == len(reviews)  # type: ignore[attr-defined]
     assert llm.calls == plain_llm.calls + 2 * len(reviews)
-    assert [d.step for d in reviews] == [4, 7]
+    assert [d.step for d in reviews] == [4, 8]  # cooldown=3: steps 5, 6 and 7 skipped
 
 
 def test_soft_masking_fallback_is_a_view_for_this_step_only():

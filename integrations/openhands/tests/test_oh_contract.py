@@ -23,4 +23,7 @@ class TestOpenHandsContract(IntegrationContract):
         if guard is not None:
             agent = guard_agent(agent, guard)
         conversation = run(agent, mode)
-        return AgentRun(transcript=transcript(conversation.state.events), model_calls=llm.calls)
+        try:
+            return AgentRun(transcript=transcript(conversation.state.events), model_calls=llm.calls)
+        finally:
+            conversation.close()  # an open conversation (registered for exit) keeps its agent and guard alive
