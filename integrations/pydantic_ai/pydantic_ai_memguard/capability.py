@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from memguard import CompactionEvent, Decision, Guard, Message, Verdict, as_strategy
+from memguard import CompactionEvent, Decision, Gate, Guard, Message, Verdict, as_strategy
 from pydantic_ai.capabilities import AbstractCapability, WrapperCapability
 from pydantic_ai.messages import InstructionPart, ModelMessage, ModelResponse
 from pydantic_ai.models import Model, ModelRequestContext, ModelRequestParameters
@@ -40,7 +40,6 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import AgentDepsT, RunContext
 from pydantic_ai.usage import RunUsage
 
-from pydantic_ai_memguard import _core
 from pydantic_ai_memguard.fallbacks import (
     CapabilityStrategy,
     HistoryCompactionStrategy,
@@ -256,8 +255,8 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
                 context = bridge.from_view(messages)
             return probes.keep(await target.probe(context), full=full)
 
-        decision = await _core.areview(self.guard, event, policy, gate,
-                                       fallbacks=self._request_fallbacks(ctx, proposed, bridge))
+        decision = await self.guard.areview(event, policy, gate=gate,
+                                            fallbacks=self._request_fallbacks(ctx, proposed, bridge))
         self._record(decision)
         if decision.verdict is Verdict.VETO:
             chosen = before.restore(ctx, request_context)
@@ -330,7 +329,7 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             return probes.keep(await target.probe(context), full=full)
 
         fallbacks = self._history_fallbacks(ctx, request, bridge)
-        decision = await _core.areview(self.guard, event, policy, gate, fallbacks=fallbacks)
+        decision = await self.guard.areview(event, policy, gate=gate, fallbacks=fallbacks)
         self._record(decision)
         winner = probes.probe_for(decision.response)
         if decision.verdict is Verdict.VETO and must_reduce:
@@ -376,17 +375,18 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
     # ------------------------------------------------------------------ both kinds
 
     def _gate(self, ctx: RunContext[AgentDepsT], messages: Sequence[ModelMessage], parameters: ModelRequestParameters,
-              *, must_reduce: bool = False, audit: bool | None = None) -> Any:
-        """The core's gate for this step (a `memguard.Gate`): asked before the inner compaction runs."""
+              *, must_reduce: bool = False, audit: bool | None = None) -> Gate:
+        """The core's gate for this step, asked before the inner compaction runs.
+
+        The conversation is the run's `conversation_id` (Pydantic AI gives every run one); only a
+        run without one costs a view of the context, from which the core derives an id.
+        """
         step = sum(isinstance(message, ModelResponse) for message in messages)  # the view's assistant turns
+        before = None if ctx.conversation_id else MessageBridge(_instructions(parameters)).to_view(messages)
+        return self.guard.gate(before, conversation_id=ctx.conversation_id or None, step=step,
+                               must_reduce=must_reduce, audit=audit)
 
-        def view() -> list[Message]:  # only for a run without a conversation id (the core derives one)
-            return MessageBridge(_instructions(parameters)).to_view(messages)
-
-        return _core.gate(self.guard, conversation_id=ctx.conversation_id, step=step, before=view,
-                          must_reduce=must_reduce, audit=audit)
-
-    def _event(self, ctx: RunContext[AgentDepsT], gate: Any, bridge: MessageBridge,
+    def _event(self, ctx: RunContext[AgentDepsT], gate: Gate, bridge: MessageBridge,
                before: Sequence[ModelMessage], candidate: Sequence[ModelMessage], **details: Any) -> CompactionEvent:
         fields: dict[str, Any] = {
             "before": bridge.to_view(before),
@@ -400,10 +400,10 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             fields["conversation_id"] = gate.conversation_id
         return CompactionEvent(**fields)
 
-    async def _skip(self, gate: Any, messages: Sequence[ModelMessage], parameters: ModelRequestParameters) -> None:
+    async def _skip(self, gate: Gate, messages: Sequence[ModelMessage], parameters: ModelRequestParameters) -> None:
         """Publish the skip: the context stays as it is, and the inner compaction was not asked."""
         before = MessageBridge(_instructions(parameters)).to_view(messages)
-        self._record(await _core.askip(self.guard, gate, before, strategy=self.strategy))
+        self._record(await self.guard.askip(gate, before, strategy=self.strategy))
 
     def _serve(self, ctx: RunContext[AgentDepsT], probes: _Probes, winner: Probe | None) -> None:
         """Offer the winning probe to the run's next request; the run's usage counts every other probe."""
@@ -415,7 +415,7 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
 
     # ------------------------------------------------------------------ audit mode
 
-    def _audit(self, ctx: RunContext[AgentDepsT], gate: Any, target: _Target, bridge: MessageBridge,
+    def _audit(self, ctx: RunContext[AgentDepsT], gate: Gate, target: _Target, bridge: MessageBridge,
                before: list[ModelMessage], candidate: list[ModelMessage], **details: Any) -> None:
         """Score the compaction in the background; the run sees none of it (no usage, no stream, no state)."""
         watch = self._shared.server.watch(ctx.run_id)  # the run's own next request: the compacted step
@@ -425,7 +425,7 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         with self._shared.lock:
             self._shared.audits.setdefault(ctx.run_id, []).append(task)
 
-    async def _audit_job(self, ctx: RunContext[AgentDepsT], gate: Any, target: _Target,
+    async def _audit_job(self, ctx: RunContext[AgentDepsT], gate: Gate, target: _Target,
                          bridge: MessageBridge, before: list[ModelMessage], candidate: list[ModelMessage],
                          watch: asyncio.Future[Observed], details: dict[str, Any]) -> None:
         full = asyncio.ensure_future(target.probe(before))
@@ -446,10 +446,8 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
             assert failure is not None
             raise failure
 
-        audited = event.model_copy(update=update)
-        decision = await _core.aaudit(self.guard, audited, gate, None if failure is None else failed_probe)
-        if decision is not None:
-            self._record(decision)
+        audited = event.model_copy(update=update)  # the gate says audit: the guard scores it on its worker
+        self._record(await self.guard.areview(audited, None if failure is None else failed_probe, gate=gate))
 
     @staticmethod
     async def _compacted_answer(target: _Target, candidate: list[ModelMessage], observed: Observed | None) -> Any:

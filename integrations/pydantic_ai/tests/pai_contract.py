@@ -11,7 +11,6 @@ kind, and (`must_reduce_variant`) a run whose model refuses an overflowing conte
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Hashable
 from typing import Any
@@ -70,12 +69,6 @@ def signature(info: AgentInfo) -> Hashable:
     return (settings, tuple(tools), tuple(outputs), info.allow_text_output, info.instructions)
 
 
-def agent_run(**fields: Any) -> AgentRun:
-    """An `AgentRun` with the fields this memguard's contract knows (older ones know fewer)."""
-    known = {field.name for field in dataclasses.fields(AgentRun)}
-    return AgentRun(**{name: value for name, value in fields.items() if name in known})
-
-
 class PydanticAIContract(IntegrationContract):
     """`run_sync` ("sync") and `run` ("async") of the scripted agent with `make_compaction()`."""
 
@@ -103,7 +96,7 @@ class PydanticAIContract(IntegrationContract):
     @staticmethod
     def _result(model: ScriptedModel, counting: CountingCompaction | None, messages: list[ModelMessage],
                 usage: Any, streamed: Any) -> AgentRun:
-        return agent_run(
+        return AgentRun(
             transcript=transcript(messages),
             model_calls=model.calls,
             compactions=None if counting is None else counting.counter[0],

@@ -135,12 +135,13 @@ def test_a_memguard_strategy_fallback_is_a_valid_compaction_result(strategy):
         assert result.output == f"done, the fact is {FACT}"
 
 
-def test_an_encrypted_native_compaction_is_never_vetoed():
+def test_an_encrypted_native_compaction_is_audited_never_vetoed_by_an_enforcing_guard():
     compacting, _ = unguarded([EncryptedCompaction()])
     result, _, _, sink = guarded(ConstantScorer(1.0), EncryptedCompaction())
     assert transcript(result.all_messages()) == transcript(compacting.all_messages())
-    assert not [d for d in sink.decisions if d.verdict is Verdict.VETO and d.reviewed]
     assert [c.handler for c in result.compactions] == [c.handler for c in compacting.compactions]
+    assert result.usage == compacting.usage  # the audit probes are not billed
+    assert sink.decisions and all(d.verdict is Verdict.AUDIT and d.p_harmful == 1.0 for d in sink.decisions)
 
 
 def test_an_encrypted_native_compaction_is_audited_in_audit_mode():
