@@ -431,11 +431,13 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         full = asyncio.ensure_future(target.probe(before))
         await asyncio.wait({watch})  # cancelled at the run's end when it made no further request
         observed = None if watch.cancelled() or watch.exception() is not None else watch.result()
-        event = self._event(ctx, gate, bridge, before, candidate, **details)
+        # The views and the match keys are CPU work in proportion to the context: off the agent's loop.
+        event, reused = await asyncio.to_thread(
+            self._audit_view, ctx, gate, bridge, target, before, candidate, observed, details)
         update: dict[str, Any] = {}
         failure: BaseException | None = None
         try:
-            compacted = await self._compacted_answer(target, candidate, observed)
+            compacted = reused if reused is not None else (await target.probe(candidate)).response
             update["proposed_response"] = bridge.response_view(compacted)
             update["recorded_response"] = bridge.response_view((await full).response)
         except Exception as exc:  # noqa: BLE001 - the guard records it as a failed probe
@@ -449,16 +451,17 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         audited = event.model_copy(update=update)  # the gate says audit: the guard scores it on its worker
         self._record(await self.guard.areview(audited, None if failure is None else failed_probe, gate=gate))
 
-    @staticmethod
-    async def _compacted_answer(target: _Target, candidate: list[ModelMessage], observed: Observed | None) -> Any:
-        """The run's own answer on the compacted context when its next request was that one, else a probe."""
-        if observed is not None:
-            sent, parameters = outgoing(target.model, candidate, target.settings, target.parameters)
-            expected = request_key(target.model, sent, target.settings, parameters)
-            seen = request_key(target.model, observed.messages, observed.settings, observed.parameters)
-            if seen == expected:
-                return observed.response
-        return (await target.probe(candidate)).response
+    def _audit_view(self, ctx: RunContext[AgentDepsT], gate: Gate, bridge: MessageBridge, target: _Target,
+                    before: list[ModelMessage], candidate: list[ModelMessage], observed: Observed | None,
+                    details: dict[str, Any]) -> tuple[CompactionEvent, ModelResponse | None]:
+        """The event, and the run's own answer on the compacted context when its next request was that one."""
+        event = self._event(ctx, gate, bridge, before, candidate, **details)
+        if observed is None:
+            return event, None
+        sent, parameters = outgoing(target.model, candidate, target.settings, target.parameters)
+        expected = request_key(target.model, sent, target.settings, parameters)
+        seen = request_key(target.model, observed.messages, observed.settings, observed.parameters)
+        return event, observed.response if seen == expected else None
 
     async def wrap_run(self, ctx: RunContext[AgentDepsT], *, handler: Any) -> Any:
         try:
