@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         config: dict[str, Any] = {}
     else:
         guard = Guard(scorer, mode="audit", sinks=sinks)
-        probe = model.bind_tools(tools) if args.model else model
         agent = create_agent(model, tools=tools, middleware=[summarization])
-        config = {"callbacks": [MemGuardCallbackHandler(guard, probe_model=probe)]}
+        # The agent's own model: each probe is sent with the agent's tools and settings at that step.
+        config = {"callbacks": [MemGuardCallbackHandler(guard, probe_model=model)]}
 
     result = agent.invoke({"messages": [HumanMessage(args.task)]}, config)
     guard.close()  # flushes audit work and closes the sinks

@@ -1,10 +1,12 @@
 """langchain-memguard: memguard for LangChain agents.
 
-- `MemGuardMiddleware` enforces: it wraps a compaction middleware of a `create_agent` agent
-  (`SummarizationMiddleware`, `ContextEditingMiddleware`, ...) and commits, replaces or vetoes
-  each compaction on MemRM's word.
+- `MemGuardMiddleware` wraps a compaction middleware of a `create_agent` agent
+  (`SummarizationMiddleware`, `ContextEditingMiddleware`, ...): in enforce mode it commits,
+  replaces or vetoes each compaction on MemRM's word; in audit mode it records, invisibly to the run.
 - `MemGuardCallbackHandler` only records, from the callbacks of any LangChain/LangGraph agent,
   whatever compacts its memory.
+
+Guide: docs/langchain.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -12,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from langchain_memguard.callback import PROBE_TAG, MemGuardCallbackHandler
 from langchain_memguard.compaction import MiddlewareStrategy, compact_with, strategy_name
 from langchain_memguard.middleware import MemGuardMiddleware
+from langchain_memguard.replay import ProbeMismatchError
 from langchain_memguard.views import (
     LANGCHAIN_SUMMARY_PREFIX,
     GuardView,
@@ -27,6 +30,7 @@ __all__ = [
     "MemGuardCallbackHandler",
     "MemGuardMiddleware",
     "MiddlewareStrategy",
+    "ProbeMismatchError",
     "compact_with",
     "from_guard_view",
     "strategy_name",

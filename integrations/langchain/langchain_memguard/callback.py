@@ -22,26 +22,41 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from memguard import CompactionEvent, Guard
 
+from langchain_memguard.replay import SameRequest, adopted_kwargs, model_params
 from langchain_memguard.views import GuardView, summary_text
 
 __all__ = ["PROBE_TAG", "MemGuardCallbackHandler"]
 
 logger = logging.getLogger("memguard.langchain")
 
+_UNKNOWN = object()
+
 PROBE_TAG = "memguard:probe"
 """Tag on the background probe's model run (such runs are never taken for agent steps)."""
 
 
 def _message_key(message: BaseMessage) -> tuple[Any, ...]:
-    """Identity of a message for comparing inputs: type, content and tool calls (not ids, not names)."""
+    """Identity of a message for comparing inputs: type, content and tool calls (not ids, not names).
+
+    Fields are read by type (a missing attribute costs pydantic an exception per message).
+    """
     calls = tuple(
         (call.get("name"), repr(call.get("args")), call.get("id"))
-        for call in (getattr(message, "tool_calls", None) or [])
+        for call in (message.tool_calls if isinstance(message, AIMessage) else ())
     )
-    return (message.type, repr(message.content), calls, getattr(message, "tool_call_id", None))
+    content = message.content if isinstance(message.content, str) else repr(message.content)
+    return (message.type, content, calls, message.tool_call_id if isinstance(message, ToolMessage) else None)
+
+
+def _grew(previous: Sequence[BaseMessage], current: Sequence[BaseMessage]) -> bool:
+    """Whether `current` starts with `previous`: the same objects (the usual case in a graph, checked
+    first, no conversion), else messages equal by `_message_key` (a middleware's copies)."""
+    if len(current) < len(previous):
+        return False
+    return all(p is c or _message_key(p) == _message_key(c) for p, c in zip(previous, current, strict=False))
 
 
 @dataclass
@@ -58,6 +73,7 @@ class _Pending:
     before: list[BaseMessage]
     candidate: list[BaseMessage]
     strategy: str
+    params: dict[str, Any] | None = None  # the agent's request at this step, messages aside
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,11 +89,11 @@ def rebuild_before(previous: Sequence[BaseMessage], output: BaseMessage | None,
 
     None when `current` is the ordinary continuation of `previous` (+ `output`).
     """
+    if _grew(previous, current):
+        return None  # previous input is a prefix: the history only grew
     known = [*previous, *([output] if output is not None else [])]
     known_keys = [_message_key(m) for m in known]
     current_keys = [_message_key(m) for m in current]
-    if current_keys[: len(previous)] == known_keys[: len(previous)]:
-        return None  # previous input is a prefix: the history only grew
     known_set = set(known_keys)
     tail: list[BaseMessage] = []
     for message, key in zip(reversed(current), reversed(current_keys), strict=True):
@@ -137,6 +153,7 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
         self._tracks: OrderedDict[str, _Track] = OrderedDict()
         self._active: dict[UUID, str] = {}
         self._pending: dict[UUID, _Pending] = {}
+        self._probe_params: Any = _UNKNOWN
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait for background audits to be written (the guard's audit worker)."""
@@ -204,8 +221,11 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             if found is None:
                 return
             before, kind = found
+            params = kwargs.get("invocation_params")
             with self._lock:
-                self._pending[run_id] = _Pending(key, before, current, self.strategy or kind)
+                self._pending[run_id] = _Pending(
+                    key, before, current, self.strategy or kind, dict(params) if isinstance(params, dict) else None
+                )
                 self.detected += 1
         except Exception as exc:  # noqa: BLE001 - never raise into the agent
             self._failed(exc)
@@ -253,12 +273,23 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             proposed_response=proposed,
             metadata={"framework": "langchain", "source": "callback"},
         )
-        probe_model = self.probe_model
+        expected = pending.params
 
         def probe(messages: list[Any]) -> Any:
-            return probe_model.invoke(view.from_view(messages), config={"tags": [PROBE_TAG]})
+            # Runs on the guard's worker, in an empty context: only these callbacks see the probe.
+            config: Any = {"tags": [PROBE_TAG], "callbacks": [SameRequest(expected)]}
+            return self._probe_model_for(expected).invoke(view.from_view(messages), config=config)
 
         self.guard.review(event, probe)  # audit mode: queued on the guard's worker, returns at once
+
+    def _probe_model_for(self, expected: dict[str, Any] | None) -> Any:
+        """`probe_model` with the agent's call arguments at this step that it lacks (tools, settings)."""
+        with self._lock:
+            if self._probe_params is _UNKNOWN:
+                self._probe_params = model_params(self.probe_model)  # once, on the worker
+            params = self._probe_params
+        adopted = adopted_kwargs(expected, params if isinstance(params, dict) else None)
+        return self.probe_model.bind(**adopted) if adopted else self.probe_model
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1

@@ -27,6 +27,7 @@ __all__ = [
     "apply_update",
     "compact_with",
     "hook_kind",
+    "refuse_unguardable",
     "strategy_name",
 ]
 
@@ -49,6 +50,30 @@ def hook_kind(middleware: Any) -> HookKind:
         f"{middleware.name} neither returns a messages update from before_model nor edits the "
         "request in wrap_model_call; there is no compaction to guard"
     )
+
+
+def refuse_unguardable(middleware: Any) -> None:
+    """Refuse a compaction middleware that `MemGuardMiddleware` cannot guard, saying what to do instead.
+
+    deepagents' `SummarizationMiddleware` (and its `SummarizationToolMiddleware`): it writes the
+    evicted history to its backend *before* it summarises (a veto cannot take that write back), it
+    keeps each compaction as a ``_summarization_event`` in the state that its own `wrap_model_call`
+    replays at every later call, and it decides, offloads, summarises and calls the model in that
+    one `wrap_model_call`, so there is no way to skip its summariser during a cooldown, nor to send
+    "the context it would have sent without summarising" without its private methods.
+
+    Raises:
+        TypeError: `middleware` is one of those.
+    """
+    cls = type(middleware)
+    if cls.__module__.split(".")[0] == "deepagents" and "Summarization" in cls.__name__:
+        raise TypeError(
+            f"deepagents' {middleware.name} cannot be guarded: it offloads the history to its backend before "
+            "summarising and replays its summary from the state at every call, so a veto could neither undo "
+            "the offload nor keep the summary out. Audit it with MemGuardCallbackHandler, or enforce by "
+            "replacing it: MemGuardMiddleware(langchain.agents.middleware.SummarizationMiddleware(...), guard, "
+            'name="SummarizationMiddleware") (docs/langchain.md, "Deep Agents")'
+        )
 
 
 def strategy_name(middleware: Any) -> str:

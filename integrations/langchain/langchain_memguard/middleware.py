@@ -1,103 +1,69 @@
-"""`MemGuardMiddleware`: enforce mode for `create_agent` agents.
+"""`MemGuardMiddleware`: guard a compaction middleware of a `create_agent` agent.
 
-The guard must own the compaction call: once `RemoveMessage(REMOVE_ALL_MESSAGES)` reaches the
-state, nothing downstream can see what was removed. So the inner middleware is *not* registered
-with the agent; this middleware runs it inside `wrap_model_call`, where it can probe the agent's
-own model on both contexts through `handler`. The probe on the context that wins *is* that step's
-model response (one extra model call per compaction, never two):
+Enforce mode. The guard must own the compaction call: once `RemoveMessage(REMOVE_ALL_MESSAGES)`
+reaches the state, nothing downstream can see what was removed. So the inner middleware is *not*
+registered with the agent; at every model call this middleware
 
-- commit / fallback: the response is returned together with
-  ``Command(update={"messages": [RemoveMessage(REMOVE_ALL_MESSAGES), *chosen, *response]})``.
-  `create_agent` applies that command *after* the response through `add_messages`, which is why
-  the response is added again after the compacted messages;
-- veto: the full-context response is returned alone, and the graph state is left as it was.
+1. asks the guard's gate first (`Guard.gate`): during a cooldown after a veto it does not run the
+   inner compaction at all (no summariser call, no context edit) and sends the full context;
+2. runs the inner compaction: `before_model` for a state compaction (`SummarizationMiddleware`),
+   or `wrap_model_call` for a request edit (`ContextEditingMiddleware`, which edits a copy of
+   the request at every call and never the state: guarded per call, with the same rules);
+3. probes the agent's own model through `handler` on both contexts (see `probes`); the probe on
+   the context that wins *is* the step's response (one extra model call per review, never two):
+   - commit / fallback of a state compaction: the response is returned with
+     ``Command(update={"messages": [RemoveMessage(REMOVE_ALL_MESSAGES), *chosen, *response]})``
+     (`create_agent` applies that command *after* the response through `add_messages`, which is
+     why the response is added again after the compacted messages);
+   - veto: the full-context response alone; the state is left as it was.
 
-With `Guard(mode="audit")` the inner compaction is applied exactly as without the guard, the
-step's own response (on the compacted context) is the proposed action, and the full-context probe
-and the score run on the guard's background worker (one extra model call per compaction, off the
-agent's path).
-
-A `wrap_model_call` compaction (`ContextEditingMiddleware`) only edits the request, never the
-state; the guard then decides which context this one model call sees.
+Audit mode (`Guard(mode="audit")`, or ``audit=True`` here) changes nothing the agent or its user
+can see. A state compaction runs where it runs without memguard, in this middleware's
+`before_model`, so its update reaches the state and the stream unchanged; the step's own model
+call (on the compacted context) is the proposed action; the full-context probe and the score run
+on the guard's worker, in an empty context (no run callbacks, stream writers or usage).
 """
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain.agents.middleware.types import ExtendedModelResponse
-from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage
+from langchain_core.messages import BaseMessage, RemoveMessage
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.types import Command
-from memguard import CompactionEvent, Decision, Guard, Verdict, as_strategy, run_coroutine_blocking
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict, as_strategy, run_coroutine_blocking
 
 from langchain_memguard.compaction import (
     MiddlewareStrategy,
     apply_update,
     hook_kind,
+    refuse_unguardable,
     strategy_name,
     with_messages,
 )
+from langchain_memguard.pending import PendingCompactions
+from langchain_memguard.probes import (
+    AsyncHandler,
+    Handler,
+    Probes,
+    aaudit_policy,
+    action_message,
+    aenforce_policy,
+    as_model_response,
+    audit_policy,
+    enforce_policy,
+)
+from langchain_memguard.runs import conversation_id, must_reduce
 from langchain_memguard.views import GuardView
 
 __all__ = ["MemGuardMiddleware"]
 
 logger = logging.getLogger("memguard.langchain")
-
-Handler = Callable[[ModelRequest], Any]
-AsyncHandler = Callable[[ModelRequest], Awaitable[Any]]
-
-
-def _as_model_response(result: Any) -> ModelResponse:
-    if isinstance(result, ModelResponse):
-        return result
-    if isinstance(result, AIMessage):
-        return ModelResponse(result=[result])
-    if isinstance(result, ExtendedModelResponse):
-        return result.model_response
-    raise TypeError(f"the model handler returned {type(result).__name__}, not a ModelResponse")
-
-
-def _action_message(response: ModelResponse) -> BaseMessage:
-    """The message MemRM judges: the model's AI message (first one, as `create_agent` emits it)."""
-    for message in response.result:
-        if isinstance(message, AIMessage):
-            return message
-    if not response.result:
-        raise ValueError("the model handler returned an empty ModelResponse")
-    return response.result[0]
-
-
-def _conversation_id() -> str | None:
-    """The run's LangGraph `thread_id`; None lets the guard derive one from the conversation."""
-    try:
-        from langgraph.config import get_config
-
-        thread = (get_config().get("configurable") or {}).get("thread_id")
-    except Exception:  # noqa: BLE001 - outside a graph run there is simply no thread
-        return None
-    return str(thread) if thread is not None else None
-
-
-class _Probes:
-    """The model responses probed during one review, found again from the message the guard saw."""
-
-    def __init__(self) -> None:
-        self._by_message: dict[int, tuple[BaseMessage, ModelResponse]] = {}
-
-    def keep(self, result: Any) -> BaseMessage:
-        response = _as_model_response(result)
-        message = _action_message(response)
-        self._by_message[id(message)] = (message, response)
-        return message
-
-    def response_for(self, message: Any) -> ModelResponse | None:
-        found = self._by_message.get(id(message))
-        return found[1] if found is not None and found[0] is message else None
 
 
 class MemGuardMiddleware(AgentMiddleware):
@@ -107,11 +73,24 @@ class MemGuardMiddleware(AgentMiddleware):
 
         create_agent(model, tools, middleware=[MemGuardMiddleware(SummarizationMiddleware(...), guard)])
 
-    `fallbacks` are tried, in order, before the guard's own when the proposed compaction is
-    judged harmful: other compaction middlewares (a `SummarizationMiddleware` with a larger
-    `keep`, `ContextEditingMiddleware(edits=[ClearToolUsesEdit()])`) or memguard strategies.
-    `last_decision` holds the latest `Decision`; `on_decision` is called with each one (the
-    guard's sinks receive them as usual).
+    Args:
+        inner: The compaction middleware: a `before_model` state compaction
+            (`SummarizationMiddleware`) or a `wrap_model_call` request edit
+            (`ContextEditingMiddleware`).
+        guard: The guard (its mode, cooldown, fallbacks, sinks apply).
+        fallbacks: Tried, in order, before the guard's own when the proposal is judged harmful:
+            other compaction middlewares or memguard strategies.
+        strategy: The proposal's name in audit records (default: from the inner middleware).
+        on_decision: Called with each decision (the guard's sinks receive them as usual).
+        audit: True audits this middleware's compactions even when the guard enforces (on the
+            guard's own worker: no second guard needed).
+        name: The middleware's name in the graph (default ``MemGuard[<inner name>]``). A deep
+            agent replaces its default summarisation in place with a middleware named
+            ``"SummarizationMiddleware"``.
+
+    Raises:
+        TypeError: `guard` is not a `Guard`, `inner` compacts nothing, or it is a compaction
+            this middleware cannot guard (see `compaction.refuse_unguardable`).
     """
 
     def __init__(
@@ -122,10 +101,13 @@ class MemGuardMiddleware(AgentMiddleware):
         fallbacks: Sequence[Any] = (),
         strategy: str | None = None,
         on_decision: Callable[[Decision], Any] | None = None,
+        audit: bool = False,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(guard, Guard):
             raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
+        refuse_unguardable(inner)
         self.inner = inner
         self.guard = guard
         self._kind = hook_kind(inner)
@@ -137,147 +119,196 @@ class MemGuardMiddleware(AgentMiddleware):
             else:
                 hook_kind(fallback)
         self.on_decision = on_decision
+        self.audit = audit
         self.last_decision: Decision | None = None
         self.state_schema = inner.state_schema
         self.tools = list(getattr(inner, "tools", None) or [])
+        self._name = name
+        self._pending = PendingCompactions()
 
     @property
     def name(self) -> str:
-        return f"MemGuard[{self.inner.name}]"
+        """The node name in the graph: `name=`, else ``MemGuard[<inner name>]``."""
+        return self._name or f"MemGuard[{self.inner.name}]"
 
-    # ------------------------------------------------------------------ sync
+    @property
+    def audits(self) -> bool:
+        """Whether this middleware only records (the guard's mode, or ``audit=True``)."""
+        return self.audit or self.guard.mode == "audit"
+
+    # ------------------------------------------------------------------ audit: the compaction in place
+
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """Audit mode: the inner state compaction, where it runs unguarded. Enforce mode: nothing."""
+        if not self.audits or self._kind != "state":
+            return None
+        update = self._usable(self._inner_before_model(state, runtime))
+        return None if update is None else self._remember(state, update)
+
+    async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """`before_model` for async runs."""
+        if not self.audits or self._kind != "state":
+            return None
+        update = self._usable(await self._ainner_before_model(state, runtime))
+        return None if update is None else self._remember(state, update)
+
+    def _remember(self, state: Any, update: dict[str, Any]) -> dict[str, Any]:
+        """Leave the pre-compaction context for this step's model call; the update goes on unchanged.
+
+        The audit gate is asked at the model call (it never skips: asking it first would change
+        nothing), where the system prompt that leads MemRM's view is known.
+        """
+        before = list(state["messages"])
+        self._pending.put(apply_update(before, update["messages"]), before)  # gives new messages their ids
+        return update
+
+    # ------------------------------------------------------------------ sync model call
 
     def wrap_model_call(self, request: ModelRequest, handler: Handler) -> Any:
+        """One model call: gate, inner compaction, review, and the step's response (see the module)."""
+        if self.audits:
+            return self._audit_call(request, handler)
+        view = GuardView(request.system_message)
+        before = view.to_view(request.messages)
+        gate = self.guard.gate(before, conversation_id=conversation_id(), must_reduce=must_reduce(request))
+        if not gate.review:
+            self._record(self.guard.skip(gate, before, strategy=self.strategy))
+            return handler(request)
         if self._kind == "request":
-            return self.inner.wrap_model_call(request, lambda edited: self._review_request(request, edited, handler))
-        update = self._inner_update(request)
+            return self.inner.wrap_model_call(
+                request, lambda edited: self._enforce_edit(request, edited, handler, gate, view, before)
+            )
+        update = self._usable(self._inner_before_model(request.state, request.runtime))
         if update is None:
             return handler(request)
         candidate = apply_update(request.messages, update["messages"])
-        view = GuardView(request.system_message)
-        probes = _Probes()
-        context = contextvars.copy_context()
+        decision, response = self._enforce(request, request, candidate, handler, gate, view, before)
+        return self._commit(decision, view, response, update)
 
-        def policy(messages: list[Any]) -> BaseMessage:
-            probe = with_messages(request, view.from_view(messages))
-            # Probes may run on the guard's threads: carry the run's callbacks/config along.
-            return probes.keep(context.copy().run(handler, probe))
-
-        if self.guard.mode == "audit":
-            response = _as_model_response(handler(with_messages(request, candidate)))
-            decision = self.guard.review(self._event(request, candidate, view, response), policy)
-            return self._finish(decision, view, request, response, update)
-        decision = self.guard.review(
-            self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view)
-        )
-        reused = probes.response_for(decision.response)
-        if reused is not None:
-            response = reused
-        else:
-            response = _as_model_response(handler(with_messages(request, self._chosen(decision, view, request))))
-        return self._finish(decision, view, request, response, update)
-
-    def _review_request(self, request: ModelRequest, edited: ModelRequest, handler: Handler) -> Any:
+    def _enforce_edit(self, request: ModelRequest, edited: ModelRequest, handler: Handler, gate: Gate,
+                      view: GuardView, before: list[Any]) -> Any:
         if list(edited.messages) == list(request.messages):
-            return handler(edited)
-        view = GuardView(request.system_message)
-        probes = _Probes()
-        context = contextvars.copy_context()
+            return handler(edited)  # nothing edited at this call
+        return self._enforce(request, edited, edited.messages, handler, gate, view, before)[1]
 
-        def policy(messages: list[Any]) -> BaseMessage:
-            return probes.keep(context.copy().run(handler, with_messages(edited, view.from_view(messages))))
-
-        if self.guard.mode == "audit":
-            response = _as_model_response(handler(edited))
-            self._record(self.guard.review(self._event(request, edited.messages, view, response), policy))
-            return response
+    def _enforce(self, request: ModelRequest, sent: ModelRequest, candidate: Sequence[BaseMessage],
+                 handler: Handler, gate: Gate, view: GuardView,
+                 before: list[Any]) -> tuple[Decision, ModelResponse]:
+        probes = Probes()
         decision = self.guard.review(
-            self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view)
+            self._event(gate, before, view.to_view(candidate)), enforce_policy(handler, sent, view, probes),
+            gate=gate, fallbacks=self._fallbacks_for(request, view),
         )
         self._record(decision)
-        reused = probes.response_for(decision.response)
-        if reused is not None:
-            response = reused
-        else:
-            response = _as_model_response(handler(with_messages(edited, self._chosen(decision, view, request))))
-        return response
+        response = probes.response_for(decision.response)
+        if response is None:  # no probe on the chosen context (e.g. an error): ask the model once
+            response = as_model_response(handler(with_messages(sent, self._chosen(decision, view, request))))
+        return decision, response
 
-    def _inner_update(self, request: ModelRequest) -> dict[str, Any] | None:
+    def _audit_call(self, request: ModelRequest, handler: Handler) -> Any:
+        if self._kind == "request":
+            return self.inner.wrap_model_call(request, lambda edited: self._audit_edit(request, edited, handler))
+        before = self._pending.take(request.messages)
+        result = handler(request)
+        if before is not None:
+            self._audit(request, before, request.messages, result, handler)
+        return result
+
+    def _audit_edit(self, request: ModelRequest, edited: ModelRequest, handler: Handler) -> Any:
+        result = handler(edited)
+        if list(edited.messages) != list(request.messages):
+            self._audit(edited, request.messages, edited.messages, result, handler)
+        return result
+
+    def _audit(self, sent: ModelRequest, before: Sequence[BaseMessage], candidate: Sequence[BaseMessage],
+               result: Any, handler: Handler) -> None:
+        event, gate, view = self._audit_event(sent, before, candidate, result)
+        self._record(self.guard.review(event, audit_policy(handler, sent, view), gate=gate))  # queued: returns at once
+
+    def _audit_event(self, sent: ModelRequest, before_messages: Sequence[BaseMessage],
+                     candidate: Sequence[BaseMessage], result: Any) -> tuple[CompactionEvent, Gate, GuardView]:
+        """One step's audit review: the context before, the compacted one, and the step's own answer."""
+        view = GuardView(sent.system_message)
+        before = view.to_view(before_messages)
+        gate = self.guard.gate(before, conversation_id=conversation_id(), audit=True)
+        event = self._event(gate, before, view.to_view(candidate), action_message(as_model_response(result)))
+        return event, gate, view
+
+    def _inner_before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         if type(self.inner).before_model is not AgentMiddleware.before_model:
-            update = self.inner.before_model(request.state, request.runtime)
-        else:
-            update = run_coroutine_blocking(self.inner.abefore_model(request.state, request.runtime))
-        return self._usable(update)
+            update: dict[str, Any] | None = self.inner.before_model(state, runtime)
+            return update
+        update = run_coroutine_blocking(self.inner.abefore_model(state, runtime))
+        return update
 
-    # ------------------------------------------------------------------ async
+    # ------------------------------------------------------------------ async model call
 
     async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> Any:
+        """`wrap_model_call` for async runs (probes awaited in the step's own task)."""
+        if self.audits:
+            return await self._aaudit_call(request, handler)
+        view = GuardView(request.system_message)
+        before = view.to_view(request.messages)
+        gate = self.guard.gate(before, conversation_id=conversation_id(), must_reduce=must_reduce(request))
+        if not gate.review:
+            self._record(await self.guard.askip(gate, before, strategy=self.strategy))
+            return await handler(request)
         if self._kind == "request":
 
             async def guarded(edited: ModelRequest) -> Any:
-                return await self._areview_request(request, edited, handler)
+                if list(edited.messages) == list(request.messages):
+                    return await handler(edited)
+                return (await self._aenforce(request, edited, edited.messages, handler, gate, view, before))[1]
 
             return await self.inner.awrap_model_call(request, guarded)
-        update = await self._ainner_update(request)
+        update = self._usable(await self._ainner_before_model(request.state, request.runtime))
         if update is None:
             return await handler(request)
         candidate = apply_update(request.messages, update["messages"])
-        view = GuardView(request.system_message)
-        probes = _Probes()
+        decision, response = await self._aenforce(request, request, candidate, handler, gate, view, before)
+        return self._commit(decision, view, response, update)
 
-        async def policy(messages: list[Any]) -> BaseMessage:
-            return probes.keep(await handler(with_messages(request, view.from_view(messages))))
-
-        if self.guard.mode == "audit":
-            response = _as_model_response(await handler(with_messages(request, candidate)))
-            decision = await self.guard.areview(self._event(request, candidate, view, response), policy)
-            return self._finish(decision, view, request, response, update)
+    async def _aenforce(self, request: ModelRequest, sent: ModelRequest, candidate: Sequence[BaseMessage],
+                        handler: AsyncHandler, gate: Gate, view: GuardView,
+                        before: list[Any]) -> tuple[Decision, ModelResponse]:
+        probes = Probes()
         decision = await self.guard.areview(
-            self._event(request, candidate, view), policy, fallbacks=self._fallbacks_for(request, view)
-        )
-        reused = probes.response_for(decision.response)
-        if reused is not None:
-            response = reused
-        else:
-            response = _as_model_response(
-                await handler(with_messages(request, self._chosen(decision, view, request)))
-            )
-        return self._finish(decision, view, request, response, update)
-
-    async def _areview_request(self, request: ModelRequest, edited: ModelRequest, handler: AsyncHandler) -> Any:
-        if list(edited.messages) == list(request.messages):
-            return await handler(edited)
-        view = GuardView(request.system_message)
-        probes = _Probes()
-
-        async def policy(messages: list[Any]) -> BaseMessage:
-            return probes.keep(await handler(with_messages(edited, view.from_view(messages))))
-
-        if self.guard.mode == "audit":
-            response = _as_model_response(await handler(edited))
-            self._record(await self.guard.areview(self._event(request, edited.messages, view, response), policy))
-            return response
-        decision = await self.guard.areview(
-            self._event(request, edited.messages, view), policy, fallbacks=self._fallbacks_for(request, view)
+            self._event(gate, before, view.to_view(candidate)), aenforce_policy(handler, sent, view, probes),
+            gate=gate, fallbacks=self._fallbacks_for(request, view),
         )
         self._record(decision)
-        reused = probes.response_for(decision.response)
-        if reused is not None:
-            response = reused
-        else:
-            response = _as_model_response(
-                await handler(with_messages(edited, self._chosen(decision, view, request)))
-            )
-        return response
+        response = probes.response_for(decision.response)
+        if response is None:
+            response = as_model_response(await handler(with_messages(sent, self._chosen(decision, view, request))))
+        return decision, response
 
-    async def _ainner_update(self, request: ModelRequest) -> dict[str, Any] | None:
+    async def _aaudit_call(self, request: ModelRequest, handler: AsyncHandler) -> Any:
+        if self._kind == "request":
+
+            async def audited(edited: ModelRequest) -> Any:
+                result = await handler(edited)
+                if list(edited.messages) != list(request.messages):
+                    await self._aaudit(edited, request.messages, edited.messages, result, handler)
+                return result
+
+            return await self.inner.awrap_model_call(request, audited)
+        before = self._pending.take(request.messages)
+        result = await handler(request)
+        if before is not None:
+            await self._aaudit(request, before, request.messages, result, handler)
+        return result
+
+    async def _aaudit(self, sent: ModelRequest, before: Sequence[BaseMessage], candidate: Sequence[BaseMessage],
+                      result: Any, handler: AsyncHandler) -> None:
+        event, gate, view = self._audit_event(sent, before, candidate, result)
+        # Queued at once; the guard awaits the probe on this loop, in an empty context.
+        self._record(await self.guard.areview(event, aaudit_policy(handler, sent, view), gate=gate))
+
+    async def _ainner_before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         if type(self.inner).abefore_model is not AgentMiddleware.abefore_model:
-            update = await self.inner.abefore_model(request.state, request.runtime)
-        else:
-            import asyncio
-
-            update = await asyncio.to_thread(self.inner.before_model, request.state, request.runtime)
-        return self._usable(update)
+            update: dict[str, Any] | None = await self.inner.abefore_model(state, runtime)
+            return update
+        return await asyncio.to_thread(self.inner.before_model, state, runtime)
 
     # ------------------------------------------------------------------ shared
 
@@ -285,20 +316,16 @@ class MemGuardMiddleware(AgentMiddleware):
     def _usable(update: dict[str, Any] | None) -> dict[str, Any] | None:
         return update if update and update.get("messages") else None
 
-    def _event(
-        self,
-        request: ModelRequest,
-        candidate: Sequence[BaseMessage],
-        view: GuardView,
-        proposed: ModelResponse | None = None,
-    ) -> CompactionEvent:
+    def _event(self, gate: Gate, before: list[Any], candidate: list[Any],
+               proposed: BaseMessage | None = None) -> CompactionEvent:
         return CompactionEvent(
-            before=view.to_view(request.messages),
-            candidate=view.to_view(candidate),
+            before=before,
+            candidate=candidate,
             strategy=self.strategy,
-            conversation_id=_conversation_id(),
+            conversation_id=gate.conversation_id,
+            step=gate.step,
             metadata={"framework": "langchain", "middleware": self.inner.name},
-            proposed_response=None if proposed is None else _action_message(proposed),
+            proposed_response=proposed,
         )
 
     def _fallbacks_for(self, request: ModelRequest, view: GuardView) -> tuple[Any, ...] | None:
@@ -319,19 +346,13 @@ class MemGuardMiddleware(AgentMiddleware):
             return list(request.messages)
         return view.from_view(decision.messages)
 
-    def _finish(
-        self,
-        decision: Decision,
-        view: GuardView,
-        request: ModelRequest,
-        response: ModelResponse,
-        update: dict[str, Any],
-    ) -> Any:
-        self._record(decision)
+    @staticmethod
+    def _commit(decision: Decision, view: GuardView, response: ModelResponse, update: dict[str, Any]) -> Any:
+        """The step's result for a state compaction: the response, and the chosen context unless vetoed."""
         if decision.verdict is Verdict.VETO:
             return response
         chosen = view.from_view(decision.messages)
-        own = decision.verdict in (Verdict.COMMIT, Verdict.AUDIT)  # the inner middleware's own update
+        own = decision.strategy == decision.proposed_strategy  # the inner's own compaction: its other keys too
         extra = {k: v for k, v in update.items() if k != "messages"} if own else {}
         messages = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *chosen, *response.result]
         return ExtendedModelResponse(model_response=response, command=Command(update={**extra, "messages": messages}))

@@ -13,7 +13,7 @@ from memguard import Guard, JSONLSink, Verdict
 
 from langchain_memguard import LANGCHAIN_SUMMARY_PREFIX, MemGuardCallbackHandler
 from langchain_memguard.callback import rebuild_before
-from lc_doubles import FACT, FactAgentModel, FixedSummarizer, PrefixScorer, make_agent, signature
+from lc_doubles import FACT, FactAgentModel, FixedSummarizer, PrefixScorer, bash, make_agent, signature
 
 TASK = "Find the fact, then report it."
 
@@ -27,8 +27,13 @@ def audit(tmp_path, scorer=None, probe_model=None, **options):
     sink = JSONLSink(tmp_path / "audit.jsonl")
     guard = Guard(scorer or PrefixScorer({"ls -la": 0.97, "done, I forgot": 0.97}), mode="audit", sinks=[sink],
                   **options)
-    handler = MemGuardCallbackHandler(guard, probe_model=probe_model or FactAgentModel())
+    handler = MemGuardCallbackHandler(guard, probe_model=probe_model or agent_model())
     return guard, handler, tmp_path / "audit.jsonl"
+
+
+def agent_model():
+    """The probe model a user passes: the agent's model with the agent's tools bound, as create_agent binds them."""
+    return FactAgentModel().bind_tools([bash], tool_choice=None)
 
 
 def records(path):
@@ -156,3 +161,53 @@ def test_requires_an_audit_guard():
         MemGuardCallbackHandler(Guard(PrefixScorer()), probe_model=FactAgentModel())
     with pytest.raises(TypeError, match="probe_model"):
         MemGuardCallbackHandler(Guard(PrefixScorer(), mode="audit"), probe_model=object())
+
+
+def test_the_agents_own_model_is_probed_with_the_agents_tools_and_settings(tmp_path):
+    """probe_model=<the agent's chat model>: each probe carries the agent's tools, tool_choice and
+    model settings at that step, as LangChain reported them for the agent's own call."""
+    from lc_doubles import RunSettings
+
+    scorer = PrefixScorer({"ls -la": 0.97})
+    probe_model = FactAgentModel()
+    guard, handler, path = audit(tmp_path, scorer, probe_model=probe_model)
+    agent_model = FactAgentModel()
+    middleware = [RunSettings(), SummarizationMiddleware(model=FixedSummarizer(), trigger=("messages", 6),
+                                                         keep=("messages", 2))]
+    make_agent(agent_model, middleware).invoke({"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]})
+    assert handler.flush(10)
+    rows = records(path)
+    assert rows and all(r["error"] is None for r in rows) and rows[0]["p_harmful"] == pytest.approx(0.97)
+    assert probe_model.requests and set(probe_model.requests) <= set(agent_model.requests)
+    assert ("temperature", "0.3") in probe_model.requests[0][2]
+
+
+@pytest.mark.parametrize("probe_model", [
+    FactAgentModel().bind_tools([bash], tool_choice=None, temperature=0.9),  # another temperature
+    FixedSummarizer(),  # another model
+], ids=["other-temperature", "other-model"])
+def test_a_probe_not_sent_like_the_agent_is_refused_and_never_scored(tmp_path, probe_model):
+    scorer = PrefixScorer({"ls -la": 0.97})
+    guard, handler, path = audit(tmp_path, scorer, probe_model=probe_model)
+    summarizing_agent(FactAgentModel(), FixedSummarizer()).invoke(
+        {"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]}
+    )
+    assert handler.flush(10)
+    rows = records(path)
+    assert rows and all("ProbeMismatchError" in (r["error"] or "") for r in rows)
+    assert all(r["recorded_action"] is None for r in rows)
+    assert scorer.calls == []  # nothing was scored on a probe the agent would not have sent
+
+
+def test_a_growing_history_is_recognised_without_converting_a_message(tmp_path, monkeypatch):
+    """On the agent's path: a graph hands the model the same message objects call after call, so
+    telling growth from compaction compares references, not message contents."""
+    import langchain_memguard.callback as callback
+
+    converted = []
+    real_key = callback._message_key
+    monkeypatch.setattr(callback, "_message_key", lambda m: converted.append(m) or real_key(m))
+    guard, handler, path = audit(tmp_path)
+    make_agent(FactAgentModel()).invoke({"messages": [HumanMessage(TASK)]}, {"callbacks": [handler]})
+    assert handler.flush(10)
+    assert handler.detected == 0 and converted == []

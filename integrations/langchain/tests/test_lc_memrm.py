@@ -13,6 +13,9 @@ from memguard import Guard, Verdict
 from langchain_memguard import MemGuardMiddleware
 from lc_doubles import FACT, FactAgentModel, FixedSummarizer, make_agent
 
+# The in-process MemRM needs memguard[local]; the LangChain-only venvs (oldest, deepagents) have no torch.
+pytest.importorskip("torch", reason="needs memguard[local] (torch)")
+
 
 @pytest.fixture(scope="module", params=[-4.0, 4.0], ids=["forced-safe", "forced-harmful"])
 def forced_rm(request, tmp_path_factory):

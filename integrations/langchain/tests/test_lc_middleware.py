@@ -208,7 +208,12 @@ def test_probes_run_under_the_agent_run_config(mode):
 
         chunks = asyncio.run(collect())
     assert calls.count == len(model.inputs) > 7  # 7 steps, plus one probe per reviewed compaction
-    assert sum(1 for message, _ in chunks if message.type == "ai") == len(model.inputs)
+    # Every model call streamed its message (older langgraph also re-streams the messages a state
+    # update re-adds, under the same ids: count messages, not chunks; langchain < 1.3 streams the
+    # summariser's answer too).
+    streamed = {message.id for message, meta in chunks
+                if message.type == "ai" and meta.get("lc_source") != "summarization"}
+    assert len(streamed) == len(model.inputs)
 
 
 def test_a_failing_hook_is_logged_by_type_without_traceback_or_text(caplog):

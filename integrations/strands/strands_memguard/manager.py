@@ -1,0 +1,487 @@
+"""`MemGuardConversationManager`: a Strands conversation manager that lets memguard decide every reduction.
+
+Strands asks its conversation manager to shrink ``agent.messages`` (in place, synchronously) on
+three paths, and the wrapper reviews each one:
+
+- **before a model call**: the inner manager's own ``BeforeModelCallEvent`` hooks (``per_turn``,
+  ``proactive_compression``) are registered on a private registry and run by the wrapper's hook,
+  never beside it. The review is async (``Guard.areview``) and the winning probe answers the
+  pending model call when it is the same request (`ProbeReplay`): one extra model call per review;
+- **end of invocation** (``apply_management``): nothing is pending, so both probes are extra
+  (two calls); the probes ask the agent the invocation's last prompt again (``probe_prompt``);
+- **context overflow** (``reduce_context(agent, e)``): the context must shrink, so the review never
+  vetoes (commit, fall back, or force the lowest-risk candidate), and the full context, which just
+  overflowed, is not probed.
+
+The gate is asked when the inner manager is about to reduce (its ``reduce_context``), before it
+runs: during a cooldown the inner does not reduce at all (no summary paid for), while its own
+bookkeeping (the ``per_turn`` call counter, the threshold check) runs as usual. A veto restores
+``agent.messages`` from a deep copy taken before the inner ran, the inner's session state
+(``removed_message_count``, the summary it keeps) and the flags ``restore_from_session`` does not
+restore (``_pin_first_applied``), leaving the ``per_turn`` counter where it is. In audit mode the
+inner's reduction always stands; the review runs in the background and reaches the guard's sinks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
+from strands.agent.conversation_manager import ConversationManager
+from strands.hooks import AgentInitializedEvent, BeforeInvocationEvent, BeforeModelCallEvent, HookRegistry
+from strands.interrupt import InterruptException
+
+from strands_memguard.fallbacks import bind_fallbacks, check_fallbacks, strategy_name
+from strands_memguard.probing import AgentRequest, ProbeRecord, ProbeReplay, _messages_key
+from strands_memguard.views import SHELL_TOOLS, StrandsView, assistant_turns
+
+if TYPE_CHECKING:
+    from strands import Agent
+    from strands.types.content import Message
+
+__all__ = ["ContextOverflowed", "MemGuardConversationManager"]
+
+logger = logging.getLogger("memguard.strands")
+
+_FLAGS = ("_pin_first_applied",)
+"""Inner-manager state that ``restore_from_session`` does not restore: a veto restores it by name."""
+
+_KEPT = ("_model_call_count",)
+"""Counters a veto leaves where they are (the ``per_turn`` cadence counts model calls, not reductions)."""
+
+_REPLAYABLE = frozenset({"before_model_call", "overflow"})
+"""Paths after which the agent's next model call is the request a probe already sent."""
+
+BEFORE_MODEL_CALL, END_OF_INVOCATION, OVERFLOW, REDUCE = "before_model_call", "end_of_invocation", "overflow", "reduce"
+
+
+class ContextOverflowed(RuntimeError):
+    """The full context is not probed after a context-window overflow: it just overflowed."""
+
+
+@dataclass
+class _Snapshot:
+    """``agent.messages`` and the inner manager's state as they were before the inner reduced."""
+
+    messages: list[Any]
+    state: dict[str, Any]
+    flags: dict[str, Any]
+
+    @classmethod
+    def deep(cls, agent: Agent, inner: ConversationManager) -> _Snapshot:
+        # One deepcopy, so the summary the inner keeps stays the very object in the copied messages.
+        messages, state = copy.deepcopy((list(agent.messages), inner.get_state()))
+        return cls(messages, state, {name: getattr(inner, name) for name in _FLAGS if hasattr(inner, name)})
+
+    @property
+    def summary(self) -> Any:
+        return self.state.get("summary_message")
+
+    def restore(self, agent: Agent, inner: ConversationManager, messages: list[Any] | None = None) -> None:
+        """Messages (these, or the snapshot's) and inner state back; the counters in `_KEPT` stay."""
+        kept = {name: getattr(inner, name) for name in _KEPT if hasattr(inner, name)}
+        agent.messages[:] = self.messages if messages is None else messages
+        inner.restore_from_session(self.state)
+        for name, value in (*self.flags.items(), *kept.items()):
+            setattr(inner, name, value)
+
+
+@dataclass
+class _Round:
+    """One routed call of the inner manager: a hook dispatch, ``apply_management`` or ``reduce_context``."""
+
+    agent: Agent
+    path: str
+    must_reduce: bool
+    invocation_state: dict[str, Any] | None
+    shallow: _Snapshot
+    gate: Gate | None = None
+    snapshot: _Snapshot | None = None
+    skipped: bool = False
+
+
+class _Probes:
+    """The probes of one review, found again from the answer the guard saw."""
+
+    def __init__(self) -> None:
+        self._kept: list[tuple[dict[str, Any], ProbeRecord]] = []
+        self._lock = threading.Lock()
+
+    def keep(self, answer: dict[str, Any], record: ProbeRecord) -> None:
+        with self._lock:
+            self._kept.append((answer, record))
+
+    def record_for(self, answer: Any) -> ProbeRecord | None:
+        with self._lock:
+            return next((record for shown, record in self._kept if shown is answer), None)
+
+
+@dataclass
+class _Review:
+    round: _Round
+    snapshot: _Snapshot
+    view: StrandsView
+    event: CompactionEvent
+    policy: Callable[[list[Any]], Any]
+    fallbacks: tuple[Any, ...] | None
+    probes: _Probes = field(default_factory=_Probes)
+
+
+@dataclass
+class _Skip:
+    gate: Gate
+    before: list[Any]
+
+
+def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _last_prompt(messages: Sequence[Any]) -> str | None:
+    """The text of the latest user message that is a prompt (not tool results)."""
+    for message in reversed(messages):
+        blocks = message.get("content") or []
+        if message.get("role") != "user" or any("toolResult" in block for block in blocks):
+            continue
+        texts = [str(block["text"]) for block in blocks if "text" in block]
+        if texts:
+            return "\n".join(texts)
+    return None
+
+
+class MemGuardConversationManager(ConversationManager):
+    """Guard any Strands conversation manager with MemRM.
+
+    Pass it *instead of* the manager it wraps::
+
+        Agent(model, conversation_manager=MemGuardConversationManager(
+            SlidingWindowConversationManager(window_size=40, per_turn=True), guard))
+
+    Args:
+        inner: The conversation manager to guard (``SlidingWindowConversationManager``,
+            ``SummarizingConversationManager``, your own).
+        guard: The `memguard.Guard` that reviews every reduction.
+        fallbacks: Tried, in order, before the guard's own when a reduction is judged harmful:
+            memguard strategies (`ObservationMasking()`, functions of the view) or other Strands
+            conversation managers (run on a copy of the messages).
+        on_decision: Called with each `Decision` (the pending record in audit mode).
+        conversation_id: The id the guard keys cooldowns and audit records on (default: the
+            agent's session id and agent id).
+        strategy: The reduction's name in audit records and MemRM's perturbation tag (default:
+            from the inner manager, e.g. ``sliding_window_40``).
+        probe_prompt: The user turn both end-of-invocation probes answer (nothing is pending
+            there); default: the invocation's last prompt, asked again.
+        shell_tools: Tool names whose ``command`` input MemRM reads as a shell command.
+
+    Raises:
+        TypeError: `inner` is not a Strands conversation manager (or is already guarded), `guard`
+            is not a `Guard`, a fallback is neither a manager nor a strategy.
+    """
+
+    def __init__(
+        self,
+        inner: ConversationManager,
+        guard: Guard,
+        *,
+        fallbacks: Sequence[Any] = (),
+        on_decision: Callable[[Decision], Any] | None = None,
+        conversation_id: str | None = None,
+        strategy: str | None = None,
+        probe_prompt: str | None = None,
+        shell_tools: Iterable[str] = SHELL_TOOLS,
+    ) -> None:
+        if isinstance(inner, MemGuardConversationManager):
+            raise TypeError("the manager is already guarded: wrap its inner manager, not the wrapper")
+        if not isinstance(inner, ConversationManager):
+            raise TypeError(f"inner must be a Strands ConversationManager, got {type(inner).__name__}")
+        if not isinstance(guard, Guard):
+            raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
+        if on_decision is not None and not callable(on_decision):
+            raise TypeError("on_decision must be callable")
+        # ConversationManager.__init__ is not called: it would reset the inner's removed_message_count.
+        self._compression_threshold = None
+        self._inner = inner
+        self._guard = guard
+        self.fallbacks = check_fallbacks(fallbacks)
+        self.on_decision = on_decision
+        self.conversation_id = conversation_id
+        self.strategy = strategy or strategy_name(inner)
+        self.probe_prompt = probe_prompt
+        self.shell_tools = frozenset(shell_tools)
+        self._replay = ProbeReplay()
+        self._active: _Round | None = None
+        self._last_decision: Decision | None = None
+
+    # ------------------------------------------------------------------ the inner manager's face
+
+    @property
+    def inner(self) -> ConversationManager:
+        """The guarded conversation manager."""
+        return self._inner
+
+    @property
+    def guard(self) -> Guard:
+        """The guard that reviews every reduction."""
+        return self._guard
+
+    @property
+    def last_decision(self) -> Decision | None:
+        """The latest decision (in audit mode, the pending record of the latest reduction)."""
+        return self._last_decision
+
+    @property  # the base class's plain attribute, delegated to the inner manager
+    def removed_message_count(self) -> int:
+        """The inner manager's count of messages removed from the agent (sessions read it)."""
+        return int(self._inner.removed_message_count)
+
+    @removed_message_count.setter
+    def removed_message_count(self, value: int) -> None:
+        self._inner.removed_message_count = value
+
+    def get_state(self) -> dict[str, Any]:
+        """The inner manager's state: a session saved guarded restores unguarded, and back."""
+        return self._inner.get_state()
+
+    def restore_from_session(self, state: dict[str, Any]) -> list[Message] | None:
+        """Restore the inner manager from a session (saved guarded or not)."""
+        return self._inner.restore_from_session(state)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)  # window_size, per_turn, ...: the inner's settings
+
+    def __repr__(self) -> str:
+        return f"MemGuardConversationManager({self._inner!r}, strategy={self.strategy!r}, mode={self._guard.mode!r})"
+
+    # ------------------------------------------------------------------ the three paths
+
+    def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
+        """Route the inner manager's hooks through the guard (never register them beside it)."""
+        registry.add_callback(BeforeInvocationEvent, self._on_before_invocation)
+        inner_hooks = HookRegistry()
+        self._inner.register_hooks(inner_hooks, **kwargs)
+        for event_type, entries in inner_hooks._registered_callbacks.items():
+            if event_type is AgentInitializedEvent:  # dispatched synchronously; nothing to reduce there
+                for entry in entries:
+                    registry.add_callback(event_type, entry.callback, order=entry.order)
+                continue
+            for order in sorted({entry.order for entry in entries}):
+                group = HookRegistry()
+                for entry in entries:
+                    if entry.order == order:
+                        group.add_callback(event_type, entry.callback, order=order)
+                registry.add_callback(event_type, self._router(group), order=order)
+
+    def apply_management(self, agent: Agent, **kwargs: Any) -> None:
+        """End of invocation: the inner's management, reviewed (blocking: Strands calls it synchronously)."""
+        if self._active is not None:
+            self._inner.apply_management(agent, **kwargs)
+            return
+        self._replay.wire(agent)
+        with self._routed(agent, END_OF_INVOCATION, must_reduce=False) as round_:
+            self._inner.apply_management(agent, **kwargs)
+        self._finish(round_)
+
+    def reduce_context(self, agent: Agent, e: Exception | None = None, **kwargs: Any) -> None:
+        """The inner's reduction, reviewed; after an overflow (`e` set) it must shrink: never a veto."""
+        if self._active is not None:
+            self._inner.reduce_context(agent, e, **kwargs)
+            return
+        self._replay.wire(agent)
+        path = OVERFLOW if e is not None else REDUCE
+        with self._routed(agent, path, must_reduce=e is not None) as round_:
+            self._inner.reduce_context(agent, e, **kwargs)
+        self._finish(round_)
+
+    def _router(self, group: HookRegistry) -> Any:
+        """A hook callback that runs the inner's callbacks of one order as one routed round."""
+
+        async def route(event: Any) -> None:
+            agent = getattr(event, "agent", None)
+            if agent is None or self._active is not None:
+                _, interrupts = await group.invoke_callbacks_async(event)
+            else:
+                self._replay.wire(agent)
+                path = BEFORE_MODEL_CALL if isinstance(event, BeforeModelCallEvent) else type(event).__name__
+                state = getattr(event, "invocation_state", None)
+                with self._routed(agent, path, must_reduce=False, invocation_state=state) as round_:
+                    _, interrupts = await group.invoke_callbacks_async(event)
+                await self._afinish(round_)
+            if interrupts:
+                raise InterruptException(interrupts[0])
+
+        return route
+
+    def _on_before_invocation(self, event: BeforeInvocationEvent) -> None:
+        self._replay.clear(event.agent)  # a probe from the last invocation answers nothing now
+
+    # ------------------------------------------------------------------ one routed call
+
+    @contextmanager
+    def _routed(self, agent: Agent, path: str, *, must_reduce: bool,
+                invocation_state: dict[str, Any] | None = None) -> Iterator[_Round]:
+        """Run the inner manager with its ``reduce_context`` gated; yields the round to finish."""
+        inner = self._inner
+        shallow = _Snapshot(list(agent.messages), inner.get_state(),
+                            {name: getattr(inner, name) for name in _FLAGS if hasattr(inner, name)})
+        round_ = _Round(agent, path, must_reduce, invocation_state, shallow)
+        real = inner.reduce_context
+
+        def gated(agent: Agent, e: Exception | None = None, **kwargs: Any) -> None:
+            if round_.skipped:
+                return
+            if round_.snapshot is None:
+                round_.gate = round_.gate or self._gate(round_)
+                if not round_.gate.review:
+                    round_.skipped = True  # a cooldown: the inner does not reduce (no summary paid for)
+                    return
+                round_.snapshot = _Snapshot.deep(agent, inner)
+            real(agent, e, **kwargs)
+
+        shadowed = "reduce_context" in vars(inner)
+        setattr(inner, "reduce_context", gated)  # noqa: B010 - an instance attribute shadows the method
+        self._active = round_
+        try:
+            yield round_
+        except BaseException as error:
+            self._failed(round_, error)
+            raise
+        finally:
+            self._active = None
+            if shadowed:
+                setattr(inner, "reduce_context", real)  # noqa: B010
+            else:
+                delattr(inner, "reduce_context")
+
+    def _gate(self, round_: _Round, messages: Sequence[Any] | None = None) -> Gate:
+        """The guard's gate for this step, asked before the inner reduces (`messages`: as they are now)."""
+        messages = round_.agent.messages if messages is None else messages
+        return self._guard.gate(messages, conversation_id=self._conversation_id(round_.agent),
+                                step=assistant_turns(messages), must_reduce=round_.must_reduce)
+
+    def _conversation_id(self, agent: Agent) -> str:
+        if self.conversation_id:
+            return self.conversation_id
+        return f"strands:{agent.session_id}:{agent.agent_id}"
+
+    def _failed(self, round_: _Round, error: BaseException) -> None:
+        """The inner raised while reducing: recorded (Strands then handles the error as it would)."""
+        if round_.snapshot is None or not isinstance(error, Exception) or isinstance(error, InterruptException):
+            return
+        decision = self._guard.compaction_failed(list(round_.snapshot.messages), strategy=self.strategy, error=error,
+                                                 conversation_id=self._conversation_id(round_.agent))
+        self._guard.publish(decision)
+        self._record(decision)
+
+    # ------------------------------------------------------------------ reviewing what the inner did
+
+    def _finish(self, round_: _Round) -> None:
+        outcome = self._prepare(round_)
+        if isinstance(outcome, _Skip):
+            self._record(self._guard.skip(outcome.gate, outcome.before, strategy=self.strategy))
+        elif outcome is not None:
+            decision = self._guard.review(outcome.event, outcome.policy, gate=self._require_gate(round_),
+                                          fallbacks=outcome.fallbacks)
+            self._apply(outcome, decision)
+
+    async def _afinish(self, round_: _Round) -> None:
+        outcome = self._prepare(round_)
+        if isinstance(outcome, _Skip):
+            self._record(await self._guard.askip(outcome.gate, outcome.before, strategy=self.strategy))
+        elif outcome is not None:
+            decision = await self._guard.areview(outcome.event, outcome.policy, gate=self._require_gate(round_),
+                                                 fallbacks=outcome.fallbacks)
+            self._apply(outcome, decision)
+
+    @staticmethod
+    def _require_gate(round_: _Round) -> Gate:
+        if round_.gate is None:  # _prepare asks it before any review; a guard for the invariant
+            raise RuntimeError("a review without a gate")
+        return round_.gate
+
+    def _prepare(self, round_: _Round) -> _Review | _Skip | None:
+        """What to do once the inner ran: nothing, publish a skip, or review its reduction."""
+        agent = round_.agent
+        if round_.skipped and round_.gate is not None:
+            return _Skip(round_.gate, list(agent.messages))
+        snapshot = round_.snapshot
+        if snapshot is None:  # the inner changed the messages without its reduce_context (a custom manager)
+            snapshot = round_.shallow
+            if _same(agent.messages, snapshot.messages):
+                return None
+            round_.gate = self._gate(round_, snapshot.messages)  # asked after the fact: it already ran
+            if not round_.gate.review:
+                snapshot.restore(agent, self._inner)
+                return _Skip(round_.gate, list(agent.messages))
+        elif _messages_key(agent.messages) == _messages_key(snapshot.messages):
+            return None  # nothing the model reads changed (say, only pins were set)
+        return self._review(round_, snapshot)
+
+    def _review(self, round_: _Round, snapshot: _Snapshot) -> _Review:
+        agent, inner = round_.agent, self._inner
+        request = AgentRequest.of(agent, round_.invocation_state)
+        view = StrandsView(request.system_prompt_text, shell_tools=self.shell_tools)
+        summary = inner.get_state().get("summary_message")  # the summary a summarizing manager keeps
+        candidate = list(agent.messages)
+        if self._guard.mode == "audit":  # probed later, in the background: keep it as it is now
+            candidate, summary = copy.deepcopy((candidate, summary))
+        gate = self._require_gate(round_)
+        event = CompactionEvent(
+            before=view.to_view(snapshot.messages, summary=snapshot.summary),
+            candidate=view.to_view(candidate, summary=summary),
+            strategy=self.strategy,
+            step=assistant_turns(snapshot.messages),
+            conversation_id=gate.conversation_id,
+            metadata={"framework": "strands", "manager": type(inner).__name__, "path": round_.path},
+        )
+        tail: list[Any] = []
+        if round_.path == END_OF_INVOCATION:  # nothing pending: the probes answer a prompt
+            prompt = self.probe_prompt or _last_prompt(snapshot.messages) or "Continue."
+            tail = [{"role": "user", "content": [{"text": prompt}]}]
+        probes = _Probes()
+        full = event.before
+
+        async def policy(context: list[Any]) -> dict[str, Any]:
+            if round_.must_reduce and _same(context, full):
+                raise ContextOverflowed("the full context overflowed the model's context window; not probed")
+            record = await request.stream([*view.from_view(context), *tail])
+            answer = view.response(record.message)
+            probes.keep(answer, record)
+            return answer
+
+        fallbacks = bind_fallbacks(self.fallbacks, self._guard.fallbacks, agent, view)
+        return _Review(round_, snapshot, view, event, policy, fallbacks, probes)
+
+    def _apply(self, review: _Review, decision: Decision) -> None:
+        """Make the agent hold what the guard chose, and offer the winning probe to the next call."""
+        self._record(decision)
+        if decision.verdict is Verdict.AUDIT:
+            return  # the inner's reduction stands; the review runs in the background
+        round_, inner = review.round, self._inner
+        if decision.verdict is Verdict.VETO:
+            review.snapshot.restore(round_.agent, inner)
+        elif not _same(decision.messages, review.event.candidate):  # a fallback stands in for the reduction
+            messages = review.view.from_view(decision.messages)
+            kept = {id(message) for message in review.view.sources(decision.messages)}
+            summary = review.snapshot.summary
+            dropped = sum(1 for m in review.snapshot.messages if id(m) not in kept and m is not summary)
+            review.snapshot.restore(round_.agent, inner, messages)
+            inner.removed_message_count += dropped
+        if round_.path in _REPLAYABLE:
+            self._replay.offer(round_.agent, review.probes.record_for(decision.response))
+
+    def _record(self, decision: Decision) -> None:
+        self._last_decision = decision
+        if self.on_decision is None:
+            return
+        try:
+            self.on_decision(decision)
+        except Exception as exc:  # noqa: BLE001 - a user hook must not break the agent
+            logger.error("memguard: on_decision hook failed (%s)", type(exc).__name__)
