@@ -3,7 +3,10 @@
 Offline (the default) everything is local and nothing is downloaded:
 - the agent's model is a scripted `FunctionModel` whose next command depends on whether it still
   remembers a fact from its first tool result;
-- the compaction is pydantic-ai-harness's `SlidingWindowCompaction` (it drops that tool result);
+- the compaction drops that tool result: on pydantic-ai-slim 2.78+ a summarizer on Pydantic AI's
+  core `compact_history` hook (`--hook compact_history`, the default there), else
+  pydantic-ai-harness's `SlidingWindowCompaction` in `before_model_request` (`--hook
+  before_model_request`, which needs pydantic-ai-harness, i.e. pydantic-ai-slim 2.62);
 - MemRM is a *tiny random* model built on the fly with `memguard.testing.build_tiny_rm`: its
   scores are meaningless, it only exercises the real loading and scoring path. Pass
   ``--scorer oracle`` for a labelled scorer double that plays a well-behaved RM instead
@@ -29,9 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.messages import (
+    CompactionPart,
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models import ModelRequestContext
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from pydantic_ai_harness.compaction import ClearToolResults, SlidingWindowCompaction
+from pydantic_ai.tools import RunContext
 from pydantic_ai_memguard import MemGuardCompaction
 
 from memguard import Decision, Guard, JSONLSink, LoggingSink, ObservationMasking, Score
@@ -76,6 +89,43 @@ def bash(command: str) -> str:
     return f"step {step} ok" + (f"; pytest says {FACT}" if step == "1" else "")
 
 
+class RecentSummary(AbstractCapability[None]):
+    """A compaction on the core `compact_history` hook (pydantic-ai-slim 2.78+), deterministic offline.
+
+    Past `max_messages` it asks for compaction; then it keeps the latest tool exchange behind a
+    summary that keeps the task but not the details of older tool results (so it loses the fact).
+    """
+
+    def __init__(self, max_messages: int = 6) -> None:
+        self.max_messages = max_messages
+
+    async def before_model_request(self, ctx: RunContext[None], request_context: ModelRequestContext) -> Any:
+        if len(ctx.messages) > self.max_messages:
+            ctx.request_compaction(reason="threshold")
+        return request_context
+
+    async def compact_history(self, ctx: RunContext[None], request: Any) -> Any:
+        from pydantic_ai.capabilities.compaction import CompactionResult
+
+        done = sum(isinstance(m, ModelResponse) for m in request.messages)
+        summary = CompactionPart(content=f"The task: {TASK} {done} shell commands were run so far.")
+        return CompactionResult(messages=[ModelRequest(parts=[summary]), *request.messages[-2:]], part=summary,
+                                handler="recent-summary")
+
+
+def has_compact_history() -> bool:
+    return hasattr(AbstractCapability, "compact_history")
+
+
+def compaction_for(hook: str) -> tuple[Any, list[Any]]:
+    """The compaction to guard and its own fallbacks (tried before the guard's ObservationMasking)."""
+    if hook == "compact_history":
+        return RecentSummary(max_messages=6), []
+    from pydantic_ai_harness.compaction import ClearToolResults, SlidingWindowCompaction
+
+    return SlidingWindowCompaction(max_messages=6, keep_messages=3), [ClearToolResults(max_messages=100, keep_pairs=2)]
+
+
 # --------------------------------------------------------------------------- wiring
 
 
@@ -113,15 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rm-subfolder", default="checkpoint-500")
     parser.add_argument("--audit-log", default="memguard-audit.jsonl")
     parser.add_argument("--task", default=TASK)
+    parser.add_argument("--hook", choices=["compact_history", "before_model_request"],
+                        default="compact_history" if has_compact_history() else "before_model_request",
+                        help="the compaction hook to guard (default: compact_history where Pydantic AI has it)")
     args = parser.parse_args(argv)
 
     model: Any = args.model or FunctionModel(scripted_agent, model_name="scripted-agent")
     guard = Guard(load_scorer(args), mode=args.mode, sinks=[LoggingSink(), JSONLSink(args.audit_log)],
                   fallbacks=[ObservationMasking(keep_last=4)])
-    # Instead of capabilities=[SlidingWindowCompaction(...)]: the same capability, guarded. Tried in
-    # order when it is judged harmful: ClearToolResults, then the guard's own ObservationMasking.
-    compaction = MemGuardCompaction(SlidingWindowCompaction(max_messages=6, keep_messages=3), guard,
-                                    fallbacks=[ClearToolResults(max_messages=100, keep_pairs=2)], on_decision=show)
+    # Instead of capabilities=[inner]: the same capability, guarded. Tried in order when it is judged
+    # harmful: the inner's own fallbacks (ClearToolResults with the harness), then the guard's ObservationMasking.
+    inner, fallbacks = compaction_for(args.hook)
+    compaction = MemGuardCompaction(inner, guard, fallbacks=fallbacks, on_decision=show)
     agent = Agent(model, instructions="You are a careful programmer.", capabilities=[compaction])
     agent.tool_plain(bash)
 

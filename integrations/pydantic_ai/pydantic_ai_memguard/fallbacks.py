@@ -6,17 +6,23 @@ pydantic-ai-harness `CompactionStrategy` protocol: the transform, applied uncond
 `TieredCompaction` uses it), else through its `before_model_request` on a scratch copy of the run
 and request contexts, so the agent's real history is never touched by a candidate.
 
-The strategy is a coroutine function: `Guard.areview` awaits it on the agent's own event loop, so
-a fallback that calls a model (`SummarizingCompaction`) uses the run's loop-bound clients.
+Where the guarded compaction is a `compact_history` hook (pydantic-ai-slim 2.78+), a fallback must
+be a `CompactionResult` too: a capability with its own `compact_history` is asked the very same
+`CompactionRequest` (`HistoryCompactionStrategy`); any other fallback's history gets a compaction
+part of memguard's own and is checked as core will check it (`ResultStrategy`).
+
+The strategies are coroutine functions: `Guard.areview` awaits them on the agent's own event loop,
+so a fallback that calls a model (`SummarizingCompaction`) uses the run's loop-bound clients.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from collections.abc import Sequence
 from copy import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memguard import Message
@@ -27,7 +33,15 @@ from pydantic_ai.tools import RunContext
 
 from pydantic_ai_memguard.messages import MessageBridge
 
-__all__ = ["CapabilityStrategy", "check_compaction", "compact_with", "strategy_name"]
+__all__ = [
+    "CapabilityStrategy",
+    "HistoryCompactionStrategy",
+    "ResultStrategy",
+    "check_compaction",
+    "compact_with",
+    "compacts_history",
+    "strategy_name",
+]
 
 _KEEP_FIELDS = ("keep_tokens", "keep_messages", "keep_pairs")
 
@@ -39,21 +53,30 @@ def check_compaction(capability: Any, what: str = "inner") -> AbstractCapability
             f"{what} must be a Pydantic AI capability (AbstractCapability), got {type(capability).__name__}"
         )
     hook = type(capability).before_model_request
-    if hook is AbstractCapability.before_model_request and not callable(getattr(capability, "compact", None)):
+    if (
+        hook is AbstractCapability.before_model_request
+        and not callable(getattr(capability, "compact", None))
+        and not compacts_history(capability)
+    ):
         raise TypeError(
-            f"{type(capability).__name__} neither compacts in before_model_request nor has compact(messages, ctx); "
-            "there is no compaction to guard"
+            f"{type(capability).__name__} neither compacts in before_model_request or compact_history nor has "
+            "compact(messages, ctx); there is no compaction to guard"
         )
     return capability
+
+
+def compacts_history(capability: AbstractCapability[Any]) -> bool:
+    """Whether `capability` has a `compact_history` hook (Pydantic AI's own answer; False before 2.78)."""
+    return bool(getattr(capability, "_has_compact_history", False))
 
 
 def strategy_name(capability: Any) -> str:
     """A readable strategy name for audit records and MemRM's perturbation tag."""
     name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(capability).__name__).lower()
-    for field in _KEEP_FIELDS:
-        value = getattr(capability, field, None)
+    for keep in _KEEP_FIELDS:
+        value = getattr(capability, keep, None)
         if isinstance(value, int) and not isinstance(value, bool):
-            return f"{name}_{field}_{value}"
+            return f"{name}_{keep}_{value}"
     return name
 
 
@@ -93,3 +116,59 @@ class CapabilityStrategy:
         agent_messages = self.bridge.from_view(messages)
         compacted = await compact_with(self.capability, agent_messages, self.ctx, self.request_context)
         return self.bridge.to_view(compacted)
+
+
+@dataclass(frozen=True)
+class HistoryCompactionStrategy:
+    """A capability's `compact_history`, asked the guarded compaction's very request."""
+
+    capability: AbstractCapability[Any]
+    bridge: MessageBridge
+    ctx: RunContext[Any]
+    request: Any  # a CompactionRequest (pydantic-ai-slim 2.78+)
+    name: str
+    results: dict[int, Any] = field(default_factory=dict)  # id(part) -> the CompactionResult
+
+    async def __call__(self, messages: Sequence[Message]) -> list[Message]:
+        from pydantic_ai_memguard.results import as_result
+
+        capability: Any = self.capability  # a 2.78+ capability: the hook is not in every supported Pydantic AI
+        result = await capability.compact_history(self.ctx, self.request)
+        if result is None:
+            raise ValueError(f"{self.name} declined to compact this history")
+        as_result(result.messages, self.request.messages, handler=result.handler)  # what core would refuse
+        self.results[id(result.part)] = result
+        return self.bridge.to_view(result.messages)
+
+
+@dataclass(frozen=True)
+class ResultStrategy:
+    """Any other fallback, its history marked with a compaction part so that it is a valid `CompactionResult`.
+
+    `fallback` is a memguard strategy (a function of view messages) or a compaction capability run
+    on the request's messages (`compact_with`, with a scratch request context).
+    """
+
+    fallback: Any
+    bridge: MessageBridge
+    ctx: RunContext[Any]
+    request: Any  # a CompactionRequest (pydantic-ai-slim 2.78+)
+    name: str
+
+    async def __call__(self, messages: Sequence[Message]) -> list[Message]:
+        from pydantic_ai_memguard.results import as_result, with_marker
+
+        if isinstance(self.fallback, AbstractCapability):
+            conversation = self.request.conversation_request
+            scratch = ModelRequestContext(
+                model=conversation.model,
+                messages=list(self.request.messages),
+                model_settings=conversation.settings,
+                model_request_parameters=conversation.parameters,
+            )
+            compacted = await compact_with(self.fallback, self.request.messages, self.ctx, scratch)
+        else:  # a memguard strategy: a sync one is CPU work, run off the agent's loop as the guard runs one
+            compacted = self.bridge.from_view(await _resolve(await asyncio.to_thread(self.fallback, list(messages))))
+        marked = with_marker(compacted, self.name)
+        as_result(marked, self.request.messages, handler=f"memguard:{self.name}")
+        return self.bridge.to_view(marked)

@@ -7,8 +7,10 @@ tagged with a reference to where it came from. `from_view` groups them back: a m
 is unchanged comes back as the agent's very own object; a changed one is rebuilt from the original
 with only the changed parts replaced (ids, timestamps, metadata and hidden parts kept); a message
 memguard added is built fresh. Parts the model never reads as text (instruction deltas, tool
-availability, settings changes, provider compaction) stay hidden from MemRM and travel with the
-message that holds them.
+availability, settings changes) stay hidden from MemRM and travel with the message that holds
+them. A provider's compaction (a response holding only `CompactionPart`s) is shown as the summary
+it is, its text when the provider returns one, a placeholder when it is encrypted; it can be kept
+or dropped, never edited.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-__all__ = ["INSTRUCTIONS_REF", "REF", "SUMMARY_PREFIX", "MessageBridge"]
+__all__ = ["ENCRYPTED_SUMMARY", "INSTRUCTIONS_REF", "REF", "SUMMARY_PREFIX", "MessageBridge"]
 
 REF = "pydantic_ai_ref"
 """The extra `Message` field naming the Pydantic AI message (and part) a view message shows."""
@@ -46,6 +48,9 @@ INSTRUCTIONS_REF = "instructions"
 
 SUMMARY_PREFIX = "[Summary] "
 """How MemRM saw summaries in training (protocol §4): a user turn starting with this."""
+
+ENCRYPTED_SUMMARY = "(a compaction by the model's provider: the summary is encrypted and only the provider can read it)"
+"""What MemRM reads for a provider's compaction whose summary is encrypted."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,8 @@ class MessageBridge:
             message, shown = group[0]
             if message.model_dump() == shown.fields:
                 return original
+            if _provider_compaction(original):
+                raise ValueError("a provider's compaction can be kept or dropped, not edited")
             return _changed_response(original, message)
         present = {shown.part: (message, shown) for message, shown in group}
         parts: list[ModelRequestPart] = []
@@ -243,7 +250,14 @@ def _user_items(content: Sequence[Any]) -> tuple[list[dict[str, Any]], tuple[int
     return items, tuple(index)
 
 
+def _provider_compaction(response: ModelResponse) -> bool:
+    return bool(response.parts) and all(isinstance(part, CompactionPart) for part in response.parts)
+
+
 def _response_fields(response: ModelResponse) -> dict[str, Any]:
+    if _provider_compaction(response):  # what the provider kept of the history, as MemRM saw summaries
+        texts = [part.content for part in response.parts if isinstance(part, CompactionPart) and part.content]
+        return {"role": "user", "content": SUMMARY_PREFIX + ("\n\n".join(texts) if texts else ENCRYPTED_SUMMARY)}
     calls = [
         {
             "id": part.tool_call_id,

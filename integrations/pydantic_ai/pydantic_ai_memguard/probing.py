@@ -1,101 +1,161 @@
 """Asking the agent's own model for its next step, and serving that answer as the real step.
 
-A probe is the request the agent loop would send, on another context: the same model, settings
-and request parameters (tools, output schema, instructions), the history prepared by the model's
-own `prepare_messages` as the loop does, streamed when the run streams. `ReplayModel` then serves
-the winning probe as the step's model call, so a review costs one extra call, not two, while
-every other capability hook and the loop's own bookkeeping still run. `ObservedModel` (audit
-mode) passes the call through and reports the response it got.
+A probe is the request the agent loop would send on a context: the same model, settings and
+request parameters (tools, output schema, instructions), the messages prepared as the loop
+prepares them (`requests.outgoing`), streamed when the run streams. `ProbeServer` keeps the
+winning probe of a review until the loop sends its own request: `ServingModel`, the model wrapper
+`MemGuardCompaction` puts around the model serving each request, answers that request with the
+probe only when the two are the same request (`requests.request_key`: messages, settings, tools
+and output schema) in the same run; any other request goes to the model. So a review costs one
+extra model call where the next request follows the compaction, and never hands a step an answer
+to a request it did not make. In audit mode `ProbeServer.watch` reports the run's next own request
+and its answer: the agent's next step on the compacted context, when it is that request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import (
-    CompletedStreamedResponse,
-    Model,
-    ModelRequestContext,
-    ModelRequestParameters,
-    StreamedResponse,
-)
+from pydantic_ai._run_context import get_current_run_context
+from pydantic_ai.messages import ModelMessage, ModelResponse, ModelResponseStreamEvent
+from pydantic_ai.models import CompletedStreamedResponse, Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import RunContext
 
-__all__ = ["ObservedModel", "ReplayModel", "probe"]
+from pydantic_ai_memguard.requests import outgoing, request_key
+
+__all__ = ["Observed", "Probe", "ProbeServer", "ServingModel", "probe"]
 
 
-async def probe(request_context: ModelRequestContext, messages: Sequence[ModelMessage],
-                run_context: RunContext[Any] | None = None) -> ModelResponse:
-    """The response of the request's model to `messages`, sent the way the agent loop sends it."""
-    model = request_context.model
-    parameters = request_context.model_request_parameters
-    settings = request_context.model_settings or None
-    prepared = model.prepare_messages(list(messages), parameters)
-    if request_context.streaming:
-        async with model.request_stream(prepared, settings, parameters, run_context) as stream:
-            async for _event in stream:
-                pass
-        return stream.get()
-    return await model.request(prepared, settings, parameters)
+@dataclass(frozen=True)
+class Probe:
+    """A model's answer to one request, and the request's match key."""
+
+    response: ModelResponse
+    key: str
+    events: list[ModelResponseStreamEvent] | None = field(default=None, compare=False)  # when it streamed
 
 
-class ReplayModel(WrapperModel):
-    """Answers this step's model call with a response already obtained (the winning probe).
+async def probe(
+    model: Model,
+    messages: Sequence[ModelMessage],
+    settings: ModelSettings | None,
+    parameters: ModelRequestParameters,
+    *,
+    stream: bool = False,
+    run_context: RunContext[Any] | None = None,
+) -> Probe:
+    """Send `model` the request the agent loop would send on `messages`; streamed with `stream`."""
+    sent, parameters = outgoing(model, messages, settings, parameters)
+    key = request_key(model, sent, settings, parameters)
+    if not stream:
+        return Probe(await model.request(sent, settings, parameters), key)
+    events: list[ModelResponseStreamEvent] = []
+    async with model.request_stream(sent, settings, parameters, run_context) as streamed:
+        async for event in streamed:
+            events.append(event)
+    return Probe(streamed.get(), key, events)
 
-    Only the first request is served from the probe; any later one (a continuation of a suspended
-    response) goes to the wrapped model.
+
+@dataclass(frozen=True)
+class Observed:
+    """A run's own request as the model received it, and the answer it got (audit mode)."""
+
+    messages: list[ModelMessage]
+    settings: ModelSettings | None
+    parameters: ModelRequestParameters
+    response: ModelResponse
+
+
+class ProbeServer:
+    """The probes waiting for a run's own request, and the audits watching for it.
+
+    Shared by every per-run copy of one capability; keyed by run id, so concurrent runs never see
+    each other's probes. `finish(run_id)` at the end of a run drops what was not used.
     """
 
-    def __init__(self, wrapped: Model, response: ModelResponse) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probes: dict[str | None, list[Probe]] = {}
+        self._watches: dict[str | None, list[asyncio.Future[Observed]]] = {}
+
+    def offer(self, run_id: str | None, winner: Probe) -> None:
+        """Serve `winner` to this run's next request that is the same request."""
+        with self._lock:
+            self._probes.setdefault(run_id, []).append(winner)
+
+    def watch(self, run_id: str | None) -> asyncio.Future[Observed]:
+        """A future for this run's next own request and its answer (cancelled if none comes)."""
+        future: asyncio.Future[Observed] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._watches.setdefault(run_id, []).append(future)
+        return future
+
+    def has_probes(self, run_id: str | None) -> bool:
+        with self._lock:
+            return bool(self._probes.get(run_id))
+
+    def take(self, run_id: str | None, key: str) -> Probe | None:
+        """The waiting probe that answers the request `key`, removed; None when there is none."""
+        with self._lock:
+            waiting = self._probes.get(run_id, [])
+            for index, candidate in enumerate(waiting):
+                if candidate.key == key:
+                    del waiting[index]
+                    return candidate
+        return None
+
+    def watches(self, run_id: str | None) -> list[asyncio.Future[Observed]]:
+        """The watches waiting for this run's next request, removed (O(1) when there are none)."""
+        with self._lock:
+            return self._watches.pop(run_id, []) if run_id in self._watches else []
+
+    def finish(self, run_id: str | None) -> list[Probe]:
+        """The run ended: watches that saw nothing are cancelled; returns the probes never served."""
+        with self._lock:
+            unserved = self._probes.pop(run_id, [])
+            watches = self._watches.pop(run_id, [])
+        for future in watches:
+            future.cancel()
+        return unserved
+
+
+def _settle(watches: list[asyncio.Future[Observed]], observed: Observed | None) -> None:
+    for future in watches:
+        if future.done():
+            continue
+        if observed is None:
+            future.cancel()
+        else:
+            future.set_result(observed)
+
+
+class ServingModel(WrapperModel):
+    """The model serving a run's request, in front of which waiting probes are served.
+
+    A request identical to a waiting probe of the same run (`request_key`) is answered with the
+    probe (as a replayed stream in streamed runs); every other request goes to the wrapped model.
+    """
+
+    def __init__(self, wrapped: Model, server: ProbeServer) -> None:
         super().__init__(wrapped)
-        self._response: ModelResponse | None = response
+        self.server = server
 
-    def _take(self) -> ModelResponse | None:
-        response, self._response = self._response, None
-        return response
-
-    async def request(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
-                      model_request_parameters: ModelRequestParameters) -> ModelResponse:
-        response = self._take()
-        if response is not None:
-            return response
-        return await super().request(messages, model_settings, model_request_parameters)
-
-    @asynccontextmanager
-    async def request_stream(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
-                             model_request_parameters: ModelRequestParameters,
-                             run_context: RunContext[Any] | None = None) -> AsyncGenerator[StreamedResponse]:
-        response = self._take()
-        if response is not None:
-            yield CompletedStreamedResponse(response, model_request_parameters=model_request_parameters,
-                                            replay_events=True)
-            return
-        async with super().request_stream(messages, model_settings, model_request_parameters, run_context) as stream:
-            yield stream
-
-
-class ObservedModel(WrapperModel):
-    """Passes this step's model call through and resolves `response` with what came back."""
-
-    def __init__(self, wrapped: Model) -> None:
-        super().__init__(wrapped)
-        self.response: asyncio.Future[ModelResponse] = asyncio.get_running_loop().create_future()
-
-    def _settle(self, result: ModelResponse | None, error: BaseException | None = None) -> None:
-        if self.response.done():
-            return
-        if error is not None:
-            self.response.set_exception(
-                error if isinstance(error, Exception) else RuntimeError("model call interrupted")
-            )
-        elif result is not None:
-            self.response.set_result(result)
+    def _served(
+        self, messages: list[ModelMessage], settings: ModelSettings | None, parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None,
+    ) -> tuple[str | None, Probe | None]:
+        context = run_context or get_current_run_context()
+        run_id = context.run_id if context is not None else None
+        if not self.server.has_probes(run_id):  # nothing waits: no key is computed
+            return run_id, None
+        return run_id, self.server.take(run_id, request_key(self.wrapped, messages, settings, parameters))
 
     async def request(
         self,
@@ -103,12 +163,16 @@ class ObservedModel(WrapperModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
+        run_id, served = self._served(messages, model_settings, model_request_parameters, None)
+        if served is not None:
+            return served.response
+        watches = self.server.watches(run_id)
         try:
             response = await super().request(messages, model_settings, model_request_parameters)
-        except BaseException as exc:
-            self._settle(None, exc)
+        except BaseException:
+            _settle(watches, None)
             raise
-        self._settle(response)
+        _settle(watches, Observed(messages, model_settings, model_request_parameters, response))
         return response
 
     @asynccontextmanager
@@ -119,12 +183,21 @@ class ObservedModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
         run_context: RunContext[Any] | None = None,
     ) -> AsyncGenerator[StreamedResponse]:
+        run_id, served = self._served(messages, model_settings, model_request_parameters, run_context)
+        if served is not None:
+            yield CompletedStreamedResponse(
+                served.response,
+                model_request_parameters=model_request_parameters,
+                replay_events=served.events if served.events is not None else True,
+            )
+            return
+        watches = self.server.watches(run_id)
         try:
             async with super().request_stream(
                 messages, model_settings, model_request_parameters, run_context
             ) as stream:
                 yield stream
-        except BaseException as exc:
-            self._settle(None, exc)
+        except BaseException:
+            _settle(watches, None)
             raise
-        self._settle(stream.get())
+        _settle(watches, Observed(messages, model_settings, model_request_parameters, stream.get()))

@@ -9,6 +9,7 @@ the scorer is really consulted), and one that keeps it leaves the action identic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -22,6 +23,8 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
     TextPart,
     ToolCallPart,
 )
@@ -114,6 +117,23 @@ def make_agent(model: ScriptedModel, capabilities: Sequence[Any] = ()) -> Agent[
     agent: Agent[None, str] = Agent(model.model, instructions=INSTRUCTIONS, capabilities=list(capabilities))
     agent.tool_plain(bash)
     return agent
+
+
+def stream_events(agent: Agent[None, str], **options: Any) -> tuple[list[Any], Any]:
+    """`run_stream_events` to the end: the part events a streaming consumer saw, and the run's result."""
+    from pydantic_ai import AgentRunResultEvent
+
+    async def main() -> tuple[list[Any], Any]:
+        events, result = [], None
+        async with agent.run_stream_events(TASK, **options) as run:
+            async for event in run:
+                if isinstance(event, (PartStartEvent, PartDeltaEvent)):
+                    events.append(event)
+                elif isinstance(event, AgentRunResultEvent):
+                    result = event.result
+        return events, result
+
+    return asyncio.run(main())
 
 
 def transcript(messages: Sequence[ModelMessage]) -> list[tuple[Any, ...]]:

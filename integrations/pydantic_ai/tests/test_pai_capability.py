@@ -22,6 +22,7 @@ from pai_doubles import (
     ScriptedModel,
     harmful_when_forgotten,
     make_agent,
+    stream_events,
     transcript,
 )
 from pydantic_ai_memguard import MemGuardCompaction
@@ -239,29 +240,13 @@ def test_bad_configuration_is_refused():
     assert MemGuardCompaction(sliding_window(), guard, fallbacks=[ObservationMasking()]).strategy == SLIDING
 
 
-def test_streamed_runs_stream_the_replayed_probe():
-    from pydantic_ai import AgentRunResultEvent
-    from pydantic_ai.messages import PartStartEvent
-
+def test_streamed_runs_stream_the_replayed_probe_as_it_streamed():
     model = ScriptedModel()
     guard = Guard(ActionScorer(default=0.02), identical_is_safe=False)
-    agent = make_agent(model, [MemGuardCompaction(sliding_window(), guard)])
-
-    async def main() -> tuple[list[Any], Any]:
-        starts, result = [], None
-        async with agent.run_stream_events(TASK) as stream:
-            async for event in stream:
-                if isinstance(event, PartStartEvent):
-                    starts.append(event.part)
-                elif isinstance(event, AgentRunResultEvent):
-                    result = event.result
-        return starts, result
-
-    starts, result = asyncio.run(main())
-    responses = [m for m in result.all_messages() if m.kind == "response"]
-    compacting, _ = unguarded([sliding_window()])
-    assert len(starts) == 7 and len(responses) == len([m for m in compacting.all_messages() if m.kind == "response"])
-    assert [getattr(p, "args", None) or p.content for p in starts][-1] == "done, I forgot the fact"
+    events, result = stream_events(make_agent(model, [MemGuardCompaction(sliding_window(), guard)]))
+    unguarded_events, compacting = stream_events(make_agent(ScriptedModel(), [sliding_window()]))
+    assert transcript(result.all_messages()) == transcript(compacting.all_messages())
+    assert events == unguarded_events  # the served probe streams its own events, as the model streamed them
     assert model.calls == 7 + 4  # every step streamed once; each of the 4 reviews added one probe
 
 

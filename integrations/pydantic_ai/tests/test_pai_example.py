@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+HAS_HARNESS = importlib.util.find_spec("pydantic_ai_harness") is not None
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "pydantic_ai_agent.py"
 
 
@@ -19,10 +20,17 @@ def example():
     return module
 
 
+HOOKS = [
+    pytest.param("compact_history", marks=pytest.mark.compact_history),
+    pytest.param("before_model_request", marks=pytest.mark.skipif(not HAS_HARNESS, reason="needs pydantic-ai-harness")),
+]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
 @pytest.mark.parametrize(("mode", "answer"), [("enforce", "Done: fixed"), ("audit", "I lost track")])
-def test_example_runs_offline(example, tmp_path, capsys, mode, answer):
+def test_example_runs_offline(example, tmp_path, capsys, mode, answer, hook):
     log = tmp_path / "audit.jsonl"
-    assert example.main(["--scorer", "oracle", "--mode", mode, "--audit-log", str(log)]) == 0
+    assert example.main(["--scorer", "oracle", "--mode", mode, "--audit-log", str(log), "--hook", hook]) == 0
     assert answer in capsys.readouterr().out
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records and ({r["verdict"] for r in records} == {"audit"}) == (mode == "audit")
@@ -31,6 +39,7 @@ def test_example_runs_offline(example, tmp_path, capsys, mode, answer):
 
 @pytest.mark.slow
 def test_example_default_path_scores_with_a_tiny_random_memrm(example, tmp_path, capsys):
+    pytest.importorskip("torch", reason="the tiny random MemRM needs memguard[local]; the main venv runs this")
     log = tmp_path / "audit.jsonl"
     assert example.main(["--audit-log", str(log)]) == 0
     assert "tiny RANDOM MemRM" in capsys.readouterr().err

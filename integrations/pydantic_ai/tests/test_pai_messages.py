@@ -23,7 +23,7 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
-from pydantic_ai_memguard import REF, SUMMARY_PREFIX, MessageBridge
+from pydantic_ai_memguard import ENCRYPTED_SUMMARY, REF, SUMMARY_PREFIX, MessageBridge
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -198,3 +198,19 @@ def test_instruction_turn_never_goes_back(instructions):
     view = bridge.to_view(history())
     assert (view[0].model_extra or {}).get(REF) == ("instructions" if instructions else "0:0")
     assert bridge.from_view(view)[0].parts[0].content == "Be careful."
+
+
+@pytest.mark.parametrize(("content", "shown"), [("The agent ran ls.", "The agent ran ls."), (None, ENCRYPTED_SUMMARY)])
+def test_a_provider_compaction_reads_as_a_summary_and_is_never_edited(content, shown):
+    part = CompactionPart(content=content, provider_name="openai", id="cmp_1",
+                          provider_details=None if content else {"encrypted_content": "gAAAA"})
+    compacted = ModelResponse(parts=[part], provider_name="openai", timestamp=T0)
+    messages = [compacted, ModelRequest(parts=[UserPromptPart("go on", timestamp=T0)])]
+    bridge = MessageBridge()
+    view = bridge.to_view(messages)
+    assert view[0].role == "user" and view[0].content == SUMMARY_PREFIX + shown
+    back = bridge.from_view(view)
+    assert back[0] is compacted and back[1] is messages[1]
+    assert bridge.from_view(view[1:]) == [messages[1]]  # dropped whole: fine
+    with pytest.raises(ValueError, match="not edited"):
+        bridge.from_view([view[0].model_copy(update={"content": "[Summary] rewritten"}), view[1]])
