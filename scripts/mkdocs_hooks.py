@@ -29,6 +29,9 @@ PACKAGES: dict[str, str] = {
     "pydantic_ai_memguard": "integrations/pydantic_ai",
     "openai_agents_memguard": "integrations/openai_agents",
     "openhands_memguard": "integrations/openhands",
+    "google_adk_memguard": "integrations/google_adk",
+    "agent_framework_memguard": "integrations/agent_framework",
+    "strands_memguard": "integrations/strands",
 }
 _EXEMPT_PARAMS = {"self", "cls"}
 

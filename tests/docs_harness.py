@@ -131,19 +131,36 @@ def _exec_block(example: Any, state: PageState) -> None:
         sys.modules.pop(state.module.__name__, None)
 
 
-def run_block(example: Any, examples: list[Any], request: Any) -> None:
+def not_here(example: Any, requirements: dict[str, bool] | None = None) -> str | None:
+    """Why `example` does not run in this environment, or None.
+
+    A fence may say ``requires="NAME"``: the block runs exactly where the calling suite's
+    `requirements` say NAME is available (one end of a framework's supported range, say), whatever
+    its ``test="skip"`` says for the page's own environment; elsewhere it is skipped, naming NAME.
+    """
+    needed = example.prefix_settings().get("requires")
+    if needed is not None:
+        have = (requirements or {}).get(needed)
+        if have is None:
+            raise ValueError(f"{example}: requires={needed!r} is not a requirement this suite knows")
+        return None if have else f"needs {needed}, which this environment does not have"
+    return skip_reason(example)
+
+
+def run_block(example: Any, examples: list[Any], request: Any, requirements: dict[str, bool] | None = None) -> None:
     """Run `example` (one test item), after the blocks above it on its page that have not run yet.
 
     Args:
         example: the block to run.
         examples: every block collected in this environment (the page's earlier blocks among them).
         request: the pytest request (for temporary directories and the skip mechanism).
+        requirements: what this environment has, for blocks fenced ``requires="NAME"``.
     """
     import pytest
 
-    reason = skip_reason(example)
+    reason = not_here(example, requirements)
     if reason is not None:
-        pytest.skip(f"not run offline: {reason}")
+        pytest.skip(f"not run here: {reason}")
     state = _STATES.get(example.path)
     if state is None:
         name = "docs_" + re.sub(r"\W", "_", str(example.path.relative_to(ROOT)))
@@ -161,7 +178,7 @@ def run_block(example: Any, examples: list[Any], request: Any) -> None:
         stack.enter_context(no_network())
         stack.enter_context(in_directory(state.workdir))
         for earlier in page:  # a block may use what the blocks above it on its page defined
-            if earlier.start_line in state.ran or skip_reason(earlier) is not None:
+            if earlier.start_line in state.ran or not_here(earlier, requirements) is not None:
                 continue
             if state.failed:
                 break

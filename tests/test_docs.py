@@ -36,7 +36,7 @@ def test_doc_block(example: CodeExample, request: pytest.FixtureRequest) -> None
 def test_every_page_is_collected() -> None:
     """Each page that holds Python blocks is run here or names the environment that runs it."""
     envs = {str(page.relative_to(ROOT)): page_env(page) for page in doc_pages()}
-    known = {"main", "openhands", "strands", "google_adk"}
+    known = {"main", "openhands", "strands", "google_adk", "pydantic_ai_latest"}
     assert set(envs.values()) <= known, {p: e for p, e in envs.items() if e not in known}
     assert EXAMPLES, "no documentation block found"
 

@@ -4,7 +4,6 @@ because OpenHands lives in this Python 3.12 venv (the page's front matter says `
 from __future__ import annotations
 
 import pytest
-
 from tests.docs_harness import example_id, page_examples, run_block
 
 EXAMPLES = page_examples("openhands")

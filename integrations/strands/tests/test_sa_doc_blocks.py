@@ -4,7 +4,6 @@ because strands-agents lives in this venv (the page's front matter says `test_en
 from __future__ import annotations
 
 import pytest
-
 from tests.docs_harness import example_id, page_examples, run_block
 
 EXAMPLES = page_examples("strands")
