@@ -6,6 +6,7 @@ models, fresh working directory). The quick start's shell command runs too.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -14,10 +15,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from pytest_examples import CodeExample
+from pytest_examples import CodeExample, find_examples
 
 from tests import figures
-from tests.docs_harness import ROOT, doc_pages, example_id, page_env, page_examples, run_block, skip_reason
+from tests.docs_harness import (
+    ROOT,
+    doc_pages,
+    example_id,
+    package_readmes,
+    page_env,
+    page_examples,
+    run_block,
+    skip_reason,
+)
 
 pytestmark = [pytest.mark.docs, pytest.mark.local]
 
@@ -44,6 +54,39 @@ def test_every_page_is_collected() -> None:
 def test_skips_are_few_and_explained() -> None:
     skipped = [e for e in EXAMPLES if skip_reason(e) is not None]
     assert len(skipped) <= max(3, len(EXAMPLES) // 10), [example_id(e) for e in skipped]
+
+
+# --------------------------------------------------------------------------- the integrations' READMEs
+
+
+def _public_names(package: str) -> set[str]:
+    """`__all__` of an integration package, read statically (its framework may live in another venv)."""
+    folder = next((ROOT / "integrations").glob(f"*/{package}/__init__.py"), None)
+    assert folder is not None, f"no integration package {package}"
+    tree = ast.parse(folder.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError(f"{package} has no __all__")
+
+
+@pytest.mark.parametrize("readme", package_readmes(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_package_readme_snippets_parse_and_name_real_things(readme: Path) -> None:
+    """Each block parses, and every name it imports from memguard or an integration exists."""
+    import memguard
+
+    for example in find_examples(readme):
+        tree = ast.parse(example.source, filename=str(readme))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.module is None:
+                continue
+            names = {alias.name for alias in node.names}
+            if node.module.endswith("_memguard"):
+                assert names <= _public_names(node.module), (example_id(example), names - _public_names(node.module))
+            elif node.module == "memguard":
+                assert all(hasattr(memguard, name) for name in names), (example_id(example), names)
+    text = readme.read_text(encoding="utf-8")
+    assert "docs/" in text, f"{readme.relative_to(ROOT)} should link to its docs page"
 
 
 # --------------------------------------------------------------------------- the quick start's shell
