@@ -17,14 +17,33 @@ __all__ = ["ConstantScorer", "FailingScorer", "HashScorer", "RecordingSink"]
 
 
 class ConstantScorer:
-    """A scorer that gives every prompt the same P(HARMFUL) and counts what it was asked."""
+    """A scorer that gives every prompt the same P(HARMFUL) and keeps what it was asked.
+
+    It also checks that every prompt ends as the protocol says, so a test notices a guard that
+    sends anything else.
+
+    Args:
+        p_harmful: The P(HARMFUL) of every score (0.0: always SAFE, 1.0: always HARMFUL).
+    """
 
     def __init__(self, p_harmful: float) -> None:
         self.p_harmful = p_harmful
         self.prompts: list[str] = []
+        """Every prompt scored, in order."""
         self._lock = threading.Lock()
 
     def score(self, prompts: list[str]) -> list[Score]:
+        """Score each prompt `p_harmful`, with about one token per 4 characters.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            One `Score` per prompt.
+
+        Raises:
+            AssertionError: A prompt does not end in the protocol's ``"\\n\\nAnswer:"``.
+        """
         with self._lock:
             self.prompts.extend(prompts)
         for prompt in prompts:
@@ -38,8 +57,17 @@ class FailingScorer:
 
     def __init__(self) -> None:
         self.calls = 0
+        """How many times `score` was called."""
 
     def score(self, prompts: list[str]) -> list[Score]:
+        """Count the call and fail, as an unreachable scoring server would.
+
+        Args:
+            prompts: Ignored.
+
+        Raises:
+            ConnectionError: Always.
+        """
         self.calls += 1
         raise ConnectionError("scoring server unavailable")
 
@@ -49,13 +77,20 @@ class RecordingSink:
 
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
+        """Every decision received, in order."""
         self._lock = threading.Lock()
 
     def emit(self, decision: Decision) -> None:
+        """Keep the decision.
+
+        Args:
+            decision: The decision to keep.
+        """
         with self._lock:
             self.decisions.append(decision)
 
     def close(self) -> None:
+        """Nothing to release: the decisions stay readable."""
         return None
 
     @property
@@ -69,12 +104,23 @@ class HashScorer:
 
     Several conversations run at once then get their own, different verdicts: a guard that mixed
     their state up would end one of them differently from its run alone.
+
+    Args:
+        harmful_share: The share of prompts called HARMFUL (P(HARMFUL) 0.95; the rest get 0.05).
     """
 
     def __init__(self, harmful_share: float = 0.5) -> None:
         self.harmful_share = harmful_share
 
     def score(self, prompts: list[str]) -> list[Score]:
+        """Score each prompt by its SHA-256: the same prompt always gets the same verdict.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            One `Score` per prompt, 0.95 or 0.05.
+        """
         out = []
         for prompt in prompts:
             digest = int(hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16)

@@ -43,17 +43,18 @@ def install_offline_hub(cache: str | os.PathLike[str], *, base: str = DEFAULT_BA
     """Write a hub cache holding a tiny random base and adapter under the given hub ids.
 
     Args:
-        cache: the directory to use as ``HF_HUB_CACHE`` (created if missing).
-        base: hub id the tiny base is stored under (default: MemRM's real base).
-        adapter: hub id the tiny adapter is stored under (default: MemRM's real adapter).
-        subfolder: the adapter's subfolder in its repository (default ``checkpoint-500``).
-        **tiny: options for `memguard.testing.build_tiny_rm` (seed, tokenizer, forced, ...).
+        cache: The directory to use as ``HF_HUB_CACHE`` (created if missing).
+        base: The hub id the tiny base is stored under (default: MemRM's real base).
+        adapter: The hub id the tiny adapter is stored under (default: MemRM's real adapter).
+        subfolder: The adapter's subfolder in its repository (default ``checkpoint-500``).
+        **tiny: Options for `memguard.testing.build_tiny_rm` (seed, tokenizer, forced, ...).
 
     Returns:
         The cache directory.
 
     Raises:
-        ImportError: without memguard[local] (building the model needs torch, transformers, peft).
+        ImportError: memguard[local] is not installed (building the model needs torch,
+            transformers, peft).
     """
     root = Path(cache)
     build = root / ".build"
@@ -77,8 +78,8 @@ def offline_hub(cache: str | os.PathLike[str], **options: Any) -> Iterator[Path]
     after), so nothing can reach the network and the default hub ids load the tiny model.
 
     Args:
-        cache: the cache directory.
-        **options: passed to `install_offline_hub` when the cache has to be built.
+        cache: The cache directory.
+        **options: Passed to `install_offline_hub` when the cache has to be built.
 
     Yields:
         The cache directory.
