@@ -8,6 +8,7 @@ cost ~20 GB in fp32 for two numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import threading
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from memguard._concurrency import start_daemon
 from memguard._extras import needs_extra
+from memguard._quiet import quiet_model_libraries
 from memguard.scoring.base import NonFiniteScoreError, Score, ScorerIdentity
 from memguard.scoring.batching import length_batches
 from memguard.scoring.cut import Cut, check_cut, cut_starts
@@ -209,6 +211,7 @@ class MemRM:
         prefix_mode: PrefixMode = "auto",
         cut: Cut = "exact",
         cut_block: int = 1,
+        quiet: bool = False,
     ) -> MemRM:
         """Load base + LoRA adapter from hub ids or local paths (safetensors only, no remote code).
 
@@ -243,6 +246,8 @@ class MemRM:
             prefix_mode: "auto", "cache" or "stream" (see the class).
             cut: "exact" or "shared" (see the class).
             cut_block: Tokens the shared cut's start is rounded to.
+            quiet: Silence the model libraries' progress bars, info lines and warnings about their
+                own internals while loading (errors and memguard's own checks still surface).
 
         Returns:
             The scorer, its `identity` filled in.
@@ -256,6 +261,35 @@ class MemRM:
                 weight shapes), ``merge=True`` with a quantized base, an unknown dtype or
                 quantization, or a setting out of range.
         """
+        with quiet_model_libraries() if quiet else contextlib.nullcontext():
+            return cls._load(base=base, adapter=adapter, subfolder=subfolder, revision=revision,
+                             adapter_revision=adapter_revision, quantization=quantization, dtype=dtype,
+                             device=device, max_length=max_length, merge=merge, force=force,
+                             prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix,
+                             prefix_mode=prefix_mode, cut=cut, cut_block=cut_block)
+
+    @classmethod
+    def _load(
+        cls,
+        *,
+        base: str,
+        adapter: str | None,
+        subfolder: str | None,
+        revision: str | None,
+        adapter_revision: str | None,
+        quantization: Quantization,
+        dtype: str | torch.dtype,
+        device: str | torch.device,
+        max_length: int,
+        merge: bool | None,
+        force: bool,
+        prefix_cache_bytes: int,
+        min_shared_prefix: int,
+        prefix_mode: PrefixMode,
+        cut: Cut,
+        cut_block: int,
+    ) -> MemRM:
+        """`from_pretrained`'s work, with its arguments checked by name."""
         with needs_extra("local", "MemRM.from_pretrained"):
             from peft import PeftModel
             from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -8,6 +8,7 @@ is cheap.
 from memguard.testing.doubles import ConstantScorer, FailingScorer, HashScorer, RecordingSink
 from memguard.testing.hub import install_offline_hub, offline_hub
 from memguard.testing.loops import longest_loop_stall
+from memguard.testing.offline import MarkerScorer, load_tiny_rm
 from memguard.testing.tiny import LORA_SETTINGS, SUBFOLDER, build_tiny_rm
 from memguard.testing.tokenizers import (
     QWEN3_VOCAB_SIZE,
@@ -20,21 +21,23 @@ from memguard.testing.tokenizers import (
 )
 
 __all__ = [
-    "ConstantScorer",
-    "FailingScorer",
-    "HashScorer",
-    "RecordingSink",
-    "install_offline_hub",
-    "offline_hub",
     "LORA_SETTINGS",
     "QWEN3_VOCAB_SIZE",
     "QWEN_N_ID",
     "QWEN_Y_ID",
     "SUBFOLDER",
+    "ConstantScorer",
+    "FailingScorer",
+    "HashScorer",
+    "MarkerScorer",
+    "RecordingSink",
     "build_byte_tokenizer",
     "build_qwen_tokenizer",
     "build_tiny_rm",
+    "install_offline_hub",
+    "load_tiny_rm",
     "load_tokenizer",
     "longest_loop_stall",
+    "offline_hub",
     "qwen_tiktoken_file",
 ]

@@ -78,7 +78,9 @@ def build_tiny_rm(
         ValueError: `tokenizer` is not "qwen" or "byte", or `vocab` is smaller than the
             tokenizer.
     """
-    with needs_extra("local", "memguard.testing.build_tiny_rm"):
+
+    # Imported quietly: bitsandbytes (pulled in by peft) warns at import about optional kernels.
+    with quiet_model_libraries(), needs_extra("local", "memguard.testing.build_tiny_rm"):
         import torch
         from peft import LoraConfig, get_peft_model
         from transformers import Qwen3Config, Qwen3ForCausalLM
