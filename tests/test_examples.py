@@ -64,3 +64,25 @@ def test_custom_compaction_example_is_quiet_and_leaves_no_file(tmp_path, capsys,
                           or "rejected" in line) for line in lines), lines
     assert "p_harmful=" not in captured.out and captured.err == ""
 
+
+
+FRAMEWORK_EXAMPLES = {  # example -> the framework it needs (the others run in their own venvs' suites)
+    "langchain_agent": "langchain",
+    "pydantic_ai_agent": "pydantic_ai",
+    "openai_agents_agent": "agents",
+    "agent_framework_agent": "agent_framework",
+}
+
+
+@pytest.mark.local
+@pytest.mark.parametrize("name", sorted(FRAMEWORK_EXAMPLES))
+def test_framework_examples_are_quiet_readable_and_leave_no_file(name, tmp_path, capfd, monkeypatch):
+    pytest.importorskip(FRAMEWORK_EXAMPLES[name])
+    monkeypatch.chdir(tmp_path)
+    assert load_example(name).main([]) == 0
+    out, err = capfd.readouterr()
+    assert list(tmp_path.iterdir()) == []  # no audit log unless --audit-log asks for one
+    assert "memguard: " in out and "p_harmful=" not in out
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "[offline] tiny RANDOM MemRM (scores are meaningless; --scorer oracle plays a labelled RM)"
+    ], err  # no loading bars, no library warnings
