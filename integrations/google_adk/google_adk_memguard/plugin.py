@@ -235,7 +235,7 @@ class MemGuardPlugin(BasePlugin):
         See `google.adk.plugins.BasePlugin.after_model_callback`.
 
         Returns:
-            None: the response is never changed.
+            Always None: the response is never changed.
         """
         invocation = self.invocations.get(callback_context.invocation_id)
         if invocation is None or invocation.watch is None or llm_response.partial:
@@ -256,7 +256,7 @@ class MemGuardPlugin(BasePlugin):
         See `google.adk.plugins.BasePlugin.on_model_error_callback`.
 
         Returns:
-            None: the error is left to ADK.
+            Always None: the error is left to ADK.
         """
         invocation = self.invocations.get(callback_context.invocation_id)
         if invocation is not None:

@@ -93,7 +93,7 @@ class MemGuardHandoffFilter(RewriteHook[HandoffInputData]):
         store: Where the winning probe waits for the next agent's call (default: shared per guard).
 
     Raises:
-        TypeError: an argument is not what it must be.
+        TypeError: An argument is not what it must be.
     """
 
     hook = "handoff_input_filter"

@@ -117,7 +117,7 @@ class MemGuardSession:
 
     Raises:
         TypeError: `session`, `guard` or `agent` is not what it must be.
-        ValueError: no model instance can be found to probe.
+        ValueError: No model instance can be found to probe.
     """
 
     def __init__(

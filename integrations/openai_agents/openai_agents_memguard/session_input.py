@@ -69,7 +69,7 @@ class MemGuardSessionInput(RewriteHook[list[Any]]):
         store: Where the winning probe waits for the agent's first call (default: shared per guard).
 
     Raises:
-        TypeError: an argument is not what it must be.
+        TypeError: An argument is not what it must be.
     """
 
     hook = "session_input_callback"

@@ -35,8 +35,7 @@ class AgentProbe:
     """Calls the agent's LLM on a guard context and answers with the next message as a dict.
 
     Probes may run on the guard's worker threads (parallel probes): they run in a copy of the
-    caller's context, so OpenHands' per-conversation LLM call context follows them. Called with a
-    guard context (a list of dicts), it answers with the agent's next message.
+    caller's context, so OpenHands' per-conversation LLM call context follows them.
 
     Args:
         llm: The agent's LLM.

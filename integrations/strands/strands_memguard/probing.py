@@ -221,8 +221,8 @@ class ProbeReplay:
             agent: The Strands agent.
 
         Returns:
-            False when this Strands version has no model middleware (probes are then not reused:
-            a warning is logged).
+            True once it is registered (now or before); False when this Strands version has no
+            model middleware (probes are then not reused, and a warning is logged).
         """
         if agent in self._wired:
             return True
