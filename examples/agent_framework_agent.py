@@ -15,7 +15,8 @@ With a real model, build the agent with your provider's client instead (for exam
 same way, by `guard_agent(agent, guard)`.
 
 `--mode audit` runs the same wiring with `Guard(mode="audit")`: the compaction always applies, and
-every compaction is scored in the background into `--audit-log`.
+every compaction is scored in the background (into `--audit-log`
+when you pass one).
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from agent_framework import (
@@ -44,9 +43,10 @@ from agent_framework import (
     tool,
 )
 from agent_framework.observability import ChatTelemetryLayer
-from agent_framework_memguard import guard_agent
+from memguard import Decision, Guard, JSONLSink
+from memguard.testing import MarkerScorer
 
-from memguard import Decision, Guard, JSONLSink, LoggingSink, Score
+from agent_framework_memguard import guard_agent
 
 FACT = "the failing test is tests/test_dates.py::test_leap_year"
 TASK = "Find the failing test, then fix it."
@@ -81,16 +81,9 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
         return respond()
 
 
-class OracleScorer:
+def oracle_scorer() -> MarkerScorer:
     """A LABELLED SCORER DOUBLE, not MemRM: harmful iff the proposed action shows forgetting."""
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            proposed = prompt.rsplit("Proposed action under perturbation", 1)[1]
-            forgot = "ls -la" in proposed or "lost track" in proposed
-            out.append(Score(p_harmful=0.97 if forgot else 0.03, n_tokens=len(prompt) // 4))
-        return out
+    return MarkerScorer(["ls -la", "lost track"])
 
 
 @tool
@@ -106,24 +99,22 @@ def bash(command: str) -> str:
 
 def load_scorer(args: argparse.Namespace) -> Any:
     if args.scorer == "oracle":
-        return OracleScorer()
+        return oracle_scorer()
     from memguard.scoring.local import MemRM
 
     if args.rm_base:
         return MemRM.from_pretrained(base=args.rm_base, adapter=args.rm_adapter, subfolder=args.rm_subfolder)
-    from memguard.testing import build_tiny_rm
+    from memguard.testing import load_tiny_rm
 
-    root = Path(tempfile.mkdtemp(prefix="memguard-tiny-rm-"))
-    build_tiny_rm(root)
-    print(f"[offline] tiny RANDOM MemRM built in {root} (scores are meaningless)", file=sys.stderr)
-    return MemRM.from_pretrained(base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500")
+    print("[offline] tiny RANDOM MemRM (scores are meaningless; --scorer oracle plays a labelled RM)", file=sys.stderr)
+    return load_tiny_rm()
 
 
 def show(decision: Decision) -> None:
     if decision.pending:  # audit mode: the compaction is applied, the score arrives in the log
         print(f"  memguard: audit    {decision.strategy} applied, scoring in the background")
     else:
-        print(f"  memguard: {decision.verdict.value:8s} p_harmful={decision.p_harmful} chosen={decision.strategy}")
+        print(f"  memguard: {decision.summary()}")
 
 
 async def run(agent: Agent[Any], task: str) -> str:
@@ -143,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="MemRM base (local path or hub id); default: tiny random RM")
     parser.add_argument("--rm-adapter", default=os.environ.get("MEMGUARD_RM_ADAPTER", "MemGym/memgym-rm-1p7b"))
     parser.add_argument("--rm-subfolder", default="checkpoint-500")
-    parser.add_argument("--audit-log", default="memguard-audit.jsonl")
+    parser.add_argument("--audit-log", default=None, help="also write every decision to this JSONL audit log")
     parser.add_argument("--task", default=TASK)
     args = parser.parse_args(argv)
 
-    guard = Guard(load_scorer(args), mode=args.mode, sinks=[LoggingSink(), JSONLSink(args.audit_log)])
+    guard = Guard(load_scorer(args), mode=args.mode, sinks=[JSONLSink(args.audit_log)] if args.audit_log else [])
     agent = Agent(ScriptedChatClient(), instructions="You are a careful programmer.", tools=[bash],
                   compaction_strategy=SlidingWindowStrategy(keep_last_groups=3),
                   default_options={"temperature": 0.2})
@@ -159,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     answer = asyncio.run(run(agent, args.task))
     guard.close()  # flushes audit work and closes the sinks
     print("final answer:", answer)
-    print("decisions written to", args.audit_log)
+    if args.audit_log:
+        print("decisions written to", args.audit_log)
     return 0
 
 

@@ -75,29 +75,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", default="MemGym/memgym-rm-1p7b")
     parser.add_argument("--subfolder", default="checkpoint-500")
     parser.add_argument("--budget-chars", type=int, default=4000, help="compact when the context is larger")
-    parser.add_argument("--audit", default="memguard-audit.jsonl", help="audit JSONL written here")
+    parser.add_argument("--audit", default=None, help="also write every decision to this JSONL audit log")
     args = parser.parse_args(argv)
 
     trajectory = load_trajectory(args.trajectory)
     agent = ReplayAgent(trajectory)
-    guard = Guard(load_scorer(args), fallbacks=(ObservationMasking(keep_last=4),),
-                  sinks=[JSONLSink(args.audit)], cooldown=1)
+    sinks = [JSONLSink(args.audit)] if args.audit else []
+    guard = Guard(load_scorer(args), fallbacks=(ObservationMasking(keep_last=4),), sinks=sinks, cooldown=1)
     summarise = guarded(guard=guard, policy=agent)(my_summariser)
 
     context = trajectory[:2]
-    print(f"{'step':>4}  {'verdict':<9} {'chosen':<22} {'P(HARMFUL)':>10}  {'msgs':>9}  reason")
+    print(f"{'step':>4}  {'messages':>9}  decision")
     for index in range(2, len(trajectory)):
         context = [*context, trajectory[index]]
         if trajectory[index]["role"] == "assistant" or sum(len(str(m.get("content"))) for m in context) <= args.budget_chars:
             continue
         before = len(context)
-        context = summarise(context)
-        d = summarise.last_decision
-        p = "-" if d.p_harmful is None else f"{d.p_harmful:.3f}"
-        print(f"{d.step:>4}  {d.verdict.value:<9} {d.strategy or '(kept all)':<22} {p:>10}  "
-              f"{before:>3} → {len(context):<3}  {d.reasons[-1] if d.reasons else ''}")
+        context, decision = summarise.with_decision(context)
+        print(f"{decision.step:>4}  {before:>3} → {len(context):<3}  {decision.summary()}")
     guard.close()
-    print(f"audit written to {args.audit}")
+    if args.audit:
+        print(f"audit log: {args.audit} (memguard report {args.audit} -o report.html)")
     return 0
 
 

@@ -136,7 +136,7 @@ def show(decision: Decision) -> None:
     if decision.pending:
         print(f"  memguard: {decision.verdict.value:8s} (scored in the background)")
     else:
-        print(f"  memguard: {decision.verdict.value:8s} p_harmful={decision.p_harmful} chosen={decision.strategy}")
+        print(f"  memguard: {decision.summary()}")
 
 
 async def converse(app: App) -> list[str]:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rm-base", default=os.environ.get("MEMGUARD_RM_BASE"),
                         help="MemRM base (local path or hub id) to load in-process (memguard[local])")
     parser.add_argument("--rm-adapter", default="MemGym/memgym-rm-1p7b")
-    parser.add_argument("--audit-log", default="memguard-audit.jsonl")
+    parser.add_argument("--audit-log", default=None, help="also write every decision to this JSONL audit log")
     args = parser.parse_args(argv)
 
     model = ScriptedModel()
@@ -171,14 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         summarizer=LlmEventSummarizer(llm=model),  # the app's own compaction: a lossy summary
         token_threshold=300, event_retention_size=1, compaction_interval=100, overlap_size=0,
     ))
-    guard = Guard(load_scorer(args), mode=args.mode, sinks=[JSONLSink(args.audit_log)])
+    guard = Guard(load_scorer(args), mode=args.mode, sinks=[JSONLSink(args.audit_log)] if args.audit_log else [])
     # Tried when the summary is judged harmful: the same summarizer, told to keep identifiers verbatim.
     guarded = guard_app(app, guard, on_decision=show,
                         fallbacks=[LlmEventSummarizer(llm=model, prompt_template=KEEP_VERBATIM)])
     asyncio.run(converse(guarded))
     guard.close()  # flushes audit work and closes the sinks
     assert guarded.events_compaction_config is not None
-    print(f"reviews: {guarded.events_compaction_config.summarizer.stats()} | decisions in {args.audit_log}")  # type: ignore[union-attr]
+    print(f"reviews: {guarded.events_compaction_config.summarizer.stats()}")  # type: ignore[union-attr]
+    if args.audit_log:
+        print("decisions written to", args.audit_log)
     return 0
 
 

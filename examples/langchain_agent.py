@@ -15,7 +15,8 @@ With real models (needs the provider's package and key, and the RM weights or hu
         --rm-base Qwen/Qwen3-1.7B-Base --rm-adapter MemGym/memgym-rm-1p7b
 
 `--mode audit` shows the callback drop-in instead: the agent's own SummarizationMiddleware runs
-untouched and every compaction is scored in the background into `--audit-log`.
+untouched and every compaction is scored in the background (into `--audit-log`
+when you pass one).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from langchain.agents import create_agent
@@ -34,9 +33,10 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
+from memguard import Guard, JSONLSink, ObservationMasking
+from memguard.testing import MarkerScorer
 
 from langchain_memguard import MemGuardCallbackHandler, MemGuardMiddleware
-from memguard import Guard, JSONLSink, LoggingSink, ObservationMasking, Score
 
 FACT = "the failing test is tests/test_dates.py::test_leap_year"
 TASK = "Find the failing test, then fix it."
@@ -78,16 +78,9 @@ class FakeSummarizer(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content="The agent ran some commands."))])
 
 
-class OracleScorer:
+def oracle_scorer() -> MarkerScorer:
     """A LABELLED SCORER DOUBLE, not MemRM: harmful iff the proposed action shows forgetting."""
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            proposed = prompt.rsplit("Proposed action under perturbation", 1)[1]
-            forgot = "ls -la" in proposed or "lost track" in proposed
-            out.append(Score(p_harmful=0.97 if forgot else 0.03, n_tokens=len(prompt) // 4))
-        return out
+    return MarkerScorer(["ls -la", "lost track"])
 
 
 @tool
@@ -103,17 +96,15 @@ def bash(command: str) -> str:
 
 def load_scorer(args: argparse.Namespace) -> Any:
     if args.scorer == "oracle":
-        return OracleScorer()
+        return oracle_scorer()
     from memguard.scoring.local import MemRM
 
     if args.rm_base:
         return MemRM.from_pretrained(base=args.rm_base, adapter=args.rm_adapter, subfolder=args.rm_subfolder)
-    from memguard.testing import build_tiny_rm
+    from memguard.testing import load_tiny_rm
 
-    root = Path(tempfile.mkdtemp(prefix="memguard-tiny-rm-"))
-    build_tiny_rm(root)
-    print(f"[offline] tiny RANDOM MemRM built in {root} (scores are meaningless)", file=sys.stderr)
-    return MemRM.from_pretrained(base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500")
+    print("[offline] tiny RANDOM MemRM (scores are meaningless; --scorer oracle plays a labelled RM)", file=sys.stderr)
+    return load_tiny_rm()
 
 
 def load_models(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -136,22 +127,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="MemRM base (local path or hub id); default: tiny random RM")
     parser.add_argument("--rm-adapter", default=os.environ.get("MEMGUARD_RM_ADAPTER", "MemGym/memgym-rm-1p7b"))
     parser.add_argument("--rm-subfolder", default="checkpoint-500")
-    parser.add_argument("--audit-log", default="memguard-audit.jsonl")
+    parser.add_argument("--audit-log", default=None, help="also write every decision to this JSONL audit log")
     parser.add_argument("--task", default=TASK)
     args = parser.parse_args(argv)
 
     model, summarizer = load_models(args)
     scorer = load_scorer(args)
     summarization = SummarizationMiddleware(model=summarizer, trigger=("messages", 6), keep=("messages", 2))
-    sinks = [LoggingSink(), JSONLSink(args.audit_log)]
+    sinks = [JSONLSink(args.audit_log)] if args.audit_log else []
     tools = [bash]
 
     if args.mode == "enforce":
         guard = Guard(scorer, sinks=sinks, fallbacks=[ObservationMasking(keep_last=4)])
         fallback = SummarizationMiddleware(model=summarizer, trigger=("messages", 6), keep=("messages", 8))
         middleware = MemGuardMiddleware(summarization, guard, fallbacks=[fallback],
-                                        on_decision=lambda d: print(f"  memguard: {d.verdict.value:8s} "
-                                                                    f"p_harmful={d.p_harmful} chosen={d.strategy}"))
+                                        on_decision=lambda d: print(f"  memguard: {d.summary()}"))
         agent = create_agent(model, tools=tools, middleware=[middleware])
         config: dict[str, Any] = {}
     else:
@@ -163,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     result = agent.invoke({"messages": [HumanMessage(args.task)]}, config)
     guard.close()  # flushes audit work and closes the sinks
     print("final answer:", result["messages"][-1].content)
-    print("messages in state:", len(result["messages"]), "| decisions written to", args.audit_log)
+    print("messages in state:", len(result["messages"]))
+    if args.audit_log:
+        print("decisions written to", args.audit_log)
     return 0
 
 

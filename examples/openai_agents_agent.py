@@ -25,16 +25,15 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from agents import Agent, Model, RunConfig, Runner, function_tool, set_tracing_disabled
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
-from openai_agents_memguard import MemGuardInputFilter
+from memguard import Guard, JSONLSink
+from memguard.testing import MarkerScorer
 
-from memguard import Guard, JSONLSink, LoggingSink, Score
+from openai_agents_memguard import MemGuardInputFilter
 
 FACT = "ALPHA-7731"
 TURNS = ("Look up the launch code for project alpha.", "Check the weather.", "What was the launch code?")
@@ -71,16 +70,9 @@ def scripted_step(call: ModelCall) -> list[Any]:
     return [function_call("lookup", {"topic": "alpha"}, call_id=f"call_{n}")]
 
 
-class OracleScorer:
+def oracle_scorer() -> MarkerScorer:
     """A LABELLED SCORER DOUBLE, not MemRM: harmful iff the proposed action looks the code up again."""
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            proposed = prompt.rsplit("Proposed action under perturbation", 1)[1]
-            forgot = "lookup({'topic': 'alpha'})" in proposed
-            out.append(Score(p_harmful=0.97 if forgot else 0.03, n_tokens=len(prompt) // 4))
-        return out
+    return MarkerScorer(["lookup({'topic': 'alpha'})"])
 
 
 # --------------------------------------------------------------------------- wiring
@@ -88,17 +80,15 @@ class OracleScorer:
 
 def load_scorer(args: argparse.Namespace) -> Any:
     if args.scorer == "oracle":
-        return OracleScorer()
+        return oracle_scorer()
     from memguard.scoring.local import MemRM
 
     if args.rm_base:
         return MemRM.from_pretrained(base=args.rm_base, adapter=args.rm_adapter, subfolder=args.rm_subfolder)
-    from memguard.testing import build_tiny_rm
+    from memguard.testing import load_tiny_rm
 
-    root = Path(tempfile.mkdtemp(prefix="memguard-tiny-rm-"))
-    build_tiny_rm(root)
-    print(f"[offline] tiny RANDOM MemRM built in {root} (scores are meaningless)", file=sys.stderr)
-    return MemRM.from_pretrained(base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500")
+    print("[offline] tiny RANDOM MemRM (scores are meaningless; --scorer oracle plays a labelled RM)", file=sys.stderr)
+    return load_tiny_rm()
 
 
 def load_model(args: argparse.Namespace) -> Model:
@@ -120,16 +110,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="MemRM base (local path or hub id); default: tiny random RM")
     parser.add_argument("--rm-adapter", default=os.environ.get("MEMGUARD_RM_ADAPTER", "MemGym/memgym-rm-1p7b"))
     parser.add_argument("--rm-subfolder", default="checkpoint-500")
-    parser.add_argument("--audit-log", default="memguard-audit.jsonl")
+    parser.add_argument("--audit-log", default=None, help="also write every decision to this JSONL audit log")
     args = parser.parse_args(argv)
 
     model = load_model(args)
-    guard = Guard(load_scorer(args), mode=args.mode, sinks=[LoggingSink(), JSONLSink(args.audit_log)])
+    guard = Guard(load_scorer(args), mode=args.mode, sinks=[JSONLSink(args.audit_log)] if args.audit_log else [])
     trimmer = ToolOutputTrimmer(recent_turns=1, max_output_chars=300, preview_chars=60)
     guarded = MemGuardInputFilter(
         trimmer, guard, conversation_id="example-chat",
-        on_decision=lambda d: print(f"  memguard: {d.verdict.value:8s} " + (
-            "(scored in the background)" if d.pending else f"p_harmful={d.p_harmful} chosen={d.strategy}")),
+        on_decision=lambda d: print(f"  memguard: {d.summary()}"),
     )
     # The review runs at the wrapped model's call, on the run's exact request (settings, tools,
     # tool_choice), and its winning probe is the call's answer: one extra model call per review.
@@ -145,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agent ({lookups} lookup(s)): {result.final_output}")
     guard.close()  # flushes audit work and closes the sinks
     calls = len(model.calls) if isinstance(model, ScriptedModel) else "n/a"
-    print(f"model calls: {calls} | decisions written to {args.audit_log}")
+    print(f"model calls: {calls}" + (f" | decisions written to {args.audit_log}" if args.audit_log else ""))
     return 0
 
 

@@ -131,8 +131,7 @@ class ForgettingOracle:
 
 
 def show(decision: Decision) -> None:
-    why = "scored in the background" if decision.pending else decision.reasons[-1]
-    print(f"  memguard: {decision.verdict.value:8s} chosen={decision.strategy} ({why})")
+    print(f"  memguard: {decision.summary()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rm-url", default=os.environ.get("MEMGUARD_RM_URL"),
                         help="a vLLM server serving MemRM (RemoteMemRM); default: the offline scorer double")
     parser.add_argument("--rm-model", default="memrm", help="the served LoRA adapter's name")
-    parser.add_argument("--audit-log", default="memguard-audit.jsonl")
+    parser.add_argument("--audit-log", default=None, help="also write every decision to this JSONL audit log")
     args = parser.parse_args(argv)
 
     if args.rm_url:
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         include_default_tools=[],
         condenser=LLMSummarizingCondenser(llm=summarizer, max_size=12, keep_first=2),
     )
-    guard = Guard(scorer, mode=args.mode, sinks=[JSONLSink(args.audit_log)],
+    guard = Guard(scorer, mode=args.mode, sinks=[JSONLSink(args.audit_log)] if args.audit_log else [],
                   fallbacks=[ObservationMasking(keep_last=4)])
     # Tried first: the same summarizer, keeping the first tool output (the failing test) in view.
     keeps_more = LLMSummarizingCondenser(llm=summarizer, max_size=12, keep_first=4)
@@ -175,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     conversation.condense()
     guard.close()  # flushes audit work and closes the sinks
     stored = sum(isinstance(e, Condensation) for e in conversation.state.events)
-    print(f"events: {len(conversation.state.events)} | condensations stored: {stored} | "
-          f"decisions written to {args.audit_log}")
+    print(f"events: {len(conversation.state.events)} | condensations stored: {stored}")
+    if args.audit_log:
+        print("decisions written to", args.audit_log)
     return 0
 
 

@@ -18,7 +18,8 @@ With real models (needs the provider's package and key, and the RM weights or hu
         --rm-base Qwen/Qwen3-1.7B-Base --rm-adapter MemGym/memgym-rm-1p7b
 
 `--mode audit` runs the same capability with `Guard(mode="audit")`: the compaction always
-applies, and every compaction is scored in the background into `--audit-log`.
+applies, and every compaction is scored in the background (into `--audit-log`
+when you pass one).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from pydantic_ai import Agent
@@ -47,7 +46,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.tools import RunContext
 from pydantic_ai_memguard import MemGuardCompaction
 
-from memguard import Decision, Guard, JSONLSink, LoggingSink, ObservationMasking, Score
+from memguard import Decision, Guard, JSONLSink, ObservationMasking
+from memguard.testing import MarkerScorer
 
 FACT = "the failing test is tests/test_dates.py::test_leap_year"
 TASK = "Find the failing test, then fix it."
@@ -70,16 +70,9 @@ def scripted_agent(messages: list[ModelMessage], info: AgentInfo) -> ModelRespon
     return ModelResponse(parts=[ToolCallPart("bash", {"command": command}, tool_call_id=f"call_{k + 1}")])
 
 
-class OracleScorer:
+def oracle_scorer() -> MarkerScorer:
     """A LABELLED SCORER DOUBLE, not MemRM: harmful iff the proposed action shows forgetting."""
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            proposed = prompt.rsplit("Proposed action under perturbation", 1)[1]
-            forgot = "ls -la" in proposed or "lost track" in proposed
-            out.append(Score(p_harmful=0.97 if forgot else 0.03, n_tokens=len(prompt) // 4))
-        return out
+    return MarkerScorer(["ls -la", "lost track"])
 
 
 def bash(command: str) -> str:
@@ -131,24 +124,22 @@ def compaction_for(hook: str) -> tuple[Any, list[Any]]:
 
 def load_scorer(args: argparse.Namespace) -> Any:
     if args.scorer == "oracle":
-        return OracleScorer()
+        return oracle_scorer()
     from memguard.scoring.local import MemRM
 
     if args.rm_base:
         return MemRM.from_pretrained(base=args.rm_base, adapter=args.rm_adapter, subfolder=args.rm_subfolder)
-    from memguard.testing import build_tiny_rm
+    from memguard.testing import load_tiny_rm
 
-    root = Path(tempfile.mkdtemp(prefix="memguard-tiny-rm-"))
-    build_tiny_rm(root)
-    print(f"[offline] tiny RANDOM MemRM built in {root} (scores are meaningless)", file=sys.stderr)
-    return MemRM.from_pretrained(base=str(root / "base"), adapter=str(root / "adapter"), subfolder="checkpoint-500")
+    print("[offline] tiny RANDOM MemRM (scores are meaningless; --scorer oracle plays a labelled RM)", file=sys.stderr)
+    return load_tiny_rm()
 
 
 def show(decision: Decision) -> None:
     if decision.pending:  # audit mode: the compaction is applied, the score arrives in the log
         print(f"  memguard: audit    {decision.strategy} applied, scoring in the background")
     else:
-        print(f"  memguard: {decision.verdict.value:8s} p_harmful={decision.p_harmful} chosen={decision.strategy}")
+        print(f"  memguard: {decision.summary()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="MemRM base (local path or hub id); default: tiny random RM")
     parser.add_argument("--rm-adapter", default=os.environ.get("MEMGUARD_RM_ADAPTER", "MemGym/memgym-rm-1p7b"))
     parser.add_argument("--rm-subfolder", default="checkpoint-500")
-    parser.add_argument("--audit-log", default="memguard-audit.jsonl")
+    parser.add_argument("--audit-log", default=None, help="also write every decision to this JSONL audit log")
     parser.add_argument("--task", default=TASK)
     parser.add_argument("--hook", choices=["compact_history", "before_model_request"],
                         default="compact_history" if has_compact_history() else "before_model_request",
@@ -169,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model: Any = args.model or FunctionModel(scripted_agent, model_name="scripted-agent")
-    guard = Guard(load_scorer(args), mode=args.mode, sinks=[LoggingSink(), JSONLSink(args.audit_log)],
+    guard = Guard(load_scorer(args), mode=args.mode, sinks=[JSONLSink(args.audit_log)] if args.audit_log else [],
                   fallbacks=[ObservationMasking(keep_last=4)])
     # Instead of capabilities=[inner]: the same capability, guarded. Tried in order when it is judged
     # harmful: the inner's own fallbacks (ClearToolResults with the harness), then the guard's ObservationMasking.
@@ -181,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     result = agent.run_sync(args.task)
     guard.close()  # flushes audit work and closes the sinks
     print("final answer:", result.output)
-    print("messages in history:", len(result.all_messages()), "| model requests:", result.usage.requests,
-          "| decisions written to", args.audit_log)
+    print("messages in history:", len(result.all_messages()), "| model requests:", result.usage.requests)
+    if args.audit_log:
+        print("decisions written to", args.audit_log)
     return 0
 
 

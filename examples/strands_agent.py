@@ -29,7 +29,8 @@ import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from memguard import Decision, Guard, JSONLSink, RecentWindow, Score
+from memguard import Decision, Guard, JSONLSink, RecentWindow
+from memguard.testing import MarkerScorer
 from strands import Agent, tool
 from strands.agent.conversation_manager import SummarizingConversationManager
 from strands.models import Model
@@ -123,16 +124,9 @@ def bash(command: str) -> str:
     return output + (f"FAILED {FACT}" if step == ["1"] else "(output elided)")
 
 
-class OracleScorer:
+def oracle_scorer() -> MarkerScorer:
     """A LABELLED SCORER DOUBLE, not MemRM: harmful iff the proposed action shows forgetting."""
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            proposed = prompt.rsplit("Proposed action under perturbation", 1)[1]
-            forgot = "ls -la" in proposed or "lost track" in proposed
-            out.append(Score(p_harmful=0.97 if forgot else 0.03, n_tokens=len(prompt) // 4))
-        return out
+    return MarkerScorer(["ls -la", "lost track"])
 
 
 # --------------------------------------------------------------------------- wiring
@@ -142,7 +136,7 @@ def show(decision: Decision) -> None:
     if decision.pending:  # audit mode: the reduction is applied, the score arrives in the log
         print(f"  memguard: audit    {decision.proposed_strategy} applied, scoring in the background")
     else:
-        print(f"  memguard: {decision.verdict.value:8s} p_harmful={decision.p_harmful} chosen={decision.strategy}")
+        print(f"  memguard: {decision.summary()}")
 
 
 def build(args: argparse.Namespace) -> tuple[Agent, Guard, ScriptedModel]:
@@ -151,8 +145,8 @@ def build(args: argparse.Namespace) -> tuple[Agent, Guard, ScriptedModel]:
 
         scorer: Any = RemoteMemRM(args.rm_url, model=args.rm_model)
     else:
-        scorer = OracleScorer()
-    guard = Guard(scorer, mode=args.mode, sinks=[JSONLSink(args.audit_log)])
+        scorer = oracle_scorer()
+    guard = Guard(scorer, mode=args.mode, sinks=[JSONLSink(args.audit_log)] if args.audit_log else [])
     # Instead of conversation_manager=SummarizingConversationManager(...): the same manager, guarded.
     # Tried when its summary is judged harmful: a window that keeps the opening and the latest steps.
     manager = MemGuardConversationManager(
@@ -179,15 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rm-url", default=os.environ.get("MEMGUARD_RM_URL"),
                         help="a vLLM server serving MemRM (RemoteMemRM); default: the offline scorer double")
     parser.add_argument("--rm-model", default="memrm", help="the served LoRA adapter's name")
-    parser.add_argument("--audit-log", default="memguard-audit.jsonl")
+    parser.add_argument("--audit-log", default=None, help="also write every decision to this JSONL audit log")
     args = parser.parse_args(argv)
 
     agent, guard, model = build(args)
     answer = asyncio.run(stream(agent, TASK)) if args.stream else str(agent(TASK))
     guard.close()  # flushes audit work and closes the sinks
     print("final answer:", answer.strip())
-    print("messages in history:", len(agent.messages), "| model calls:", model.calls,
-          "| decisions written to", args.audit_log)
+    print("messages in history:", len(agent.messages), "| model calls:", model.calls)
+    if args.audit_log:
+        print("decisions written to", args.audit_log)
     return 0
 
 

@@ -124,7 +124,20 @@ def start_daemon(fn: Callable[..., T], *args: Any, name: str = "memguard-call") 
 
 
 def run_coroutine_blocking(awaitable: Awaitable[T]) -> T:
-    """Drive a coroutine to completion from sync code, even inside a running event loop."""
+    """Drive a coroutine to completion from sync code, even inside a running event loop.
+
+    Without a running loop it is `asyncio.run`. Inside one (a sync callback called from async
+    code) the coroutine runs on a fresh loop in a new thread while this thread waits, so it
+    never re-enters the running loop (which `asyncio.run` refuses). That wait blocks the
+    running loop: use it only where sync code has no other way to await. What the awaitable
+    raises is raised here, in the caller's thread.
+
+    Args:
+        awaitable: The coroutine (or any awaitable) to run.
+
+    Returns:
+        What it returns.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -21,6 +21,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib", "numpy"),
     "cli": ("typer", "rich", "tomli_w", "sklearn", "matplotlib", "numpy"),
     "langchain": ("langchain_core",),
+    "docs": ("mkdocs", "material", "mkdocstrings", "pytest_examples"),
 }
 
 

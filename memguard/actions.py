@@ -103,7 +103,17 @@ def action_signature(response: Any) -> tuple[str, list[tuple[Any, ...]]] | None:
 def same_action(a: Any, b: Any) -> bool:
     """True when two responses act identically: same content, same tool calls in full (ids aside).
 
+    This is how `identical_is_safe` skips the RM call. Tool-call ids, thinking and reasoning
+    blocks, and cache or signature keys are ignored; arguments are compared as parsed JSON.
     Two empty responses are not the same action: no action is what HARMFUL labels mean.
+
+    Args:
+        a: An agent response: a string, an OpenAI-style dict, or a message object (LangChain's,
+            `Message`).
+        b: The other response, of any of those types.
+
+    Returns:
+        True when both act and act alike.
     """
     left, right = action_signature(a), action_signature(b)
     return left is not None and left == right

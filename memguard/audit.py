@@ -30,11 +30,27 @@ logger = logging.getLogger("memguard")
 
 @runtime_checkable
 class Sink(Protocol):
-    """Receives every Decision. Must not raise into the agent (errors are logged and dropped)."""
+    """Receives every Decision a guard publishes.
 
-    def emit(self, decision: Decision) -> None: ...
+    Any object with these two methods is a sink (no subclassing needed). An exception a sink
+    raises never reaches the agent: the guard logs it (by type only) and goes on. A sink may
+    also have ``attach(stats)``: the guard calls it once with its `Guard.stats`.
+    """
 
-    def close(self) -> None: ...
+    def emit(self, decision: Decision) -> None:
+        """Record one decision.
+
+        Called from whichever thread published it (the agent's, a guard thread, the audit
+        worker), so it must be thread-safe.
+
+        Args:
+            decision: The decision to record.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the sink holds; the guard calls it once, from `Guard.close`."""
+        ...
 
 
 def emit_all(sinks: Iterable[Sink], decision: Decision) -> None:
@@ -49,9 +65,24 @@ def emit_all(sinks: Iterable[Sink], decision: Decision) -> None:
 class JSONLSink:
     """One JSON line per decision, flushed per line, in a file only its owner can read.
 
-    `max_bytes` rotates the file by size (``audit.jsonl`` → ``audit.jsonl.1`` …, keeping
-    `backups`). `redact` stores hashes and sizes instead of any text; `include_messages` adds the
-    chosen context (full text, or fingerprints when redacting).
+    Each line is `Decision.to_record`. The file is created 0600, and an existing one is made
+    0600. Each line is one ``write`` to a file opened for appending, so lines from several
+    threads never interleave, and a crash loses at most the line being written. `memguard
+    report` turns the file into an HTML report.
+
+    Args:
+        path: The JSONL file (its folder is created if missing).
+        redact: Store hashes and sizes instead of any text (actions, messages, quoted
+            exception texts).
+        include_messages: Add the chosen context to each line (full text, or fingerprints
+            when redacting).
+        max_bytes: Rotate the file when the next line would take it past this size
+            (``audit.jsonl`` → ``audit.jsonl.1`` …); None never rotates.
+        backups: Rotated files kept (0: the old file is deleted).
+        fsync: Also ``fsync`` after each line, so a line survives a power loss (slower).
+
+    Raises:
+        OSError: The file cannot be created or opened.
     """
 
     def __init__(
@@ -71,6 +102,7 @@ class JSONLSink:
         self.backups = backups
         self.fsync = fsync
         self.written = 0
+        """Lines written so far."""
         self._lock = threading.Lock()
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +114,17 @@ class JSONLSink:
         return fd
 
     def emit(self, decision: Decision) -> None:
+        """Append the decision as one JSON line (rotating first when `max_bytes` says so).
+
+        A failed rotation is logged and the line still goes to `path`.
+
+        Args:
+            decision: The decision to write.
+
+        Raises:
+            RuntimeError: The sink is closed.
+            OSError: The line cannot be written.
+        """
         record = decision.to_record(redact=self.redact, include_messages=self.include_messages)
         line = (safe_text(json.dumps(record, ensure_ascii=False, default=str)) + "\n").encode("utf-8")
         with self._lock:
@@ -120,6 +163,7 @@ class JSONLSink:
         self._fd = self._open()
 
     def close(self) -> None:
+        """Close the file; later `emit` calls raise."""
         with self._lock:
             self._closed = True
             if self._fd >= 0:
@@ -128,13 +172,27 @@ class JSONLSink:
 
 
 class LoggingSink:
-    """A one-line summary per decision on a standard `logging` logger (no conversation text)."""
+    """A one-line summary per decision on a standard `logging` logger (no conversation text).
+
+    The line shows verdict, step, strategies, P(HARMFUL) and time; the redacted record
+    (`Decision.to_record` with ``redact=True``) rides along as ``extra["memguard_decision"]``
+    for structured log handlers.
+
+    Args:
+        logger_name: The logger to write to.
+        level: The level of each line.
+    """
 
     def __init__(self, logger_name: str = "memguard.decisions", level: int = logging.INFO) -> None:
         self.logger = logging.getLogger(logger_name)
         self.level = level
 
     def emit(self, decision: Decision) -> None:
+        """Log one line for the decision.
+
+        Args:
+            decision: The decision to log.
+        """
         p = decision.p_harmful
         self.logger.log(
             self.level,
@@ -146,6 +204,7 @@ class LoggingSink:
         )
 
     def close(self) -> None:
+        """Nothing to release: the logger belongs to `logging`."""
         return None
 
 
@@ -157,6 +216,14 @@ class OpenTelemetrySink:
     ``memguard.veto``, ``memguard.errors``, ``memguard.timeouts``, ``memguard.audit_dropped``) and
     gauges (``memguard.stalled_scorer_calls``, ``memguard.latency_p99_ms``, ...). Each guard the
     sink is attached to reports under its own ``memguard.guard`` attribute.
+
+    Args:
+        tracer_provider: The tracer provider; None uses OpenTelemetry's global one.
+        meter_provider: The meter provider; None uses OpenTelemetry's global one.
+        name: The instrumentation scope's name.
+
+    Raises:
+        ImportError: OpenTelemetry is not installed (``pip install 'memguard[otel]'``).
     """
 
     def __init__(self, tracer_provider: Any = None, *, meter_provider: Any = None, name: str = "memguard") -> None:
@@ -170,7 +237,14 @@ class OpenTelemetrySink:
         self._instruments_made = False
 
     def attach(self, stats: Callable[[], dict[str, Any]]) -> None:
-        """Export `stats()` (a guard's health counters) as metrics; `Guard` calls this itself."""
+        """Export a guard's health counters as metrics; `Guard` calls this itself.
+
+        The instruments are created with the first guard; each later guard adds its counters
+        under the next ``memguard.guard`` index.
+
+        Args:
+            stats: The guard's `Guard.stats`, read at each export.
+        """
         self._sources.append(stats)
         if self._instruments_made:
             return
@@ -192,6 +266,11 @@ class OpenTelemetrySink:
         return callback
 
     def emit(self, decision: Decision) -> None:
+        """Record the decision as one ``memguard.decision`` span (no conversation text).
+
+        Args:
+            decision: The decision to record.
+        """
         attributes: dict[str, Any] = {
             "memguard.verdict": decision.verdict.value,
             "memguard.mode": decision.mode,
@@ -213,6 +292,7 @@ class OpenTelemetrySink:
             pass
 
     def close(self) -> None:
+        """Nothing to release: the providers belong to the application, which shuts them down."""
         return None
 
 
@@ -237,6 +317,11 @@ class AuditWorker:
     finalizer (`abandon`) ends the thread. A job may have ``drop(reason)``: called instead of
     running it when the worker stops before reaching it. `notify` queues small follow-ups
     (publishing a dropped job's decision) that run on the worker, never on the submitter's path.
+    Jobs still queued at interpreter exit get up to 10 seconds to finish.
+
+    Args:
+        maxsize: Jobs waiting at most; `submit` refuses more.
+        name: The thread's name.
     """
 
     def __init__(self, maxsize: int = 1024, *, name: str = "memguard-audit") -> None:
@@ -248,8 +333,11 @@ class AuditWorker:
         self._stopped = False
         self._busy = 0  # jobs taken from the queue and still running
         self.dropped = 0
+        """Jobs refused (queue full, worker stopped) or dropped at `stop`."""
         self.completed = 0
+        """Jobs that ran to the end."""
         self.failed = 0
+        """Jobs that raised (logged by type, never passed on)."""
         _live_workers.add(self)
 
     @property
@@ -263,11 +351,24 @@ class AuditWorker:
         return self._thread is not None
 
     def idle(self) -> bool:
-        """Nothing queued, running, or left to notify."""
+        """Whether nothing is queued, running, or left to notify.
+
+        Returns:
+            True when the worker has no work left.
+        """
         return self._queue.unfinished_tasks == 0 and not self._notes
 
     def submit(self, job: Callable[[], None]) -> bool:
-        """Queue `job`; False (and counted in `dropped`) when the queue is full or the worker stopped."""
+        """Queue `job` without blocking; the thread starts with the first job.
+
+        Args:
+            job: A callable of no arguments. It may also have ``drop(reason)``, called instead
+                when the worker stops before reaching it.
+
+        Returns:
+            True when queued; False (counted in `dropped`) when the queue is full or the worker
+            stopped.
+        """
         start = None
         with self._lock:
             if self._stopped:
@@ -288,7 +389,14 @@ class AuditWorker:
         return accepted
 
     def notify(self, note: Callable[[], None]) -> None:
-        """Run `note` on the worker before its next job (or at `stop`), never on this thread."""
+        """Run `note` on the worker before its next job (or at `stop`), not on this thread.
+
+        When no thread runs (none started yet, or stopped), `note` runs here at once: nothing
+        else would run it.
+
+        Args:
+            note: A callable of no arguments; an exception it raises is logged.
+        """
         self._notes.append(note)
         with self._lock:
             idle = self._thread is None or self._stopped
@@ -311,7 +419,14 @@ class AuditWorker:
             self.failed += 1
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for queued jobs; True if the queue drained within `timeout`."""
+        """Wait for queued jobs to finish.
+
+        Args:
+            timeout: Seconds to wait at most (None: until done).
+
+        Returns:
+            True when the queue drained in time.
+        """
         if self._thread is None:
             _run_notes(self._notes)
             return True
@@ -327,7 +442,14 @@ class AuditWorker:
     def stop(self, timeout: float | None = 30.0, *, reason: str = "the guard closed before the job ran") -> bool:
         """Finish queued jobs within `timeout`, drop the rest (``drop(reason)``), end the thread.
 
-        True when every job ran. Later submissions are refused.
+        Later submissions are refused. Calling it again does nothing.
+
+        Args:
+            timeout: Seconds to let queued jobs run (None: until done).
+            reason: Passed to each dropped job's ``drop``.
+
+        Returns:
+            True when every job ran (also on a second call).
         """
         with self._lock:
             if self._stopped:

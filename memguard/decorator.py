@@ -47,14 +47,25 @@ logger = logging.getLogger("memguard")
 
 
 class Compacted(NamedTuple):
-    """What `with_decision` returns: the messages to use and the call's own decision."""
+    """What `GuardedCompaction.with_decision` returns: the messages to use and the call's own decision."""
 
     messages: list[Any]
+    """The messages to use from now on, in the caller's type (the compaction, a fallback's context,
+    or the untouched input on a veto).
+    """
     decision: Decision
+    """This call's own `Decision`."""
 
 
 def safe_copies(messages: Any) -> list[Any]:
-    """A deep copy of each message that can be copied; the caller's own object for any that cannot."""
+    """A deep copy of each message that can be copied; the caller's own object for any that cannot.
+
+    Args:
+        messages: The messages to copy.
+
+    Returns:
+        A new list; copying never raises.
+    """
     out = []
     for message in messages:
         try:
@@ -81,7 +92,16 @@ class GuardedCompaction(functools.partial):  # type: ignore[type-arg]
         return self._last.get()
 
     def with_decision(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
-        """``Compacted(messages, decision)`` for this call (a coroutine when the function is async)."""
+        """Call the guarded function and get this call's decision beside the messages.
+
+        Args:
+            messages: The conversation to compact, in the caller's message type.
+            *args: Passed on to the wrapped function.
+            **kwargs: Passed on to the wrapped function.
+
+        Returns:
+            ``Compacted(messages, decision)``; for an async function, a coroutine that returns it.
+        """
         return self._decide(messages, *args, **kwargs)
 
     def __repr__(self) -> str:
@@ -107,6 +127,12 @@ def guard_compaction(
         conversation_id: A string, or a callable of the messages, naming the conversation.
         must_reduce: True (or a callable of the messages saying so) when the context must
             shrink now (it overflows): such a call is never skipped and never vetoed.
+
+    Returns:
+        A decorator that turns ``f`` into a `GuardedCompaction`.
+
+    Raises:
+        TypeError: `conversation_id` is neither a string nor a callable.
     """
     if conversation_id is not None and not isinstance(conversation_id, str) and not callable(conversation_id):
         raise TypeError("conversation_id must be a string or a callable of the messages")

@@ -35,25 +35,22 @@ OPENING_MESSAGES = 8
 
 @dataclass(frozen=True)
 class Gate:
-    """What the guard says about one step before any work is done for it.
-
-    Attributes:
-        review: True: run the inner compaction, then review its proposal. False: skip, and do
-            not call the inner compaction (publish `Guard.skip(gate, before)` instead).
-        conversation_id: The conversation's id (given, or derived from the opening); pass it on
-            the `CompactionEvent`.
-        step: The step the gate judged (None when it did not need one: no cooldown to check).
-        must_reduce: The framework must shrink the context now: never skipped, never vetoed.
-        audit: This review is an audit review (recorded only, run in the background).
-        reason: Why the step is skipped (None when it is reviewed).
-    """
+    """What the guard says about one step before any work is done for it."""
 
     review: bool
+    """True: run the inner compaction, then review its proposal. False: skip, and do not call the
+    inner compaction (publish `Guard.skip(gate, before)` instead).
+    """
     conversation_id: str
+    """The conversation's id (given, or derived from the opening); pass it on the `CompactionEvent`."""
     step: int | None = None
+    """The step the gate judged (None when it did not need one: no cooldown to check)."""
     must_reduce: bool = False
+    """The framework must shrink the context now: never skipped, never vetoed."""
     audit: bool = False
+    """This review is an audit review (recorded only, run in the background)."""
     reason: str | None = None
+    """Why the step is skipped (None when it is reviewed)."""
 
 
 def conversation_key(messages: Sequence[Any]) -> str:
@@ -61,7 +58,15 @@ def conversation_key(messages: Sequence[Any]) -> str:
 
     Those open the context and stay put while a conversation grows, and a veto leaves them as they
     were, so every proposal the conversation makes until a compaction commits maps to the same id.
-    Only the first few messages are read (this runs on the agent's path even in audit mode).
+    Only the messages up to the first assistant turn, at most 8, are read (this runs on the
+    agent's path even in audit mode). Two conversations that open alike get the same id: the
+    gate tells them apart by the vetoed context itself.
+
+    Args:
+        messages: The conversation, in any supported message type.
+
+    Returns:
+        ``"auto-"`` and 16 hex digits of a hash of the opening's roles and texts.
     """
     opening: list[tuple[str, str]] = []
     for index, item in enumerate(messages):

@@ -71,7 +71,20 @@ Policy = Callable[[list[Any]], Any]
 
 
 def band_of(p_harmful: float, band: float | None, threshold: float = 0.5) -> str:
-    """The published coverage rule: covered iff P(SAFE) ≥ t or ≤ 1 − t, else uncertain."""
+    """The coverage band of one score, by the published rule.
+
+    A score is covered iff P(SAFE) ≥ t ("safe") or P(SAFE) ≤ 1 − t ("harmful"); in between it
+    is "uncertain". Without a band, the commit rule labels it instead.
+
+    Args:
+        p_harmful: MemRM's P(HARMFUL).
+        band: The coverage band t (0.88 is the published operating point); None labels by
+            `threshold` alone.
+        threshold: The commit threshold, used only when `band` is None.
+
+    Returns:
+        "safe", "uncertain" or "harmful".
+    """
     return band_label(p_harmful, band, threshold)
 
 
@@ -84,10 +97,27 @@ class Guard:
     an uncertain score is not committed either. With `hard_budget` (tokens) the context must
     shrink, so instead of a veto the lowest-risk candidate that fits is committed.
 
-    Options are those of `GuardSettings` (or pass `settings=`); `sinks`, `on_decision` and
-    `token_counter` are objects, not settings. Close the guard when done (`close()`, `await
-    aclose()`, `with` or `async with`): audit work still queued is written, then the sinks are
-    closed. A guard dropped without closing leaves no thread behind.
+    Close the guard when done (`close()`, `await aclose()`, `with` or `async with`): audit work
+    still queued is written, then the sinks are closed. A guard dropped without closing leaves
+    no thread behind.
+
+    Args:
+        scorer: What scores the MemRM prompts: `MemRM`, `RemoteMemRM`, a `ScoringWorker`, or
+            any object with ``score(list[str]) -> list[Score]``.
+        settings: The policy as one `GuardSettings`; None uses the defaults.
+        sinks: Where every decision is written (`JSONLSink`, `LoggingSink`,
+            `OpenTelemetrySink`, ...). A sink with ``attach(stats)`` is given the guard's
+            `stats`.
+        on_decision: Called with every decision published; an exception it raises is logged,
+            never passed to the agent.
+        token_counter: Counts a context's tokens for the hard budget; None uses the scorer's
+            tokenizer, or about 4 characters per token when it has none.
+        **options: Any `GuardSettings` field (`threshold`, `mode`, `fallbacks`, `cooldown`,
+            ...), overriding what `settings` set.
+
+    Raises:
+        TypeError: `scorer` has no callable `score`.
+        pydantic.ValidationError: An option is unknown or out of range (a `ValueError`).
     """
 
     def __init__(
@@ -107,9 +137,13 @@ class Guard:
             explicit = {name: getattr(base, name) for name in base.model_fields_set}
             base = GuardSettings.model_validate({**explicit, **options})
         self.settings = base
+        """The policy in force (frozen); the read-only properties mirror its fields."""
         self.scorer = scorer
+        """What scores the MemRM prompts."""
         self.sinks: list[Sink] = list(sinks)
+        """Where every decision is written, in order."""
         self.on_decision = on_decision
+        """Called with every decision published (None: no callback)."""
         self._token_counter = token_counter
         self._stats = GuardStats(self.settings.on_error)
         self._cooldowns = Cooldowns(self.settings.max_conversations)
@@ -130,7 +164,22 @@ class Guard:
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], *, scorer: Scorer | None = None, **overrides: Any) -> Guard:
-        """A guard from a TOML file (see `memguard.config`); keywords override the file."""
+        """A guard as a TOML file describes it (its ``[guard]``, ``[scorer]`` and ``[audit]`` tables).
+
+        Args:
+            path: The TOML file.
+            scorer: Use this scorer instead of building the file's ``[scorer]``.
+            **overrides: `Guard` keywords that take precedence over the file.
+
+        Returns:
+            The new guard.
+
+        Raises:
+            memguard.config.ConfigError: The file is missing, unreadable, not TOML, or has an
+                unknown or invalid key (the message names the file and the key).
+            memguard.config.ScorerUnavailable: The file's scorer cannot be built here (a
+                missing extra).
+        """
         from memguard.config import build_guard, load_config
 
         return build_guard(load_config(path), scorer=scorer, **overrides)
@@ -139,54 +188,78 @@ class Guard:
 
     @property
     def mode(self) -> str:
+        """How decisions act: "enforce" applies them, "audit" only records them (the agent's own
+        compaction is used).
+        """
         return self.settings.mode
 
     @property
     def threshold(self) -> float:
+        """The commit threshold: a candidate is committed iff P(HARMFUL) < threshold."""
         return self.settings.threshold
 
     @property
     def band(self) -> float | None:
+        """The coverage band t reported on every candidate (None: not reported)."""
         return self.settings.band
 
     @property
     def band_gate(self) -> bool:
+        """Whether a score inside the coverage band (uncertain) also blocks a commit."""
         return self.settings.band_gate
 
     @property
     def uncertain(self) -> str:
+        """The 0.1.0 name for `band_gate`: "harmful" when it is on, else "safe" (read-only)."""
         return self.settings.uncertain
 
     @property
     def fallbacks(self) -> tuple[Strategy, ...]:
+        """The safer strategies tried, in order, when a proposal is not acceptable."""
         return self.settings.fallbacks
 
     @property
     def search(self) -> str:
+        """How fallbacks are tried: one at a time ("sequential", fewest agent calls) or all at once
+        ("parallel", lowest latency); both pick the same winner.
+        """
         return self.settings.search
 
     @property
     def hard_budget(self) -> int | None:
+        """Tokens the context must fit in (None: no budget).
+
+        When no candidate is safe, the lowest-risk one that fits is committed (verdict "forced")
+        instead of a veto.
+        """
         return self.settings.hard_budget
 
     @property
     def on_error(self) -> str:
+        """What a failed review does: "open" commits the compaction, "closed" keeps the full context.
+
+        A review fails when the scorer or the agent raises, a score is NaN, or a call times out.
+        """
         return self.settings.on_error
 
     @property
     def timeout(self) -> float | None:
+        """Seconds each probe, fallback and scorer call may take (None: no limit)."""
         return self.settings.timeout
 
     @property
     def cooldown(self) -> int:
+        """Steps a conversation is not reviewed after a veto (0: always reviewed)."""
         return self.settings.cooldown
 
     @property
     def identical_is_safe(self) -> bool:
+        """Whether a candidate under which the agent acts identically is SAFE without an RM call."""
         return self.settings.identical_is_safe
 
     @property
     def identity(self) -> ScorerIdentity | None:
+        """The weights the scorer runs (recorded on every decision); None when it does not say."""
         ident = getattr(self.scorer, "identity", None)
         return ident if isinstance(ident, ScorerIdentity) else None
 
@@ -205,6 +278,9 @@ class Guard:
         `veto` counts reviewed vetoes; a decision published without a review counts in `skipped`
         and in its own counter (`cooldown_skips`, `compaction_failures`, `audit_dropped`,
         `audit_failed`). `audit_queued` is audit work waiting or running now.
+
+        Returns:
+            A fresh snapshot (counter name to value); later changes do not touch it.
         """
         snapshot = self._stats.snapshot()
         snapshot["audit_queued"] = self._worker.queued if self._worker is not None else 0
@@ -259,12 +335,21 @@ class Guard:
         if not left:
             return Gate(review=True, conversation_id=conversation_id, step=step, audit=audit)
         self._stats.add("cooldown_skips")
-        reason = (f"cooldown: {left - 1} more step(s) after this one "
-                  f"(veto at step {veto.step}, cooldown={self.cooldown})")
+        reason = (f"cooldown after the veto at step {veto.step} (cooldown={self.cooldown}): "
+                  f"reviews resume at step {veto.step + self.cooldown + 1}")
         return Gate(review=False, conversation_id=conversation_id, step=step, audit=audit, reason=reason)
 
     def skip(self, gate: Gate, before: Sequence[Any], *, strategy: str = "compaction") -> Decision:
         """Build and publish the decision for a step the gate skipped: `before`, untouched.
+
+        Args:
+            gate: The gate that said to skip (``gate.review`` is False).
+            before: The context the caller keeps.
+            strategy: The name of the compaction that was not run (shown in records).
+
+        Returns:
+            A `Verdict.VETO` decision with ``reviewed=False`` and ``skipped="cooldown"``, whose
+            `messages` are `before`.
 
         Raises:
             ValueError: The gate says to review this step.
@@ -274,7 +359,19 @@ class Guard:
         return decision
 
     async def askip(self, gate: Gate, before: Sequence[Any], *, strategy: str = "compaction") -> Decision:
-        """`skip` from async code: sink writes run off the event loop."""
+        """`skip` from async code: sink writes run off the event loop.
+
+        Args:
+            gate: The gate that said to skip (``gate.review`` is False).
+            before: The context the caller keeps.
+            strategy: The name of the compaction that was not run (shown in records).
+
+        Returns:
+            The skipped step's decision, as `skip` builds it.
+
+        Raises:
+            ValueError: The gate says to review this step.
+        """
         decision = self._skipped(gate, before, strategy)
         await self.apublish(decision)
         return decision
@@ -307,7 +404,14 @@ class Guard:
                 (ignored when `gate` is given: the gate says).
 
         Returns:
-            This call's own `Decision` (a pending one for an audit review).
+            This call's own `Decision` (a pending one for an audit review; a skipped one when
+            the gate says to skip).
+
+        Raises:
+            TypeError: `event` is not a `CompactionEvent`.
+            ValueError: The review needs the agent and `policy` is None (the event carries no
+                recorded and proposed responses, or fallbacks must be probed); `hard_budget` is
+                not a positive int; `gate` was asked for another conversation than the event's.
         """
         gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
         if not gate.review:
@@ -321,7 +425,28 @@ class Guard:
     async def areview(self, event: CompactionEvent, policy: Policy | None = None, *, gate: Gate | None = None,
                       fallbacks: Sequence[Strategy | Callable[..., Any]] | None = None,
                       hard_budget: int | None = None, audit: bool | None = None) -> Decision:
-        """Decide on `event` without blocking the event loop (same decisions as `review`)."""
+        """Decide on `event` without blocking the event loop (same decisions as `review`).
+
+        Blocking work (sync agents and strategies, scorer calls, token counts, sink writes) runs
+        on the guard's own daemon threads. An async audit review probes the agent on this loop
+        while the run lasts.
+
+        Args:
+            event: The proposed compaction.
+            policy: The agent (messages -> next response, sync or async).
+            gate: The gate asked for this step (`gate()`); None asks it here.
+            fallbacks: Replaces the guard's chain for this call only.
+            hard_budget: A token budget for this call only.
+            audit: True runs this one review as an audit review (ignored when `gate` is given).
+
+        Returns:
+            This call's own `Decision`, as `review` returns it.
+
+        Raises:
+            TypeError: `event` is not a `CompactionEvent`.
+            ValueError: As `review`: no agent for a review that needs one, a bad `hard_budget`,
+                or a gate for another conversation.
+        """
         gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
         if not gate.review:
             return await self.askip(gate, event.before, strategy=event.strategy)
@@ -336,13 +461,22 @@ class Guard:
         """Record a decision: counters, sinks, `on_decision`.
 
         Reviews publish their own; an integration calls this for a decision it made itself (a
-        compaction function that raised, say), so that no decision escapes the audit trail.
+        compaction function that raised, say), so that no decision escapes the audit trail. A
+        reviewed enforce-mode veto starts the conversation's cooldown. A sink or callback that
+        fails is logged, never raised.
+
+        Args:
+            decision: The decision to record.
         """
         self._emit(decision)
         self._notify(decision)
 
     async def apublish(self, decision: Decision) -> None:
-        """`publish` from async code: sink writes run off the event loop (on a daemon thread)."""
+        """`publish` from async code: sink writes run off the event loop (on a daemon thread).
+
+        Args:
+            decision: The decision to record.
+        """
         await call_async(self._emit, decision, pool=self._io_pool)
         self._notify(decision)
 
@@ -352,7 +486,17 @@ class Guard:
 
         Counted in `stats()["compaction_failures"]`; publish it (`publish`/`apublish`) so the
         sinks and `on_decision` see it like any other decision without a review. The error is
-        named by type only.
+        named by type only (its message may quote the conversation).
+
+        Args:
+            before: The context the caller keeps.
+            strategy: The name of the compaction that raised.
+            error: What it raised.
+            conversation_id: The conversation's id; None derives one from `before`.
+
+        Returns:
+            A `Verdict.VETO` decision with ``reviewed=False`` and
+            ``skipped="compaction_failed"``, not yet published.
         """
         logger.warning("memguard: compaction %s raised %s; keeping the full context", strategy, type(error).__name__)
         self._stats.add("compaction_failures")
@@ -372,6 +516,12 @@ class Guard:
         Inside a running event loop this does not wait (an audit probe may need that very loop):
         it says whether the work is done already, and logs once that `await aflush()` is the
         call to make there.
+
+        Args:
+            timeout: Seconds to wait at most (None: until done).
+
+        Returns:
+            True when no audit work is left; False when some is still queued or running.
         """
         worker = self._worker
         if worker is None:
@@ -383,7 +533,14 @@ class Guard:
         return worker.join(timeout)
 
     async def aflush(self, timeout: float | None = 30.0) -> bool:
-        """Wait, without blocking the event loop, until queued audit work is written."""
+        """Wait, without blocking the event loop, until queued audit work is written.
+
+        Args:
+            timeout: Seconds to wait at most (None: until done).
+
+        Returns:
+            True when the queue drained in time.
+        """
         worker = self._worker
         if worker is None:
             return True
@@ -460,15 +617,35 @@ class Guard:
     def compaction(self, policy: Policy | None = None, **options: Any) -> Callable[..., Any]:
         """Decorator for ``f(messages, ...) -> messages`` compaction functions (sync or async).
 
-        See `memguard.decorator`: the gate is asked before ``f`` runs, ``f.with_decision(...)``
-        returns ``Compacted(messages, decision)``, ``f.last_decision`` is per thread and task.
+        The gate is asked before ``f`` runs (during a cooldown ``f`` is not called),
+        ``f.with_decision(...)`` returns ``Compacted(messages, decision)``, and
+        ``f.last_decision`` is per thread and asyncio task (`memguard.decorator` has the
+        details).
+
+        Args:
+            policy: The agent (messages -> next response), probed on both contexts.
+            **options: `strategy`, `on_decision`, `conversation_id`, `must_reduce`: see
+                `memguard.decorator.guard_compaction`.
+
+        Returns:
+            A decorator that turns ``f`` into a `GuardedCompaction`.
+
+        Raises:
+            TypeError: `conversation_id` is neither a string nor a callable.
         """
         from memguard.decorator import guard_compaction
 
         return guard_compaction(self, policy=policy, **options)
 
     def conversation_id_of(self, event: CompactionEvent) -> str:
-        """The event's own id, or one derived from its opening messages (see `conversation_key`)."""
+        """The event's own conversation id, or one derived from its opening messages.
+
+        Args:
+            event: The proposed compaction.
+
+        Returns:
+            ``event.conversation_id`` when set, else `conversation_key` of ``event.before``.
+        """
         return event.conversation_id if event.conversation_id else conversation_key(event.before)
 
     # ------------------------------------------------------------------ starting a review
@@ -701,7 +878,15 @@ class Guard:
         return len(text) // 4  # no tokenizer at hand: ~4 characters per token
 
     def count_tokens(self, messages: list[Message]) -> int:
-        """The size the hard budget sees for `messages` (blocking)."""
+        """The size the hard budget sees for `messages` (blocking).
+
+        Args:
+            messages: The context to measure.
+
+        Returns:
+            Its tokens: by the guard's `token_counter`, else the scorer's tokenizer on the
+            rendered turns, else about one token per 4 characters (also when counting fails).
+        """
         return self._count_tokens(messages)
 
     def cooldown_left(self, conversation_id: str, step: int, *, before: Sequence[Any] | None = None) -> int:
@@ -711,6 +896,14 @@ class Guard:
         itself): at ``s+1`` this is N, at ``s+N`` 1, from ``s+N+1`` on 0. Read-only (no counter,
         no LRU touch): `gate` is what drivers ask. A derived id's cooldown holds only for a
         context that extends the vetoed one: pass `before` to check that.
+
+        Args:
+            conversation_id: The conversation.
+            step: The step to ask about.
+            before: The context at `step`; None skips the check that it extends the vetoed one.
+
+        Returns:
+            The steps still skipped, counting `step` itself (0: `step` is reviewed).
         """
         if self.cooldown == 0:
             return 0
@@ -723,20 +916,49 @@ class Guard:
         return left
 
     def step_of(self, event: CompactionEvent) -> int:
-        """The event's step, or the number of assistant turns in `before`."""
+        """The step a review judges `event` at.
+
+        Args:
+            event: The proposed compaction.
+
+        Returns:
+            ``event.step`` when set, else the number of assistant turns in ``event.before``.
+        """
         return step_of(event)
 
     def acceptable(self, p_harmful: float) -> bool:
-        """The commit rule (and the band, with `band_gate`) for one score."""
+        """Whether one score passes the commit rule (and the band, with `band_gate`).
+
+        Args:
+            p_harmful: MemRM's P(HARMFUL) for a candidate.
+
+        Returns:
+            True when a candidate with this score may be committed.
+        """
         return self.settings.acceptable(p_harmful)
 
     def band_for(self, p_harmful: float) -> str:
+        """The coverage band this guard reports for one score (`band_of` with its settings).
+
+        Args:
+            p_harmful: MemRM's P(HARMFUL).
+
+        Returns:
+            "safe", "uncertain" or "harmful".
+        """
         return self.settings.band_of(p_harmful)
 
     def record_veto(self, conversation_id: str, step: int, *, before: Sequence[Any] | None = None) -> None:
         """Start a cooldown for `conversation_id` at `step` (the guard does this after each veto).
 
-        `before`, the vetoed context, anchors a derived id to it (see `gate`).
+        Only a veto the guard did not publish itself needs this.
+
+        Args:
+            conversation_id: The conversation to cool down.
+            step: The step of the veto.
+            before: The vetoed context. For an id derived from it (`conversation_key`) it
+                anchors the cooldown to this very context, so a conversation that merely opens
+                the same way is not skipped (see `gate`).
         """
         self._record_veto(conversation_id, step, before)
 
@@ -791,7 +1013,29 @@ def guarded(
     must_reduce: bool | Callable[[list[Any]], bool] = False,
     **guard_options: Any,
 ) -> Callable[..., Any]:
-    """Module-level decorator: guard a compaction function with an existing or a new `Guard`."""
+    """Guard a compaction function with an existing `Guard` or a new one.
+
+    ``@guarded(scorer=MemRM.from_pretrained(), policy=agent)`` builds the guard;
+    ``@guarded(guard=guard, policy=agent)`` shares one. Otherwise as `Guard.compaction`.
+
+    Args:
+        policy: The agent (messages -> next response), probed on both contexts.
+        guard: The guard to use; None builds one from `scorer` and `guard_options`.
+        scorer: The scorer for a new guard.
+        strategy: The name the compaction goes by (default: the function's name).
+        on_decision: Called with every decision of this function.
+        conversation_id: A string, or a callable of the messages, naming the conversation.
+        must_reduce: True (or a callable of the messages saying so) when the context must
+            shrink now: such a call is never skipped and never vetoed.
+        **guard_options: `Guard` keywords for a new guard.
+
+    Returns:
+        A decorator that turns ``f`` into a `GuardedCompaction`.
+
+    Raises:
+        ValueError: Neither `guard` nor `scorer` is given, or `guard_options` are given beside
+            an existing `guard`.
+    """
     if guard is None:
         if scorer is None:
             raise ValueError("guarded(...) needs guard=Guard(...) or scorer=... to build one")

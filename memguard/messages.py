@@ -31,8 +31,11 @@ class MessageFormat(StrEnum):
     """The caller's message type, so results go back in the same type they came in."""
 
     OPENAI = "openai"
+    """OpenAI-style dicts (``{"role": ..., "content": ...}``)."""
     LANGCHAIN = "langchain"
+    """LangChain ``BaseMessage`` objects."""
     MEMGUARD = "memguard"
+    """memguard's own `Message` objects."""
 
 
 class Message(BaseModel):
@@ -46,10 +49,15 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
 
     role: Any = "user"
+    """The author: "system", "developer", "user", "assistant" or "tool" (any value is kept)."""
     content: Any = None
+    """A string, a list of content parts, None, or anything else the agent sent."""
     tool_calls: list[Any] | None = None
+    """An assistant turn's tool calls, OpenAI-style (None: none)."""
     tool_call_id: str | None = None
+    """The call a tool result answers (tool turns only)."""
     name: str | None = None
+    """The author's or the tool's name, when the message has one."""
 
     # The object this message was converted from (a dict or a LangChain message). It lets
     # `restore_messages` hand back the very same object when the message is unchanged.
@@ -58,10 +66,15 @@ class Message(BaseModel):
 
     @property
     def source(self) -> Any:
+        """The dict or LangChain message this one was converted from (None: built directly)."""
         return self._source
 
     def to_openai(self) -> dict[str, Any]:
-        """A plain OpenAI-style dict, without None-valued optional fields."""
+        """A plain OpenAI-style dict, without None-valued optional fields.
+
+        Returns:
+            A new dict that always has ``role`` and ``content`` (None when there is none).
+        """
         data = self.model_dump(exclude_none=True)
         data.setdefault("role", self.role)
         if "content" not in data:
@@ -69,11 +82,22 @@ class Message(BaseModel):
         return data
 
     def text(self) -> str:
-        """Best-effort plain text of the content (for sizes, rails and strategies, not the RM)."""
+        """Best-effort plain text of the content (for sizes, rails and strategies, not the RM).
+
+        MemRM reads the protocol's own rendering (`render_prompt`), never this.
+
+        Returns:
+            A string content as is; a list's text parts joined by newlines; "" for None;
+            `str()` of anything else.
+        """
         return content_text(self.content)
 
     def tool_call_ids(self) -> list[str]:
-        """Ids of this message's tool calls (assistant turns only), in order."""
+        """Ids of this message's tool calls, in order.
+
+        Returns:
+            The ids (empty when it makes no call, or its calls have no ids).
+        """
         ids = []
         for call in self.tool_calls or []:
             if isinstance(call, Mapping) and call.get("id"):
@@ -86,10 +110,20 @@ class Message(BaseModel):
         return self
 
     def unchanged_since_source(self) -> bool:
+        """Whether it still equals the object it was converted from (then that object is handed back).
+
+        Returns:
+            False when it has no source or any field changed since the conversion.
+        """
         return self._source is not None and self._fields_at_source == self.model_dump()
 
     def changed_since_source(self) -> dict[str, Any] | None:
-        """The fields that differ from the source's (None when there is no source to compare)."""
+        """The fields that differ from the source's.
+
+        Returns:
+            Field name to its new value (None for a field that is gone); None when there is no
+            source to compare with.
+        """
         if self._source is None or self._fields_at_source is None:
             return None
         now = self.model_dump()
@@ -178,7 +212,21 @@ def _check_sequence(messages: Any) -> Sequence[Any]:
 
 
 def to_messages(messages: Any) -> list[Message]:
-    """Coerce a conversation to `Message` objects; a clear `ValueError` names a bad element."""
+    """Convert a conversation to `Message` objects, remembering each one's source.
+
+    `restore_messages` later hands back the caller's own objects for messages left unchanged.
+
+    Args:
+        messages: A list (or other iterable) of OpenAI-style dicts, LangChain messages or
+            `Message` objects, mixed freely; a dict without ``role`` is a user turn.
+
+    Returns:
+        One `Message` per element, in order (a `Message` is passed through as is).
+
+    Raises:
+        ValueError: `messages` is not a sequence of messages (a string, a dict, None), or an
+            element is not a message; the error names its position, never its content.
+    """
     result: list[Message] = []
     for index, item in enumerate(_check_sequence(messages)):
         result.append(to_message(item, index=index))
@@ -336,6 +384,17 @@ def restore_messages(
     caller's object with only the changed fields replaced (a masked LangChain `ToolMessage`
     keeps its `status`, `artifact`, `additional_kwargs`, `response_metadata` and ids; an OpenAI
     dict keeps every key). A message with no source of the caller's type is converted.
+
+    Args:
+        messages: The messages, from `to_messages` or built anew.
+        fmt: The type to return (a `MessageFormat` or its value): "openai", "langchain" or
+            "memguard".
+
+    Returns:
+        A new list in that type.
+
+    Raises:
+        ValueError: `fmt` is not a known format.
     """
     fmt = MessageFormat(fmt)
     if fmt is MessageFormat.MEMGUARD:

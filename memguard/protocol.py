@@ -39,9 +39,12 @@ __all__ = [
 ]
 
 LABEL_SAFE = " Y"
+"""The SAFE label MemRM scores after the prompt (the leading space is part of the token)."""
 LABEL_HARMFUL = " N"
+"""The HARMFUL label: P(HARMFUL) = softmax([z(" Y"), z(" N")])[1] at the position after the prompt."""
 RESPONSE_PREFIX = "\n\nAnswer:"
 SUMMARY_PREFIX = "[Summary] "
+"""How training saw a summary: a user turn of this prefix plus the text (see `memguard.protocol.summary_message`)."""
 ACTION_MAX_CHARS = 500
 COVERAGE_T = 0.88  # the published operating point: covered iff P(SAFE) >= t or <= 1 - t
 MAX_LENGTH = 32_768  # training cut over-long prompts from the left to this many tokens
@@ -176,10 +179,25 @@ def judgment_text(*, step: int, recorded: Any, proposed: Any, perturbation: Any)
 def render_prompt(
     view: Sequence[Any], *, step: int, recorded: Any, proposed: Any, perturbation: Any
 ) -> str:
-    """The full MemRM prompt, ending in ``"\\n\\nAnswer:"``.
+    """The full MemRM prompt, ending in ``"\\n\\nAnswer:"``, byte for byte as in training.
 
-    `view` is the agent's pre-compaction context (OpenAI-style dicts, `Message`s or LangChain
-    messages); `recorded`/`proposed` are action texts, usually from `render_action`.
+    No normalisation happens: CR, tabs, trailing spaces and any Unicode pass through, since
+    MemRM gives meaningless numbers for any other shape.
+
+    Args:
+        view: The agent's context before the compaction (OpenAI-style dicts, `Message`s or
+            LangChain messages).
+        step: The agent's step, shown in the judgment turn.
+        recorded: The agent's next action under the full context, usually from `render_action`
+            (None renders as "").
+        proposed: Its next action under the compacted context, rendered the same way.
+        perturbation: The tag for the compaction, usually ``strategy_swap__<strategy>``.
+
+    Returns:
+        The prompt text to score.
+
+    Raises:
+        ValueError: `view` is not a sequence of messages, or an element is not a message.
     """
     judgment = {"role": "user", "content": judgment_text(
         step=step, recorded=recorded, proposed=proposed, perturbation=perturbation
@@ -269,6 +287,13 @@ def render_action(message: Any) -> str:
 
     A command when one can be found (the training distribution), else the assistant body of
     §3; then cut to 500 characters and stripped. Identical behaviour gives identical strings.
+
+    Args:
+        message: The agent's response: a string, an OpenAI-style dict, a `Message` or a
+            LangChain message (None renders as "").
+
+    Returns:
+        The action text, at most 500 characters.
     """
     if message is None:
         return ""

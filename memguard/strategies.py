@@ -47,12 +47,24 @@ class Strategy(Protocol):
     """A compaction strategy: a name and a function of the message list (caller's type in and out).
 
     It may be a coroutine function: `Guard.areview` awaits it, `Guard.review` runs it to completion.
+    A bare function works too: `as_strategy` names it after itself.
     """
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """What the strategy is called in decisions, records and MemRM's perturbation tag."""
+        ...
 
-    def __call__(self, messages: Sequence[Any]) -> Any: ...
+    def __call__(self, messages: Sequence[Any]) -> Any:
+        """Compact `messages`.
+
+        Args:
+            messages: The context, in the caller's message type.
+
+        Returns:
+            The compacted context in the same type (or a coroutine that returns it).
+        """
+        ...
 
 
 def _same_format(original: Sequence[Any], result: Sequence[Message]) -> list[Any]:
@@ -143,12 +155,19 @@ class ObservationMasking:
 
     The agent's own reasoning and actions stay; only bulky environment output goes. With
     `keep_errors`, Python tracebacks in masked outputs survive (they often carry the bug).
+    Observations are tool results; in a conversation without tool calls, a user turn that
+    answers an assistant's command (SWE-agent's convention). Everything before the agent's first
+    action is kept.
     """
 
     keep_last: int = 10
+    """Assistant turns whose observations stay whole (counted from the end)."""
     placeholder: str = MASK
+    """What a masked observation's content becomes."""
     keep_errors: bool = False
+    """Keep Python tracebacks of masked observations after the placeholder."""
     name: str = "observation_masking"
+    """The strategy's name in decisions and records."""
 
     def __call__(self, messages: Sequence[Any]) -> list[Any]:
         msgs = to_messages(messages)
@@ -170,6 +189,14 @@ class ObservationMasking:
         return _same_format(messages, out)
 
     def widened(self, factor: float) -> ObservationMasking:
+        """The same strategy masking less: `keep_last` grown by `factor` (`KeepMore` calls this).
+
+        Args:
+            factor: How much larger `keep_last` becomes (at least one more turn).
+
+        Returns:
+            A new strategy named ``<name>_x<factor>``.
+        """
         return replace(
             self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)), name=f"{self.name}_x{factor:g}"
         )
@@ -184,8 +211,11 @@ class RecentWindow:
     """
 
     keep_last: int = 20
+    """Messages kept at the end."""
     keep_first: int = 3
+    """Messages kept at the start (more when the agent's first action comes later)."""
     name: str = "recent_window"
+    """The strategy's name in decisions and records."""
 
     def __call__(self, messages: Sequence[Any]) -> list[Any]:
         msgs = to_messages(messages)
@@ -199,6 +229,14 @@ class RecentWindow:
         return _same_format(messages, [*msgs[:head], *middle, *msgs[max(start, head) :]])
 
     def widened(self, factor: float) -> RecentWindow:
+        """The same strategy keeping more: `keep_last` grown by `factor` (`KeepMore` calls this).
+
+        Args:
+            factor: How much larger `keep_last` becomes (at least one more message).
+
+        Returns:
+            A new strategy named ``<name>_x<factor>``.
+        """
         return replace(
             self, keep_last=max(self.keep_last + 1, int(self.keep_last * factor)), name=f"{self.name}_x{factor:g}"
         )
@@ -220,13 +258,21 @@ def _snap_to_group_end(messages: Sequence[Message], index: int) -> int:
 
 @dataclass(frozen=True)
 class KeepMore:
-    """Re-run `strategy` with a tail `factor` times larger: the usual next step after a veto."""
+    """Re-run `strategy` with a tail `factor` times larger: the usual next step after a veto.
+
+    Calling it raises `TypeError` when `strategy` has no ``widened(factor)``.
+    """
 
     strategy: Any
+    """The strategy to widen (`ObservationMasking`, `RecentWindow`, or any strategy with
+    ``widened(factor)``).
+    """
     factor: float = 2.0
+    """How much more it keeps."""
 
     @property
     def name(self) -> str:
+        """``<strategy's name>+keep_more_x<factor>``, the name TOML configs use for it."""
         return f"{self.strategy.name}+keep_more_x{self.factor:g}"
 
     def __call__(self, messages: Sequence[Any]) -> Any:
@@ -248,7 +294,17 @@ class FunctionStrategy:
 
 
 def as_strategy(obj: Any) -> Strategy:
-    """Accept a strategy object or a bare callable (named after the function)."""
+    """A `Strategy` from a strategy object or a bare callable (named after the function).
+
+    Args:
+        obj: A `Strategy`, or any callable ``f(messages) -> messages`` (sync or async).
+
+    Returns:
+        `obj` itself when it is a strategy, else a wrapper named after it.
+
+    Raises:
+        TypeError: `obj` is not callable.
+    """
     if isinstance(obj, Strategy):
         return obj
     if callable(obj):
@@ -257,7 +313,14 @@ def as_strategy(obj: Any) -> Strategy:
 
 
 def default_fallbacks() -> tuple[Strategy, ...]:
-    """The recommended chain: mask old observations, then mask fewer, then a wide recent window."""
+    """The recommended fallback chain: mask old observations, then mask fewer, then a wide recent window.
+
+    Observation masking comes first: on SWE-bench Verified it halved cost and matched LLM
+    summarisation's solve rate (Lindenbauer et al., arXiv 2508.21433).
+
+    Returns:
+        ``(ObservationMasking(keep_last=10), KeepMore(that, 2.0), RecentWindow(keep_last=40))``.
+    """
     masking = ObservationMasking(keep_last=10)
     return (masking, KeepMore(masking, 2.0), RecentWindow(keep_last=40))
 

@@ -18,7 +18,7 @@ VENV="${1:-$ROOT/.google-adk-venv}"
 ADK_VERSION="${2:-${MEMGUARD_GOOGLE_ADK_VERSION:-2.13.0}}"
 PY="$VENV/bin/python"
 # Test and lint tools, pinned like the main venv's (.ci/constraints.txt, memguard[lint]).
-TOOLS=("pytest==9.2.0" "pytest-asyncio==1.5.0" "mypy==2.4.1" "ruff==0.17.6")
+TOOLS=("pytest==9.2.0" "pytest-asyncio==1.5.0" "pytest-examples==0.0.18" "mypy==2.4.1" "ruff==0.17.6")
 
 find_python() {
     for candidate in "${MEMGUARD_PY311:-}" python3.11 python3; do
@@ -36,7 +36,7 @@ ready() {
     [ -x "$PY" ] && "$PY" - "$ADK_VERSION" <<'PY' 2>/dev/null
 import importlib.metadata as md, importlib.util, sys
 ok = md.version("google-adk") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "mypy", "ruff", "httpx", "pydantic"))
+    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "mypy", "ruff", "httpx", "pydantic"))
 sys.exit(0 if ok and importlib.util.find_spec("torch") is None else 1)
 PY
 }

@@ -32,7 +32,7 @@ ready() {
     [ -x "$PY" ] && "$PY" - "$SDK_VERSION" <<'PY' 2>/dev/null
 import importlib.metadata as md, importlib.util, sys
 ok = md.version("openhands-sdk") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "httpx", "pydantic", "mypy"))
+    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "httpx", "pydantic", "mypy"))
 sys.exit(0 if ok and importlib.util.find_spec("torch") is None else 1)
 PY
 }
@@ -43,7 +43,7 @@ else
     echo "creating the OpenHands venv in $VENV (openhands-sdk $SDK_VERSION, ~0.5 GB, a few minutes)..." >&2
     "$(find_python)" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip >&2
-    "$PY" -m pip install -q "openhands-sdk==$SDK_VERSION" "pytest>=8" "pytest-asyncio>=0.24" "httpx>=0.27,<1" "pydantic>=2.7,<3" mypy >&2
+    "$PY" -m pip install -q "openhands-sdk==$SDK_VERSION" "pytest>=8" "pytest-asyncio>=0.24" "pytest-examples>=0.0.15,<0.1" "httpx>=0.27,<1" "pydantic>=2.7,<3" mypy >&2
 fi
 
 # The checkout's own packages, every time (the venv may outlive the checkout it was made from).

@@ -22,7 +22,7 @@ ready() {
     [ -x "$PY" ] && "$PY" - "$SLIM_VERSION" <<'PY' 2>/dev/null
 import importlib.metadata as md, importlib.util, sys
 ok = md.version("pydantic-ai-slim") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "httpx", "mypy", "ruff"))
+    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "httpx", "mypy", "ruff"))
 clashing = [name for name in ("pydantic_ai_harness", "torch") if importlib.util.find_spec(name)]
 sys.exit(0 if ok and not clashing else 1)
 PY
@@ -40,7 +40,7 @@ else
     trap 'rm -f "$constraints"' EXIT
     grep -v -E '^(pydantic-ai-slim|pydantic-graph|pydantic-ai-harness)==' "$ROOT/.ci/constraints.txt" > "$constraints"
     "$PY" -m pip install -q -c "$constraints" "pydantic-ai-slim==$SLIM_VERSION" "pydantic-graph==$SLIM_VERSION" \
-        "httpx>=0.27,<1" "pytest>=8" "pytest-asyncio>=0.24" "hypothesis>=6.100" "ruff==0.17.6" "mypy==2.4.1" >&2
+        "httpx>=0.27,<1" "pytest>=8" "pytest-asyncio>=0.24" "pytest-examples>=0.0.15,<0.1" "hypothesis>=6.100" "ruff==0.17.6" "mypy==2.4.1" >&2
 fi
 
 # The checkout's own packages, every time (the venv may outlive the checkout it was made from),

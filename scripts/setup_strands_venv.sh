@@ -35,7 +35,7 @@ ready() {
     [ -x "$PY" ] && "$PY" - "$SDK_VERSION" <<'PY' 2>/dev/null
 import importlib.metadata as md, importlib.util, sys
 ok = md.version("strands-agents") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "httpx", "pydantic", "mypy", "ruff"))
+    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "httpx", "pydantic", "mypy", "ruff"))
 sys.exit(0 if ok and importlib.util.find_spec("torch") is None else 1)
 PY
 }
@@ -47,7 +47,7 @@ else
     rm -rf "$VENV"
     "$(find_python)" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip >&2
-    "$PY" -m pip install -q "strands-agents==$SDK_VERSION" "pytest>=8" "pytest-asyncio>=0.24" \
+    "$PY" -m pip install -q "strands-agents==$SDK_VERSION" "pytest>=8" "pytest-asyncio>=0.24" "pytest-examples>=0.0.15,<0.1" \
         "httpx>=0.27,<1" "pydantic>=2.7,<3" "mypy==2.4.1" "ruff==0.17.6" >&2
 fi
 

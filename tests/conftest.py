@@ -45,7 +45,7 @@ settings.load_profile(os.environ.get("MEMGUARD_HYPOTHESIS_PROFILE") or ("ci" if 
 # strict: "all" (the full job) refuses to start unless every extra is installed, so nothing is
 # ever skipped there for a missing package; "none" (the light job) refuses to start if any is.
 
-EXTRA_MARKERS = ("local", "cli", "otel", "langchain")
+EXTRA_MARKERS = ("local", "cli", "otel", "langchain", "docs")
 MODEL_FIXTURES = frozenset({"qwen_tokenizer_dir", "qwen_tokenizer", "qwen_rm_dir", "byte_rm_dir", "qwen_rm", "byte_rm"})
 
 

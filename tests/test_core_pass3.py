@@ -96,7 +96,7 @@ def test_the_gate_names_what_it_judged_and_skip_publishes_the_untouched_context(
                  FactPolicy(FACT))
     gate = guard.gate(None, conversation_id="t-1", step=5)
     assert isinstance(gate, Gate) and (gate.review, gate.conversation_id, gate.step) == (False, "t-1", 5)
-    assert gate.reason.startswith("cooldown: 1 more step(s)")
+    assert gate.reason.startswith("cooldown after the veto at step") and gate.reason.endswith(f"resume at step {gate.step + 2}")
     decision = guard.skip(gate, before, strategy="summarization")
     assert decision.verdict is Verdict.VETO and not decision.reviewed and decision.skipped == "cooldown"
     assert decision.messages == before and decision is sink.decisions[-1]

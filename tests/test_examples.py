@@ -50,3 +50,39 @@ def test_replay_agent_forgets_without_recent_observations():
     context = trajectory[:6]
     assert agent(context) == trajectory[6]
     assert "ls -la" in agent(example.my_summariser(context, keep_tail=1))["content"]
+
+
+def test_custom_compaction_example_is_quiet_and_leaves_no_file(tmp_path, capsys, monkeypatch, qwen_rm):
+    example = load_example("custom_compaction")
+    monkeypatch.setattr(example, "load_scorer", lambda args: qwen_rm)
+    monkeypatch.chdir(tmp_path)
+    assert example.main([]) == 0
+    assert list(tmp_path.iterdir()) == []  # no audit log unless --audit asks for one
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line[:4].strip().isdigit()]
+    assert lines and all(("P(HARMFUL)=" in line or "identical next action" in line or "skipped" in line
+                          or "rejected" in line) for line in lines), lines
+    assert "p_harmful=" not in captured.out and captured.err == ""
+
+
+
+FRAMEWORK_EXAMPLES = {  # example -> the framework it needs (the others run in their own venvs' suites)
+    "langchain_agent": "langchain",
+    "pydantic_ai_agent": "pydantic_ai",
+    "openai_agents_agent": "agents",
+    "agent_framework_agent": "agent_framework",
+}
+
+
+@pytest.mark.local
+@pytest.mark.parametrize("name", sorted(FRAMEWORK_EXAMPLES))
+def test_framework_examples_are_quiet_readable_and_leave_no_file(name, tmp_path, capfd, monkeypatch):
+    pytest.importorskip(FRAMEWORK_EXAMPLES[name])
+    monkeypatch.chdir(tmp_path)
+    assert load_example(name).main([]) == 0
+    out, err = capfd.readouterr()
+    assert list(tmp_path.iterdir()) == []  # no audit log unless --audit-log asks for one
+    assert "memguard: " in out and "p_harmful=" not in out
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "[offline] tiny RANDOM MemRM (scores are meaningless; --scorer oracle plays a labelled RM)"
+    ], err  # no loading bars, no library warnings

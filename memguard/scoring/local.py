@@ -8,6 +8,7 @@ cost ~20 GB in fp32 for two numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import threading
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from memguard._concurrency import start_daemon
 from memguard._extras import needs_extra
+from memguard._quiet import quiet_model_libraries
 from memguard.scoring.base import NonFiniteScoreError, Score, ScorerIdentity
 from memguard.scoring.batching import length_batches
 from memguard.scoring.cut import Cut, check_cut, cut_starts
@@ -127,6 +129,24 @@ class MemRM:
     Any string can be scored: lone surrogates are replaced first (`memguard.text.safe_text`), so a
     prompt scores exactly as its cleaned text. Non-finite logits (an fp16 overflow) raise
     `NonFiniteScoreError` rather than give a NaN the guard would have to interpret.
+
+    Build it with `from_pretrained` (hub ids or local paths) or `from_model` (a model already
+    loaded); this constructor takes a loaded model too, and needs its identity.
+
+    Args:
+        model: The causal LM, the adapter applied (merged or a `PeftModel`).
+        tokenizer: Its tokenizer; each label (" Y", " N") must be one token.
+        identity: What the model is, recorded on every decision.
+        max_length: Positions the model reads, the label's included.
+        prefix_cache_bytes: Bytes of shared prefixes' keys/values kept across calls (0: none).
+        min_shared_prefix: Leading tokens prompts must share to be scored with one prefill.
+        prefix_mode: "auto", "cache" or "stream" (above).
+        cut: "exact" or "shared" (above).
+        cut_block: Tokens the shared cut's start is rounded to.
+
+    Raises:
+        ValueError: A setting is out of range, "stream" is asked of a model that cannot stream,
+            or the tokenizer splits a label into several tokens.
     """
 
     def __init__(
@@ -191,6 +211,7 @@ class MemRM:
         prefix_mode: PrefixMode = "auto",
         cut: Cut = "exact",
         cut_block: int = 1,
+        quiet: bool = False,
     ) -> MemRM:
         """Load base + LoRA adapter from hub ids or local paths (safetensors only, no remote code).
 
@@ -204,7 +225,71 @@ class MemRM:
         target modules, and every LoRA weight's module, rank and size; a mismatch is refused with
         a message naming what differs. `identity.fingerprint` hashes the adapter's weights and
         config and the base's config and weight shapes (`memguard.scoring.loading`).
+
+        Args:
+            base: The base model: a hub id or a local folder.
+            adapter: The LoRA adapter: a hub id or a local folder (None: score with the base
+                alone, e.g. one with the adapter merged in).
+            subfolder: The adapter's subfolder in its repository or folder.
+            revision: The base's hub revision (a commit hash pins it).
+            adapter_revision: The adapter's hub revision (hub ids only).
+            quantization: "auto" (NF4 on CUDA, none on CPU), "nf4" (needs memguard[quant]) or
+                None.
+            dtype: "auto" (bfloat16 on CUDA, float32 on CPU), a torch dtype or its name. Not
+                float16: its overflows give non-finite scores.
+            device: "auto" (CUDA when available), or a torch device or its name.
+            max_length: Positions the model reads, the label's included (training's 32,768).
+            merge: Merge the LoRA into the base (None: when it is not quantized).
+            force: Skip the check that the adapter names this base.
+            prefix_cache_bytes: Bytes of shared prefixes kept across calls (0: none).
+            min_shared_prefix: Leading tokens prompts must share to be scored with one prefill.
+            prefix_mode: "auto", "cache" or "stream" (see the class).
+            cut: "exact" or "shared" (see the class).
+            cut_block: Tokens the shared cut's start is rounded to.
+            quiet: Silence the model libraries' progress bars, info lines and warnings about their
+                own internals while loading (errors and memguard's own checks still surface).
+
+        Returns:
+            The scorer, its `identity` filled in.
+
+        Raises:
+            ImportError: memguard[local] (or, for NF4, memguard[quant]) is not installed.
+            FileNotFoundError: A local base or adapter path does not exist, or is not a PEFT
+                adapter.
+            OSError: The adapter cannot be downloaded.
+            ValueError: The adapter does not fit the base (its base name, target modules or
+                weight shapes), ``merge=True`` with a quantized base, an unknown dtype or
+                quantization, or a setting out of range.
         """
+        with quiet_model_libraries() if quiet else contextlib.nullcontext():
+            return cls._load(base=base, adapter=adapter, subfolder=subfolder, revision=revision,
+                             adapter_revision=adapter_revision, quantization=quantization, dtype=dtype,
+                             device=device, max_length=max_length, merge=merge, force=force,
+                             prefix_cache_bytes=prefix_cache_bytes, min_shared_prefix=min_shared_prefix,
+                             prefix_mode=prefix_mode, cut=cut, cut_block=cut_block)
+
+    @classmethod
+    def _load(
+        cls,
+        *,
+        base: str,
+        adapter: str | None,
+        subfolder: str | None,
+        revision: str | None,
+        adapter_revision: str | None,
+        quantization: Quantization,
+        dtype: str | torch.dtype,
+        device: str | torch.device,
+        max_length: int,
+        merge: bool | None,
+        force: bool,
+        prefix_cache_bytes: int,
+        min_shared_prefix: int,
+        prefix_mode: PrefixMode,
+        cut: Cut,
+        cut_block: int,
+    ) -> MemRM:
+        """`from_pretrained`'s work, with its arguments checked by name."""
         with needs_extra("local", "MemRM.from_pretrained"):
             from peft import PeftModel
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -272,7 +357,26 @@ class MemRM:
         cut: Cut = "exact",
         cut_block: int = 1,
     ) -> MemRM:
-        """Wrap an already-loaded causal LM (merged, PeftModel, quantized...) and its tokenizer."""
+        """Wrap an already-loaded causal LM (merged, PeftModel, quantized...) and its tokenizer.
+
+        Args:
+            model: The causal LM, the adapter applied.
+            tokenizer: Its tokenizer.
+            identity: What the model is; None names it by the model config's
+                ``_name_or_path`` (no fingerprint).
+            max_length: Positions the model reads, the label's included.
+            prefix_cache_bytes: Bytes of shared prefixes kept across calls (0: none).
+            min_shared_prefix: Leading tokens prompts must share to be scored with one prefill.
+            prefix_mode: "auto", "cache" or "stream" (see the class).
+            cut: "exact" or "shared" (see the class).
+            cut_block: Tokens the shared cut's start is rounded to.
+
+        Returns:
+            The scorer.
+
+        Raises:
+            ValueError: As the constructor.
+        """
         if identity is None:
             name = getattr(getattr(model, "config", None), "_name_or_path", None) or "unknown"
             identity = ScorerIdentity(base=str(name))
@@ -284,14 +388,17 @@ class MemRM:
 
     @property
     def identity(self) -> ScorerIdentity:
+        """What the model is (base, adapter, revisions, fingerprint), recorded on every decision."""
         return self._identity
 
     @property
     def tokenizer(self) -> Any:
+        """The transformers tokenizer."""
         return self._tokenizer
 
     @property
     def model(self) -> Any:
+        """The transformers model, in eval mode."""
         return self._model
 
     @property
@@ -311,6 +418,7 @@ class MemRM:
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's first parameter."""
         device: torch.device = next(self._model.parameters()).device
         return device
 
@@ -329,6 +437,12 @@ class MemRM:
 
         Lone surrogates are replaced first (`memguard.text.safe_text`; valid text is unchanged):
         the tokenizer cannot take them.
+
+        Args:
+            text: Any text.
+
+        Returns:
+            The token ids.
         """
         text = safe_text(text)
         with self._tokenizer_lock:
@@ -340,6 +454,14 @@ class MemRM:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as `encode` gives them (the guard's hard budget counts with this).
+
+        Args:
+            text: Any text.
+
+        Returns:
+            The token count.
+        """
         return len(self.encode(text))
 
     @property
@@ -348,9 +470,20 @@ class MemRM:
         return self._store
 
     def fit_prompts(self, prompts: list[str]) -> list[tuple[list[int], int]]:
-        """(ids the model reads, tokens cut from the left) per prompt; checks the input.
+        """Tokenize and cut prompts as `score` would, without running the model.
 
         The cut is `memguard.scoring.cut`'s rule, with this scorer's `cut` and `cut_block`.
+        `ScoringWorker` calls this on the caller's thread, so a bad prompt fails alone.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            Per prompt: the ids the model reads, and the tokens cut from the left.
+
+        Raises:
+            TypeError: `prompts` is a single string, or holds a non-string.
+            ValueError: A prompt is empty.
         """
         if isinstance(prompts, str):
             raise TypeError("score() takes a list of prompts, not a single string")
@@ -371,6 +504,18 @@ class MemRM:
         Prompts sharing a long prefix share its prefill; the others run alone, or, with
         `batch_size>1`, left-padded in batches of similar length. Results match one whole-prompt
         forward per prompt either way.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+            batch_size: Prompts without a shared prefix run in batches of this size.
+
+        Returns:
+            One `Score` per prompt, in order.
+
+        Raises:
+            TypeError: `prompts` is a single string, or holds a non-string.
+            ValueError: A prompt is empty, or `batch_size` < 1.
+            NonFiniteScoreError: A label logit is NaN or infinite (an fp16 overflow).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -382,7 +527,18 @@ class MemRM:
         ]
 
     def score_fitted(self, seqs: list[list[int]], *, batch_size: int = 1) -> list[float]:
-        """P(HARMFUL) for already-tokenized, already-fitted id lists (plans prefix sharing)."""
+        """P(HARMFUL) for already-tokenized, already-fitted id lists (plans prefix sharing).
+
+        Args:
+            seqs: Id lists from `fit_prompts`.
+            batch_size: Sequences without a shared prefix run in batches of this size.
+
+        Returns:
+            P(HARMFUL) per sequence, in order.
+
+        Raises:
+            NonFiniteScoreError: A label logit is NaN or infinite.
+        """
         results: list[float | None] = [None] * len(seqs)
         alone: list[int] = []
         for group in plan_prefix_groups(seqs, self._min_shared_prefix):
@@ -410,10 +566,18 @@ class MemRM:
 
     @property
     def prefix_mode(self) -> str:
+        """How a shared prefix is run: "auto", "cache" or "stream" (see the class)."""
         return self._prefix_mode
 
     def streams(self, prefix_len: int) -> bool:
-        """Whether a shared prefix of `prefix_len` ids is layer-streamed rather than cached."""
+        """Whether a shared prefix of `prefix_len` ids is layer-streamed rather than cached.
+
+        Args:
+            prefix_len: The shared prefix's length in tokens.
+
+        Returns:
+            True when it would be streamed.
+        """
         if self._prefix_mode != "auto":
             return self._prefix_mode == "stream"
         if not self._can_stream:
@@ -441,12 +605,36 @@ class MemRM:
 
         Not the default executor: `asyncio.run` waits for its threads on exit, so a forward
         still running after its caller gave up would hold the program's exit.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+            batch_size: As for `score`.
+
+        Returns:
+            One `Score` per prompt, in order.
+
+        Raises:
+            TypeError: As `score`.
+            ValueError: As `score`.
+            NonFiniteScoreError: As `score`.
         """
         return await asyncio.wrap_future(start_daemon(functools.partial(self.score, prompts, batch_size=batch_size),
                                                       name="memguard-ascore"))
 
     def score_ids(self, ids: list[int]) -> float:
-        """P(HARMFUL) for already-tokenized, already-fitted ids, one whole forward (no sharing)."""
+        """P(HARMFUL) for already-tokenized, already-fitted ids, one whole forward (no sharing).
+
+        The reference that prefix sharing and batching are checked against.
+
+        Args:
+            ids: Token ids from `fit_prompts`.
+
+        Returns:
+            P(HARMFUL).
+
+        Raises:
+            NonFiniteScoreError: A label logit is NaN or infinite.
+        """
         return self._p_harmful([list(ids)])[0]
 
     def _p_harmful(self, batch: list[list[int]]) -> list[float]:

@@ -95,16 +95,37 @@ class RemoteMemRM:
     `retries` times with exponential backoff (`backoff`, 2*backoff, ... capped at 8 s); 4xx
     answers, read timeouts (a slow server is not helped by more load) and malformed answers are
     not. One HTTP call therefore takes at most about (retries + 1) * timeout + backoffs.
-    At most `max_concurrency` requests of this scorer are in flight at once, across every
-    thread, task and event loop that uses it.
 
-    `model` is the served name of MemRM's LoRA adapter (`--lora-modules memrm=...`). A model that
-    the server serves without an adapter (the base) is refused, since its numbers are not RM
+    A served model without an adapter (the base) is refused, since its numbers are not RM
     scores, unless `merged_adapter=True` says the adapter is merged into its weights.
-    `max_length`, `cut` and `cut_block` are `MemRM`'s (`memguard.scoring.cut`).
 
-    `transport` / `async_transport` replace httpx's network layer (e.g. `httpx.MockTransport`
-    in tests, or a custom proxy setup).
+    Args:
+        base_url: The server's URL (``http(s)://host:port``, a trailing ``/v1`` is dropped).
+            Credentials in it reach only the HTTP client: identity, errors and logs show the
+            URL without them.
+        model: The served name of MemRM's LoRA adapter (``--lora-modules memrm=...``).
+        api_key: Sent as ``Authorization: Bearer <api_key>`` (None: no header).
+        timeout: Seconds for each HTTP call.
+        retries: Retries of a call after a connection error or a 5xx answer.
+        backoff: Seconds before the first retry; doubled for each next one, at most 8 s.
+        max_length: Token positions of a prompt and its label, as in training; longer prompts
+            are cut from the left (a server with a shorter ``max_model_len`` cuts more, with a
+            warning).
+        batch_size: Prompts per scoring request.
+        max_concurrency: Requests of this scorer in flight at once, across every thread, task
+            and event loop that uses it.
+        merged_adapter: The served model is the base with MemRM's adapter merged in.
+        cut: How over-long prompts are cut, as for `MemRM` (`memguard.scoring.cut`).
+        cut_block: The cut's block size in tokens, as for `MemRM`.
+        transport: Replaces httpx's network layer for sync calls (``httpx.MockTransport`` in
+            tests, a custom proxy setup).
+        async_transport: The same for async calls.
+
+    Raises:
+        ValueError: `base_url` is not an http(s) URL, or a number is out of range (`timeout`
+            <= 0, negative `retries` or `backoff`, `batch_size` or `max_concurrency` < 1, a bad
+            `cut`).
+        ImportError: httpx is not installed (``pip install 'memguard[remote]'``).
     """
 
     def __init__(
@@ -167,20 +188,61 @@ class RemoteMemRM:
     # -- public API -------------------------------------------------------------------------
 
     def score(self, prompts: list[str]) -> list[Score]:
-        """P(HARMFUL) for each rendered prompt, in order (any str: made safe before sending)."""
+        """P(HARMFUL) for each rendered prompt, in order.
+
+        The first call asks the server for the model card and the label ids (`connect`).
+
+        Args:
+            prompts: Rendered MemRM prompts (any str: lone surrogates become U+FFFD before
+                sending, as the in-process scorer reads them).
+
+        Returns:
+            One `Score` per prompt, in order.
+
+        Raises:
+            TypeError: `prompts` is a single string, or holds a non-string.
+            ValueError: A prompt is empty.
+            RemoteScorerError: The server could not give a usable score (unreachable, an HTTP
+                error, a timeout, a malformed answer, a model that is not MemRM).
+        """
         scores: list[Score] = self._run(self._score_flow(_check_prompts(prompts)))
         return scores
 
     async def ascore(self, prompts: list[str]) -> list[Score]:
-        """Async `score`: tokenization and batches run concurrently on one pooled client."""
+        """Async `score`: tokenization and batches run concurrently on one pooled client.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            One `Score` per prompt, in order.
+
+        Raises:
+            TypeError: `prompts` is a single string, or holds a non-string.
+            ValueError: A prompt is empty.
+            RemoteScorerError: As `score`.
+        """
         scores: list[Score] = await self._arun(self._score_flow(_check_prompts(prompts)))
         return scores
 
     def connect(self) -> None:
-        """Fetch and check the served model and label ids now (otherwise done on first use)."""
+        """Fetch and check the served model and label ids now (otherwise done on first use).
+
+        Call it at start-up to fail fast on a wrong URL, model name or tokenizer.
+
+        Raises:
+            RemoteScorerError: The server is unreachable, does not serve `model`, serves it
+                without an adapter (and `merged_adapter` is False), or its tokenizer does not
+                give the labels one token each.
+        """
         self._run(self._info_flow())
 
     async def aconnect(self) -> None:
+        """`connect` from async code.
+
+        Raises:
+            RemoteScorerError: As `connect`.
+        """
         await self._arun(self._info_flow())
 
     @property
@@ -201,11 +263,13 @@ class RemoteMemRM:
         return info.labels.safe, info.labels.harmful
 
     def close(self) -> None:
+        """Close the pooled sync HTTP client; a later call opens a new one."""
         if self._client is not None:
             self._client.close()
             self._client = None
 
     async def aclose(self) -> None:
+        """Close both pooled HTTP clients; a later call opens new ones."""
         client, self._aclient = self._aclient, None
         if client is not None and self._aclient_loop is asyncio.get_running_loop():
             await client.aclose()  # a client of a finished loop has nothing left to close there

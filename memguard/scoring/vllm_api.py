@@ -27,15 +27,22 @@ _QUOTE_WINDOW = 16  # a server message sharing this many chars with a prompt is 
 class RemoteScorerError(RuntimeError):
     """The scoring server could not give a usable P(HARMFUL).
 
-    `status` is the HTTP status when the server answered (None for connection failures,
-    timeouts and malformed bodies); `endpoint` is the path that failed. Messages never quote
-    prompt text, so they are safe to log and to put in audit records.
+    Messages never quote prompt text or credentials, so they are safe to log and to put in
+    audit records.
+
+    Args:
+        message: What went wrong, naming the request.
+        status: The HTTP status when the server answered (None for connection failures,
+            timeouts and malformed bodies).
+        endpoint: The path that failed.
     """
 
     def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = None):
         super().__init__(message)
         self.status = status
+        """The HTTP status when the server answered, else None."""
         self.endpoint = endpoint
+        """The path that failed (None: not known)."""
 
 
 @dataclass(frozen=True)

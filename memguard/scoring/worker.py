@@ -33,9 +33,21 @@ class _Request:
 class ScoringWorker:
     """A `Scorer` that serialises all forwards on one thread and micro-batches callers.
 
-    `max_batch` bounds the prompts scored together; `max_wait_ms` is how long the worker waits
-    for more requests after the first one arrives (0: take only what is already queued).
-    Use as a context manager or call `close()` to stop the thread.
+    Many agents in one process share one model this way, and the event loop never runs a
+    forward pass. The thread starts with the first request. Use as a context manager or call
+    `close()` to stop it.
+
+    Args:
+        memrm: The in-process `MemRM` to run (anything with its ``fit_prompts`` and
+            ``score_fitted``).
+        max_batch: Prompts scored together at most.
+        max_wait_ms: How long the worker waits for more requests after the first one arrives
+            (0: take only what is already queued).
+        name: The thread's name.
+
+    Raises:
+        ValueError: `max_batch` < 1 or `max_wait_ms` < 0.
+        TypeError: `memrm` is not an in-process MemRM (a remote scorer has nothing to batch).
     """
 
     def __init__(self, memrm: Any, *, max_batch: int = 16, max_wait_ms: float = 2.0,
@@ -56,20 +68,44 @@ class ScoringWorker:
         self._start_lock = threading.Lock()
         self._closed = False
         self.batches = 0
+        """Forward batches run so far."""
         self.requests = 0
+        """Requests scored so far (several may share one batch)."""
 
     # --------------------------------------------------------------------- Scorer protocol
 
     @property
     def identity(self) -> ScorerIdentity:
+        """The weights of the model it runs (`MemRM.identity`)."""
         identity: ScorerIdentity = self.memrm.identity
         return identity
 
     def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the model's tokenizer (on the calling thread: no forward pass).
+
+        Args:
+            text: Any text.
+
+        Returns:
+            The token count.
+        """
         return int(self.memrm.count_tokens(text))
 
     def submit(self, prompts: list[str]) -> Future[list[Score]]:
-        """Queue `prompts`; the future resolves to one Score per prompt, in order."""
+        """Queue `prompts` without waiting for them.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            A future that resolves to one `Score` per prompt, in order (at once for an empty
+            list), or to the error that scoring raised.
+
+        Raises:
+            TypeError: `prompts` is a single string, or holds a non-string.
+            ValueError: A prompt is empty.
+            RuntimeError: The worker is closed.
+        """
         _check_prompts(prompts)
         request = _Request(list(prompts))
         if not request.prompts:
@@ -85,9 +121,19 @@ class ScoringWorker:
         return request.future
 
     def score(self, prompts: list[str], timeout: float | None = None) -> list[Score]:
-        """Scores for `prompts`, waiting at most `timeout` seconds (None: no limit).
+        """Score `prompts` on the worker thread and wait for the result.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+            timeout: Seconds to wait at most (None: no limit).
+
+        Returns:
+            One `Score` per prompt, in order.
 
         Raises:
+            TypeError: `prompts` is a single string, or holds a non-string.
+            ValueError: A prompt is empty.
+            RuntimeError: The worker is closed.
             TimeoutError: No result in time. A request still queued is cancelled (the worker
                 skips it: no forward runs for a caller that stopped waiting); one already
                 running finishes, and its result is dropped.
@@ -100,7 +146,19 @@ class ScoringWorker:
             raise
 
     async def ascore(self, prompts: list[str]) -> list[Score]:
-        """Await the scores; the event loop stays free while the worker thread runs the model."""
+        """Await the scores; the event loop stays free while the worker thread runs the model.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            One `Score` per prompt, in order.
+
+        Raises:
+            TypeError: `prompts` is a single string, or holds a non-string.
+            ValueError: A prompt is empty.
+            RuntimeError: The worker is closed.
+        """
         return await asyncio.wrap_future(self.submit(prompts))
 
     # --------------------------------------------------------------------- lifecycle
@@ -110,6 +168,11 @@ class ScoringWorker:
 
         Submissions and the stop marker are queued under one lock, so no request can land behind
         the marker; any left once the thread has ended fail with `RuntimeError`, never hang.
+        Calling it again does nothing.
+
+        Args:
+            timeout: Seconds to wait for the thread (None: until it ends). A thread still
+                scoring then serves what is queued and stops on its own.
         """
         with self._start_lock:
             if self._closed:

@@ -42,28 +42,29 @@ compaction must change the final transcript (`test_the_fixture_compacts` checks 
 tests would prove nothing). Its model settings must not be the defaults (a temperature, a max
 tokens, a tool_choice), so that a probe that drops them is caught.
 
-Example::
+For example (the framework's names are placeholders):
 
-    class TestMyFramework(IntegrationContract):
-        def run_agent(self, variant, guard, *, mode="sync", conversation=0):
-            model = ScriptedModel()
-            agent = build_agent(model, compaction=None if variant == "plain" else my_compaction())
-            if guard is not None:
-                agent = wrap_with_memguard(agent, guard)
-            history = agent.run_sync(task(conversation), thread_id=f"t-{conversation}")
-            return AgentRun(transcript=normalise(history), model_calls=model.calls,
-                            compactions=agent.compaction.calls, requests=model.signatures,
-                            streamed=None, usage=history.usage)
+```python
+class TestMyFramework(IntegrationContract):
+    def run_agent(self, variant, guard, *, mode="sync", conversation=0):
+        model = ScriptedModel()
+        agent = build_agent(model, compaction=None if variant == "plain" else my_compaction())
+        if guard is not None:
+            agent = wrap_with_memguard(agent, guard)
+        history = agent.run_sync(task(conversation), thread_id=f"t-{conversation}")
+        return AgentRun(transcript=normalise(history), model_calls=model.calls,
+                        compactions=agent.compaction.calls, requests=model.signatures,
+                        streamed=None, usage=history.usage)
 
-        async def arun_agent(self, variant, guard, *, conversation=0):
-            ...  # the same with `await agent.run(...)`
+    async def arun_agent(self, variant, guard, *, conversation=0):
+        ...  # the same with `await agent.run(...)`
+```
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import inspect
 import threading
 import time
@@ -76,7 +77,7 @@ import pytest
 
 from memguard.events import Decision, Verdict
 from memguard.guard import Guard
-from memguard.scoring.base import Score
+from memguard.testing.doubles import ConstantScorer, FailingScorer, HashScorer, RecordingSink
 from memguard.testing.loops import longest_loop_stall
 
 __all__ = [
@@ -91,98 +92,32 @@ __all__ = [
 ]
 
 Variant = Literal["plain", "compacting", "guarded", "must_reduce"]
+"""Which agent `run_agent` runs: no compaction, the framework's compaction unguarded, that
+compaction guarded by the given `Guard`, or a guarded run that must shrink its context."""
 RunMode = Literal["sync", "async"]
+"""How a contract test runs the agent: the framework's sync API, or its async one in an event loop."""
 
 
 @dataclass
 class AgentRun:
-    """What one agent run left behind, in a form the contract can compare.
-
-    Attributes:
-        transcript: The agent's final history normalised to plain values (drop random ids and
-            timestamps, keep roles, texts and tool calls).
-        model_calls: Every call the agent's model received during the run, probes included.
-        compactions: How many times the inner (wrapped) compaction was invoked (None: not
-            measurable).
-        requests: One signature per model call, probes included: model name, settings, tools,
-            tool_choice (and output schema), not the messages (None: not recorded).
-        streamed: What a streaming consumer of the run saw (None: the run has no stream).
-        usage: The run's usage as the framework reports it, requests and tokens (None: none).
-    """
+    """What one agent run left behind, in a form the contract can compare."""
 
     transcript: Any
-    model_calls: int
-    compactions: int | None = None
-    requests: list[Hashable] | None = None
-    streamed: Any = None
-    usage: Any = None
-
-
-class ConstantScorer:
-    """A scorer that gives every prompt the same P(HARMFUL) and counts what it was asked."""
-
-    def __init__(self, p_harmful: float) -> None:
-        self.p_harmful = p_harmful
-        self.prompts: list[str] = []
-        self._lock = threading.Lock()
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        with self._lock:
-            self.prompts.extend(prompts)
-        for prompt in prompts:
-            if not prompt.endswith("\n\nAnswer:"):
-                raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
-        return [Score(p_harmful=self.p_harmful, n_tokens=max(1, len(p) // 4)) for p in prompts]
-
-
-class FailingScorer:
-    """A scorer that always raises, to exercise the guard's `on_error` policy."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        self.calls += 1
-        raise ConnectionError("scoring server unavailable")
-
-
-class RecordingSink:
-    """An audit sink that keeps every Decision in memory (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.decisions: list[Decision] = []
-        self._lock = threading.Lock()
-
-    def emit(self, decision: Decision) -> None:
-        with self._lock:
-            self.decisions.append(decision)
-
-    def close(self) -> None:
-        return None
-
-    @property
-    def reviews(self) -> list[Decision]:
-        """Decisions that probed the agent (cooldown vetoes did not)."""
-        return [d for d in self.decisions if d.candidates]
-
-
-class HashScorer:
-    """A deterministic scorer whose verdict depends on the prompt itself (SAFE or HARMFUL by its hash).
-
-    Several conversations run at once then get their own, different verdicts: a guard that mixed
-    their state up would end one of them differently from its run alone.
+    """The agent's final history normalised to plain values (drop random ids and timestamps, keep
+    roles, texts and tool calls).
     """
-
-    def __init__(self, harmful_share: float = 0.5) -> None:
-        self.harmful_share = harmful_share
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            digest = int(hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16)
-            harmful = digest / 0xFFFFFFFF < self.harmful_share
-            out.append(Score(p_harmful=0.95 if harmful else 0.05, n_tokens=max(1, len(prompt) // 4)))
-        return out
+    model_calls: int
+    """Every call the agent's model received during the run, probes included."""
+    compactions: int | None = None
+    """How many times the inner (wrapped) compaction was invoked (None: not measurable)."""
+    requests: list[Hashable] | None = None
+    """One signature per model call, probes included: model name, settings, tools, tool_choice (and
+    output schema), not the messages (None: not recorded).
+    """
+    streamed: Any = None
+    """What a streaming consumer of the run saw (None: the run has no stream)."""
+    usage: Any = None
+    """The run's usage as the framework reports it, requests and tokens (None: none)."""
 
 
 def _by_conversation(decisions: Sequence[Decision]) -> Counter[tuple[Any, ...]]:
@@ -200,44 +135,81 @@ def _audit_threads() -> set[threading.Thread]:
 class IntegrationContract:
     """Subclass and implement `run_agent` (and `arun_agent`); pytest collects the inherited tests.
 
-    Class attributes tune the contract to a framework:
-
-    - `extra_calls_per_review`: model calls a review may add to the run (1 when the winning
-      probe is reused as the step's response; 2 where the framework cannot reuse it).
-    - `modes`: the run modes the integration supports ("sync", "async").
-    - `guard_options`: extra `Guard` keywords every contract guard gets (say, a `cooldown`).
-    - `must_reduce_variant`: True when `run_agent` supports ``variant="must_reduce"``.
-    - `conversations`: how many conversations the concurrency test runs at once.
+    Class attributes tune the contract to a framework.
     """
 
     extra_calls_per_review: ClassVar[int] = 1
+    """Model calls a review may add to the run (1 when the winning probe is reused as the step's
+    response; 2 where the framework cannot reuse it).
+    """
     modes: ClassVar[tuple[RunMode, ...]] = ("sync", "async")
+    """The run modes the integration supports ("sync", "async"); tests in another mode are skipped."""
     guard_options: ClassVar[dict[str, Any]] = {}
+    """Extra `Guard` keywords every contract guard gets (say, a `cooldown`)."""
     must_reduce_variant: ClassVar[bool] = False
+    """True when `run_agent` supports ``variant="must_reduce"``."""
     conversations: ClassVar[int] = 3
+    """How many conversations the concurrency test runs at once."""
 
     # ------------------------------------------------------------------ to implement
 
     def run_agent(self, variant: Variant, guard: Guard | None, *, mode: RunMode, conversation: int = 0) -> AgentRun:
-        """Run the scripted agent to the end; `guard` is None for "plain" and "compacting".
+        """Run the scripted agent to the end with the framework's sync API.
 
-        `mode` is "sync" (an older subclass may also take "async" here, driving its own loop).
+        Args:
+            variant: Which agent to run (`Variant`).
+            guard: The guard to wrap the compaction with ("guarded" and "must_reduce"); None for
+                "plain" and "compacting".
+            mode: "sync" (an older subclass may also take "async" here, driving its own loop).
+            conversation: Which of several independent conversations to run (0, 1, 2, ...):
+                vary the task text and the thread/session id by it.
+
+        Returns:
+            What the run left behind.
+
+        Raises:
+            NotImplementedError: The subclass does not implement it.
         """
         raise NotImplementedError("an IntegrationContract subclass must implement run_agent()")
 
     async def arun_agent(self, variant: Variant, guard: Guard | None, *, conversation: int = 0) -> AgentRun:
-        """Run the scripted agent to the end with the framework's async API, on the running loop."""
+        """Run the scripted agent to the end with the framework's async API, on the running loop.
+
+        Optional: without it, async runs go through ``run_agent(mode="async")``, and the tests
+        that need several conversations in one loop are skipped.
+
+        Args:
+            variant: Which agent to run (`Variant`).
+            guard: The guard to wrap the compaction with; None for "plain" and "compacting".
+            conversation: Which of several independent conversations to run (0, 1, 2, ...).
+
+        Returns:
+            What the run left behind.
+
+        Raises:
+            NotImplementedError: The subclass does not implement it.
+        """
         raise NotImplementedError("this IntegrationContract subclass does not implement arun_agent()")
 
     # ------------------------------------------------------------------ helpers
 
     def make_guard(self, scorer: Any, sink: RecordingSink, **options: Any) -> Guard:
-        """The guard a contract test runs with: every review is scored (no identical shortcut)."""
+        """The guard a contract test runs with: every review is scored (no identical shortcut).
+
+        Args:
+            scorer: The stand-in scorer (`ConstantScorer`, `FailingScorer`, `HashScorer`).
+            sink: Collects the guard's decisions.
+            **options: `Guard` keywords for this test; they win over `guard_options`.
+
+        Returns:
+            A new guard with ``identical_is_safe=False`` (unless `options` say otherwise).
+        """
         settings = {"identical_is_safe": False, **self.guard_options, **options}
         return Guard(scorer, sinks=[sink], **settings)
 
     @pytest.fixture(params=["sync", "async"])
     def mode(self, request: pytest.FixtureRequest) -> RunMode:
+        """The run mode of each test, once "sync" and once "async"; a mode not in `modes` is skipped."""
         if request.param not in self.modes:
             pytest.skip(f"this integration does not support {request.param} runs")
         mode: RunMode = request.param
@@ -297,6 +269,7 @@ class IntegrationContract:
     # ------------------------------------------------------------------ the contract
 
     def test_the_fixture_compacts(self, mode: RunMode) -> None:
+        """The compacting run ends unlike the plain one, or the other tests would prove nothing."""
         plain = self._run("plain", None, mode)
         compacting = self._run("compacting", None, mode)
         assert compacting.transcript != plain.transcript, (
@@ -304,12 +277,15 @@ class IntegrationContract:
         )
 
     def test_runs_are_deterministic(self, mode: RunMode) -> None:
+        """Two compacting runs end alike with as many model calls, so runs can be compared at all."""
         first = self._run("compacting", None, mode)
         second = self._run("compacting", None, mode)
         assert first.transcript == second.transcript
         assert first.model_calls == second.model_calls
 
     def test_safe_verdicts_end_like_the_unguarded_compaction(self, mode: RunMode) -> None:
+        """A scorer that always says SAFE: every review commits, and the run ends like the unguarded
+        compacting run, within `extra_calls_per_review` extra model calls per review."""
         compacting = self._run("compacting", None, mode)
         scorer = ConstantScorer(0.0)
         run, sink = self._guarded(scorer, mode)
@@ -320,6 +296,8 @@ class IntegrationContract:
         self._assert_call_budget(run, compacting, sink.reviews)
 
     def test_harmful_verdicts_end_like_a_run_that_never_compacts(self, mode: RunMode) -> None:
+        """A scorer that always says HARMFUL: every decision vetoes, and the run ends like the plain
+        run, within `extra_calls_per_review` extra model calls per review."""
         plain = self._run("plain", None, mode)
         run, sink = self._guarded(ConstantScorer(1.0), mode)
         assert sink.reviews, "the guarded run reviewed no compaction"
@@ -329,6 +307,8 @@ class IntegrationContract:
         self._assert_call_budget(run, plain, sink.reviews)
 
     def test_audit_mode_ends_like_the_unguarded_compaction(self, mode: RunMode) -> None:
+        """Audit mode, even with HARMFUL scores, ends like the unguarded compacting run and records
+        every review, finished and scored."""
         compacting = self._run("compacting", None, mode)
         run, sink = self._guarded(ConstantScorer(1.0), mode, mode="audit")
         assert run.transcript == compacting.transcript
@@ -337,6 +317,7 @@ class IntegrationContract:
         assert all(d.p_harmful == 1.0 for d in sink.decisions), [d.reasons for d in sink.decisions]
 
     def test_audit_adds_nothing_to_the_stream(self, mode: RunMode) -> None:
+        """Audit probes never reach the run's stream (needs `AgentRun.streamed`)."""
         compacting = self._run("compacting", None, mode)
         streamed = self._need(compacting, "streamed")
         run, sink = self._guarded(ConstantScorer(1.0), mode, mode="audit")
@@ -344,6 +325,7 @@ class IntegrationContract:
         assert run.streamed == streamed, "audit probes reached the run's stream"
 
     def test_audit_adds_nothing_to_the_usage(self, mode: RunMode) -> None:
+        """Audit probes are not billed to the run's usage (needs `AgentRun.usage`)."""
         compacting = self._run("compacting", None, mode)
         usage = self._need(compacting, "usage")
         run, sink = self._guarded(ConstantScorer(1.0), mode, mode="audit")
@@ -351,6 +333,8 @@ class IntegrationContract:
         assert run.usage == usage, "audit probes were billed to the run's usage"
 
     def test_audit_probes_are_requests_the_run_makes(self, mode: RunMode) -> None:
+        """Audit probes send exactly the requests the run itself sends: settings, tools and tool_choice
+        included (needs `AgentRun.requests`)."""
         compacting = self._run("compacting", None, mode)
         requests = self._need(compacting, "requests")
         run, sink = self._guarded(ConstantScorer(1.0), mode, mode="audit")
@@ -360,12 +344,16 @@ class IntegrationContract:
 
     @pytest.mark.parametrize("on_error", ["open", "closed"])
     def test_scorer_failure_follows_on_error(self, mode: RunMode, on_error: str) -> None:
+        """A failing scorer follows `on_error`: "open" ends like the compacting run, "closed" like the
+        plain run, and each review records the error."""
         expected = self._run("compacting" if on_error == "open" else "plain", None, mode)
         run, sink = self._guarded(FailingScorer(), mode, on_error=on_error)
         assert sink.reviews and all(d.error for d in sink.reviews)
         assert run.transcript == expected.transcript
 
     def test_cooldown_skips_the_inner_compaction(self, mode: RunMode) -> None:
+        """After a veto, steps skipped for the cooldown do not call the inner compaction at all (needs
+        `AgentRun.compactions`)."""
         cooldown = max(int(self.guard_options.get("cooldown", 2)), 1)
         run, sink = self._guarded(ConstantScorer(1.0), mode, cooldown=cooldown)
         compactions = self._need(run, "compactions")
@@ -378,6 +366,8 @@ class IntegrationContract:
 
     @pytest.mark.parametrize("p_harmful", [0.0, 1.0], ids=["safe", "harmful"])
     def test_probes_carry_the_run_settings(self, mode: RunMode, p_harmful: float) -> None:
+        """Every request of a guarded run is one the unguarded runs also make: probes keep the run's
+        settings and tools (needs `AgentRun.requests`)."""
         unguarded = self._need(self._run("compacting", None, mode), "requests")
         plain = self._need(self._run("plain", None, mode), "requests")
         run, sink = self._guarded(ConstantScorer(p_harmful), mode)
@@ -386,6 +376,8 @@ class IntegrationContract:
         assert not foreign, f"probes sent requests the run never sends (settings dropped?): {foreign[:3]}"
 
     def test_concurrent_conversations_keep_their_decisions_apart(self, mode: RunMode) -> None:
+        """Several conversations on one guard at once (threads for sync, tasks in one loop for async)
+        end, and are decided, exactly as each does alone."""
         self._require_conversations(mode)
         count = self.conversations
         transcripts: list[Any] = []
@@ -467,15 +459,20 @@ class IntegrationContract:
         assert stats["audit_completed"] == len([d for d in decisions if d.reviewed]) == stats["audit_submitted"]
 
     def test_aclose_inside_the_running_loop_writes_every_decision(self) -> None:
+        """``await guard.aclose()`` inside the running loop writes every audit decision (needs `arun_agent`)."""
         decisions, _, guard = self._inside_the_loop(lambda g: g.aclose())
         self._assert_all_written(decisions, guard)
 
     def test_sync_close_inside_the_running_loop_never_blocks_it(self) -> None:
+        """A sync ``guard.close()`` inside the running loop stalls it for under 2 s, and every audit
+        decision is still written (needs `arun_agent`)."""
         decisions, stall, guard = self._inside_the_loop(lambda g: g.close())
         assert stall < 2.0, f"Guard.close() blocked the event loop for {stall:.1f} s"
         self._assert_all_written(decisions, guard)
 
     def test_a_guard_dropped_unclosed_leaves_no_thread(self, mode: RunMode) -> None:
+        """A guard dropped without closing leaves no audit thread behind: nothing the integration keeps
+        holds on to the guard."""
         gc.collect()
         before = _audit_threads()
         sink = RecordingSink()
@@ -492,6 +489,8 @@ class IntegrationContract:
             "the guard's audit thread outlived the guard: something the integration keeps holds the guard")
 
     def test_must_reduce_never_vetoes(self, mode: RunMode) -> None:
+        """A run that must shrink its context is never vetoed, even with HARMFUL scores (needs
+        `must_reduce_variant`)."""
         if not self.must_reduce_variant:
             pytest.skip("must_reduce_variant is False: run_agent does not support variant='must_reduce'")
         run, sink = self._guarded(ConstantScorer(1.0), mode, variant="must_reduce")

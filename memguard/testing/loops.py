@@ -18,6 +18,10 @@ async def longest_loop_stall(work: Awaitable[T], *, tick: float = 0.005) -> tupl
     A ticker that sleeps `tick` seconds at a time runs beside `work`; any blocking call on the
     loop (a sync `close()`, a forward pass, a sink write) shows up as one long gap.
 
+    Args:
+        work: The awaitable to measure.
+        tick: Seconds the ticker sleeps between turns (the smallest gap it can see).
+
     Returns:
         The longest gap, and what `work` returned.
     """

@@ -20,8 +20,8 @@ from memguard.testing.tokenizers import (
     load_tokenizer,
 )
 
-SUBFOLDER = DEFAULT_SUBFOLDER  # laid out like the real adapter: in a subfolder, not at the root
-# The real adapter's LoRA settings (MemGym checkpoint-500).
+SUBFOLDER = DEFAULT_SUBFOLDER
+"""The adapter's subfolder, ``checkpoint-500``: laid out like the real adapter, not at the root."""
 LORA_SETTINGS: dict[str, Any] = dict(
     r=16,
     lora_alpha=32,
@@ -29,6 +29,7 @@ LORA_SETTINGS: dict[str, Any] = dict(
     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
     task_type="CAUSAL_LM",
 )
+"""The real adapter's LoRA settings (MemGym checkpoint-500), as `peft.LoraConfig` keywords."""
 
 
 def build_tiny_rm(
@@ -49,12 +50,37 @@ def build_tiny_rm(
     """Write `path/base` (Qwen3ForCausalLM + tokenizer) and `path/adapter/checkpoint-500` (LoRA).
 
     Weights are random but scaled so P(HARMFUL) varies across prompts, and the LoRA B matrices
-    are non-zero so merged and unmerged models are genuinely different computations.
+    are non-zero so merged and unmerged models are genuinely different computations. Load the
+    result with ``MemRM.from_pretrained(base=str(path / "base"), adapter=str(path / "adapter"))``;
+    its scores are meaningless.
 
-    `forced=d` builds a model whose last-position logits are z(" Y") = -d/2 and z(" N") = +d/2
-    for every input, so P(HARMFUL) = sigmoid(d): it proves the label polarity end to end.
+    Args:
+        path: The folder to write (created if missing).
+        seed: The torch seed for the random weights.
+        hidden_size: The model's hidden size.
+        num_layers: Transformer layers.
+        num_heads: Attention heads.
+        num_kv_heads: Key/value heads (grouped-query attention, as Qwen3 uses).
+        head_dim: Size of each attention head.
+        vocab: Embedding rows; None: Qwen3's 151,936 (or 264 for the byte tokenizer).
+        tokenizer: "qwen" (the real Qwen2/3 vocabulary) or "byte" (a tiny byte-level one).
+        forced: ``forced=d`` builds a model whose last-position logits are z(" Y") = -d/2 and
+            z(" N") = +d/2 for every input, so P(HARMFUL) = sigmoid(d): it proves the label
+            polarity end to end. None: random logits.
+        init_std: Standard deviation of the base's random weights.
+        lora_b_std: Standard deviation of the LoRA B matrices.
+
+    Returns:
+        `path`, holding ``base/`` and ``adapter/checkpoint-500/``.
+
+    Raises:
+        ImportError: memguard[local] is not installed (torch, transformers, peft).
+        ValueError: `tokenizer` is not "qwen" or "byte", or `vocab` is smaller than the
+            tokenizer.
     """
-    with needs_extra("local", "memguard.testing.build_tiny_rm"):
+
+    # Imported quietly: bitsandbytes (pulled in by peft) warns at import about optional kernels.
+    with quiet_model_libraries(), needs_extra("local", "memguard.testing.build_tiny_rm"):
         import torch
         from peft import LoraConfig, get_peft_model
         from transformers import Qwen3Config, Qwen3ForCausalLM

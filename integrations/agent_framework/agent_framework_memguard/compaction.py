@@ -130,12 +130,20 @@ def _key(view: Sequence[Any]) -> tuple[int, ...]:
 class MemGuardCompaction(ChatMiddleware):
     """Guard an Agent Framework compaction strategy with memguard (a strategy and a chat middleware).
 
-    Use it as both, last among the chat middleware::
+    Use it as both, last among the chat middleware:
 
-        guarded = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=20), guard)
-        agent = Agent(client, tools=tools, compaction_strategy=guarded, middleware=[..., guarded])
+    ```python
+    guarded = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=20), guard)
+    agent = Agent(client, tools=tools, compaction_strategy=guarded, middleware=[..., guarded])
+    ```
 
-    or let `guard_agent(agent, guard)` wire both on an existing agent.
+    or let `guard_agent(agent, guard)` wire both on an existing agent. As middleware it applies
+    the run's compaction itself, before the model call, so it sees the request it guards: the
+    gate is asked first (during a cooldown the inner strategy is not called); the inner strategy
+    runs in place; a change is reviewed, probing the model with the recorded request; a veto puts
+    back the same message objects in the same order, every flag and property as it was; and the
+    model call is answered with the winning probe when it is the very request probed, so a review
+    costs one extra model call. Over the input budget the review must reduce: it never vetoes.
 
     Args:
         inner: The compaction strategy to guard (any `CompactionStrategy`).
@@ -183,15 +191,20 @@ class MemGuardCompaction(ChatMiddleware):
         if on_decision is not None and not callable(on_decision):
             raise TypeError("on_decision must be callable")
         self.inner = inner
+        """The guarded compaction strategy."""
         self.guard = guard
+        """The guard that decides."""
         self.fallbacks = tuple(fallbacks)
+        """This strategy's own fallbacks, tried before the guard's."""
         self.strategy = strategy or strategy_name(inner)
+        """The proposal's name in records and MemRM's prompt."""
         self.on_decision = on_decision
         self.conversation_id = conversation_id
         self.client = client
         self.options = dict(options or {})
         self.input_budget: InputBudget | None = find_input_budget(inner, input_budget_tokens)
         self.last_decision: Decision | None = None
+        """The latest decision (None before the first)."""
 
     def __repr__(self) -> str:
         return f"MemGuardCompaction({self.inner!r}, strategy={self.strategy!r}, mode={self.guard.mode!r})"
@@ -220,6 +233,11 @@ class MemGuardCompaction(ChatMiddleware):
 
     async def process(self, context: ChatContext, call_next: Callable[[], Awaitable[None]]) -> None:
         """Compact the request (guarded) before the model call, and serve the winning probe.
+
+        A request whose compaction strategy is not this guard (nor wraps it) goes on untouched.
+        The framework is then told the request is compacted, so it does not compact it again.
+        In audit mode the call's real response is the proposed action, submitted for review once
+        it is known (a streamed response when the stream is finalised).
 
         Args:
             context: The chat request (its `messages` are compacted in place).

@@ -41,7 +41,15 @@ __all__ = ["FrameworkFallback", "apply_view", "is_framework_strategy", "strategy
 
 
 def strategy_name(strategy: Any) -> str:
-    """A readable name for records and MemRM's perturbation tag (``sliding_window``, ...)."""
+    """A readable name for records and MemRM's perturbation tag.
+
+    Args:
+        strategy: A compaction strategy (an Agent Framework one, or a memguard one).
+
+    Returns:
+        Its `name` when it has one, else its class (or function) name in snake case without
+        ``CompactionStrategy`` or ``Strategy`` (``sliding_window``, ``tool_result``).
+    """
     name = getattr(strategy, "name", None)
     if isinstance(name, str) and name:
         return name
@@ -63,6 +71,12 @@ def is_framework_strategy(obj: Any) -> bool:
 class FrameworkFallback:
     """An Agent Framework strategy as a memguard fallback, run on copies of the pre-proposal messages.
 
+    Called with the review's view, it runs the strategy the way the framework does (grouping and
+    token annotations, then the strategy) on copies of the messages as they were before the
+    proposal, so it sees exactly what the proposal saw and touches none of the agent's objects;
+    it returns the result as memguard's view. If it wins, `scratch_for` finds its copies, whose
+    new state is transplanted onto the agent's own objects.
+
     Args:
         strategy: The framework strategy.
         state: The agent's list as it was before the proposal.
@@ -73,7 +87,9 @@ class FrameworkFallback:
     def __init__(self, strategy: Any, state: ListState, instructions: Any,
                  tokenizer: TokenizerProtocol | None = None) -> None:
         self.strategy = strategy
+        """The framework strategy."""
         self.name = strategy_name(strategy)
+        """Its name in records (see `strategy_name`)."""
         self._state = state
         self._instructions = instructions
         self._tokenizer = tokenizer
@@ -89,7 +105,15 @@ class FrameworkFallback:
         return view
 
     def scratch_for(self, view: Sequence[Any]) -> Scratch | None:
-        """The copies behind a view this fallback returned (None: not one of its views)."""
+        """The copies behind a view this fallback returned.
+
+        Args:
+            view: The view the guard chose.
+
+        Returns:
+            The `Scratch` that produced that very view, or None when it is not one of this
+            fallback's views.
+        """
         for shown, scratch in self._runs:
             if len(shown) == len(view) and all(a is b for a, b in zip(shown, view, strict=True)):
                 return scratch

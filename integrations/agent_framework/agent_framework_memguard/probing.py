@@ -37,28 +37,37 @@ LEAF_EXCLUDED = frozenset({"compaction_strategy", "tokenizer", "_evaluation_tool
 class Request:
     """One model request as the framework is about to send it (what a probe repeats).
 
-    Attributes:
-        client: The chat client whose `_inner_get_response` the framework calls.
-        messages: The list the compaction works on (the middleware's `ChatContext.messages`).
-        options: The request's options, copied when the request was recorded (the tool loop
-            changes its own dict between iterations, e.g. `tool_choice`).
-        stream: Whether the framework streams this request.
-        kwargs: The client keywords the leaf receives.
-        session: The run's `AgentSession`, if any.
-        tokenizer: The tokenizer the framework counts this request's tokens with (per call or the client's).
+    A probe is sent at the leaf, `client._inner_get_response`, where the framework's own call ends
+    up after its layers; never through `get_response`, which would run the tool loop, re-enter
+    the chat middleware, recurse into compaction and bill the run's telemetry.
     """
 
     client: Any
+    """The chat client whose `_inner_get_response` the framework calls."""
     messages: list[AFMessage]
+    """The list the compaction works on (the middleware's `ChatContext.messages`)."""
     options: dict[str, Any]
+    """The request's options, copied when the request was recorded (the tool loop changes its own
+    dict between iterations, e.g. `tool_choice`)."""
     stream: bool = False
+    """Whether the framework streams this request."""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    """The client keywords the leaf receives."""
     session: Any = None
+    """The run's `AgentSession`, if any."""
     tokenizer: Any = None
+    """The tokenizer the framework counts this request's tokens with (per call, or the client's)."""
 
     @classmethod
     def from_context(cls, context: ChatContext) -> Request:
-        """The request a chat middleware sees, as the leaf will receive it."""
+        """The request a chat middleware sees, as the leaf will receive it.
+
+        Args:
+            context: The chat middleware's context (its `messages` become a list, if they are not).
+
+        Returns:
+            The request, without the keywords the framework consumes before the leaf.
+        """
         if not isinstance(context.messages, list):
             context.messages = list(context.messages)
         kwargs = {k: v for k, v in context.kwargs.items() if k not in LEAF_EXCLUDED}
@@ -100,19 +109,32 @@ class Probe:
     """A model response obtained by a probe, with what was sent to get it."""
 
     response: ChatResponse[Any]
+    """The model's response."""
     updates: list[ChatResponseUpdate] | None
+    """The stream updates as they arrived (None: not streamed)."""
     sent: list[AFMessage]
+    """The messages sent."""
 
     def answers(self, messages: Sequence[AFMessage]) -> bool:
         """Whether this probe is the answer to sending `messages`: the very objects, in order.
 
         The probe carried the request's own options, stream flag and client keywords, so the same
         messages make it the identical request.
+
+        Args:
+            messages: The messages the model call is about to send.
+
+        Returns:
+            True when they are the objects this probe sent, in the same order.
         """
         return len(messages) == len(self.sent) and all(a is b for a, b in zip(messages, self.sent, strict=True))
 
     def bill(self, other: Probe) -> None:
-        """Count `other`'s usage in this response: a probe the run did not use was still a request."""
+        """Count `other`'s usage in this response: a probe the run did not use was still a request.
+
+        Args:
+            other: A probe of the same review that is not served.
+        """
         usage = other.response.usage_details
         if not usage:
             return
@@ -123,7 +145,11 @@ class Probe:
             self.response.usage_details = add_usage_details(self.response.usage_details, usage)
 
     def replay(self) -> ChatResponse[Any] | ResponseStream[ChatResponseUpdate, ChatResponse[Any]]:
-        """The response as the step's answer: the same object, or its updates replayed as a stream."""
+        """The response as the step's answer.
+
+        Returns:
+            The same response object, or, for a streamed probe, its updates replayed as a stream.
+        """
         if self.updates is None:
             return self.response
         updates, response = list(self.updates), self.response

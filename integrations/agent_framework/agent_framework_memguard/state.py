@@ -139,18 +139,22 @@ def _materialize(value: Any, memo: dict[int, Any]) -> Any:
 
 @dataclass
 class Scratch:
-    """Copies of a recorded list, to run a compaction on without touching the agent's messages.
-
-    Attributes:
-        messages: The copies, in the recorded order, each in its recorded state.
-        original_of: `id(copy)` -> the agent's message (or content item) it copies.
-    """
+    """Copies of a recorded list, to run a compaction on without touching the agent's messages."""
 
     messages: list[AFMessage]
+    """The copies, in the recorded order, each in its recorded state."""
     original_of: dict[int, Any]
+    """`id(copy)` -> the agent's message (or content item) it copies."""
 
     def original(self, message: AFMessage) -> AFMessage:
-        """The agent's message a copy stands for (a message the compaction wrote stands for itself)."""
+        """The agent's message a copy stands for.
+
+        Args:
+            message: A message of `messages`.
+
+        Returns:
+            The agent's message it copies; a message the compaction wrote stands for itself.
+        """
         found: AFMessage = self.original_of.get(id(message), message)
         return found
 
@@ -158,6 +162,9 @@ class Scratch:
         """Make `target` what the scratch became: the agent's objects, carrying the copies' new state.
 
         Messages the compaction inserted into the scratch are inserted into `target` as they are.
+
+        Args:
+            target: The agent's list (the one the copies were recorded from), changed in place.
         """
         target[:] = [self._adopt(message) for message in self.messages]
 
@@ -177,11 +184,19 @@ class Scratch:
 
 @dataclass
 class ListState:
-    """A message list and the state of every message and content item in it, to put back in place."""
+    """A message list and the state of every message and content item in it, to put back in place.
+
+    Agent Framework strategies compact in place and the framework matches messages by identity,
+    so undoing a compaction means restoring those very objects: a list of copies would be a
+    defect. Make one with `take`.
+    """
 
     messages: list[AFMessage]
+    """The list object recorded (restored in place)."""
     order: list[AFMessage]
+    """Its messages, in the recorded order."""
     objects: list[_ObjectState]
+    """The recorded state of each message and content item."""
 
     @classmethod
     def take(cls, messages: list[AFMessage]) -> ListState:
@@ -201,7 +216,11 @@ class ListState:
         return cls(messages, list(messages), objects)
 
     def copies(self) -> Scratch:
-        """Copies of the recorded messages and content items, as they were when recorded."""
+        """Copies of the recorded messages and content items, as they were when recorded.
+
+        Returns:
+            A `Scratch` holding the copies (containers rebuilt, leaf values shared).
+        """
         memo: dict[int, Any] = {}
         original_of: dict[int, Any] = {}
         copy_of: dict[int, Any] = {}

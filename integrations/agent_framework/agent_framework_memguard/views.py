@@ -37,7 +37,15 @@ _HIDDEN = frozenset({"text_reasoning", "usage"})
 
 
 def is_summary(message: AFMessage) -> bool:
-    """True for a text message a compaction strategy wrote in place of others (it names what it summarises)."""
+    """Whether `message` is a summary: a text message a compaction strategy wrote in place of others.
+
+    Args:
+        message: An Agent Framework message.
+
+    Returns:
+        True when its group annotation names the messages it summarises and it holds no function
+        call or result.
+    """
     annotation = message.additional_properties.get(GROUP_ANNOTATION_KEY)
     return (isinstance(annotation, Mapping) and bool(annotation.get(SUMMARY_OF_MESSAGE_IDS_KEY))
             and not any(c.type in ("function_call", "function_result") for c in message.contents))
@@ -67,7 +75,14 @@ def to_view(messages: Sequence[AFMessage], instructions: str | Sequence[str] | N
 
 
 def response_view(response: ChatResponse[Any]) -> Message:
-    """The assistant turn MemRM judges for a model response (its messages' texts and calls together)."""
+    """The assistant turn MemRM judges for a model response.
+
+    Args:
+        response: The model's response.
+
+    Returns:
+        One assistant `Message` with the texts and function calls of all its messages.
+    """
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for message in response.messages:

@@ -25,7 +25,14 @@ __all__ = ["SummarizerStrategy", "check_fallbacks", "strategy_name"]
 
 
 def strategy_name(summarizer: Any) -> str:
-    """A readable strategy name for audit records and MemRM's perturbation tag (``llm_event_summarizer``)."""
+    """A readable strategy name for audit records and MemRM's perturbation tag.
+
+    Args:
+        summarizer: An events summarizer.
+
+    Returns:
+        Its class name in snake case (``llm_event_summarizer``).
+    """
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(summarizer).__name__).lower()
 
 
@@ -42,12 +49,21 @@ def check_fallbacks(fallbacks: Sequence[Any]) -> tuple[BaseEventsSummarizer, ...
 
 @dataclass(frozen=True)
 class SummarizerStrategy:
-    """A fallback summarizer bound to one review: its candidate is the request with its event applied."""
+    """A fallback summarizer bound to one review: its candidate is the request with its event applied.
+
+    Called with the review's view, it runs the summarizer over the proposal's events and returns
+    the view of the request ADK would build with its compaction event (the view unchanged when it
+    proposes nothing).
+    """
 
     summarizer: BaseEventsSummarizer
+    """The fallback summarizer."""
     events: Sequence[Event]
+    """The events the proposal summarized."""
     candidates: Candidates
+    """The review's candidate set; the fallback's candidate joins it."""
     name: str
+    """The strategy's name in records."""
 
     async def __call__(self, messages: Sequence[Message]) -> list[Message]:
         compaction = await self.summarizer.maybe_summarize_events(events=list(self.events))

@@ -56,16 +56,32 @@ def _context(callback_context: CallbackContext) -> InvocationContext:
 
 
 class MemGuardPlugin(BasePlugin):
-    """The plugin of one `MemGuardSummarizer` (its `.plugin`); put it last in ``App(plugins=[...])``."""
+    """The plugin of one `MemGuardSummarizer` (its `.plugin`); put it last in ``App(plugins=[...])``.
+
+    A summarizer is handed events only; the plugin tells it which run they belong to, and does
+    the in-flow review where the real request exists, in `before_model_callback`: last among the
+    plugins, it sees the request every other plugin prepared. A served response counts against
+    `max_llm_calls` like the call it replaces. ADK ends a run on a plugin exception, so every
+    failure here is caught and published as a decision instead.
+
+    Args:
+        summarizer: The summarizer this plugin serves.
+        name: The plugin's name in the app.
+    """
 
     def __init__(self, summarizer: MemGuardSummarizer, name: str = "memguard") -> None:
         super().__init__(name=name)
         self.summarizer = summarizer
+        """The summarizer this plugin serves."""
         self.invocations = Invocations()
 
     # ------------------------------------------------------------------ run bookkeeping
 
     async def before_run_callback(self, *, invocation_context: InvocationContext) -> None:
+        """Register the run, so the summarizer knows which run its events belong to.
+
+        See `google.adk.plugins.BasePlugin.before_run_callback`.
+        """
         try:
             self.invocations.start(invocation_context)
         except Exception as exc:  # noqa: BLE001 - a plugin exception would end the run
@@ -73,12 +89,20 @@ class MemGuardPlugin(BasePlugin):
         return None
 
     async def before_agent_callback(self, *, agent: Any, callback_context: CallbackContext) -> None:
+        """Note the agent now running in the run (its model is the one probed).
+
+        See `google.adk.plugins.BasePlugin.before_agent_callback`.
+        """
         invocation = self.invocations.get(callback_context.invocation_id)
         if invocation is not None:
             invocation.enter(_context(callback_context))
         return None
 
     async def after_run_callback(self, *, invocation_context: InvocationContext) -> None:
+        """Mark the run finished: what the summarizer is asked from now on is post-invocation.
+
+        See `google.adk.plugins.BasePlugin.after_run_callback`.
+        """
         invocation = self.invocations.get(invocation_context.invocation_id)
         if invocation is not None:
             invocation.running = False  # what the summarizer is asked now is post-invocation
@@ -92,6 +116,19 @@ class MemGuardPlugin(BasePlugin):
 
     async def before_model_callback(self, *, callback_context: CallbackContext,
                                     llm_request: LlmRequest) -> LlmResponse | None:
+        """Review a held proposal against the real request, and answer the step with the winning probe.
+
+        Probes the real request and the same request rebuilt with the proposal, appends the
+        committed compaction event where ADK would have, and returns the winning probe. A skip is
+        published against the real request; in audit mode the review waits for the real call's
+        response (`after_model_callback`).
+
+        See `google.adk.plugins.BasePlugin.before_model_callback`.
+
+        Returns:
+            The winning probe as the step's response, or None: ADK calls the model on the request
+            as it now is (nothing held, nothing to serve, or a failure, published as a decision).
+        """
         invocation = self.invocations.get(callback_context.invocation_id)
         if invocation is None:
             return None
@@ -191,6 +228,15 @@ class MemGuardPlugin(BasePlugin):
 
     async def after_model_callback(self, *, callback_context: CallbackContext,
                                    llm_response: LlmResponse) -> LlmResponse | None:
+        """Audit mode: hand the guard the review whose proposed action is this real response.
+
+        The full-context probe runs in the background, off the run's path.
+
+        See `google.adk.plugins.BasePlugin.after_model_callback`.
+
+        Returns:
+            Always None: the response is never changed.
+        """
         invocation = self.invocations.get(callback_context.invocation_id)
         if invocation is None or invocation.watch is None or llm_response.partial:
             return None
@@ -205,6 +251,13 @@ class MemGuardPlugin(BasePlugin):
 
     async def on_model_error_callback(self, *, callback_context: CallbackContext, llm_request: LlmRequest,
                                       error: Exception) -> LlmResponse | None:
+        """Drop a waiting audit review: the step got no response to judge.
+
+        See `google.adk.plugins.BasePlugin.on_model_error_callback`.
+
+        Returns:
+            Always None: the error is left to ADK.
+        """
         invocation = self.invocations.get(callback_context.invocation_id)
         if invocation is not None:
             invocation.watch = None  # the step got no response: there is nothing to judge

@@ -47,7 +47,18 @@ def streaming(ctx: InvocationContext) -> bool:
 
 
 async def probe(model: BaseLlm, request: LlmRequest, *, stream: bool) -> LlmResponse:
-    """The model's complete response to `request` (the last non-partial one when streamed).
+    """The model's complete response to `request`.
+
+    The probe goes around the flow on purpose: no callbacks, no events, no `max_llm_calls`
+    charge (the plugin charges the one probe it serves as the step's response).
+
+    Args:
+        model: The model the flow would call.
+        request: The request to send (see `probe_request`).
+        stream: Send it streamed, as the run does.
+
+    Returns:
+        The complete response (the last non-partial one when streamed).
 
     Raises:
         RuntimeError: The model gave no complete response.

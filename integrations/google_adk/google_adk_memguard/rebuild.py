@@ -31,7 +31,11 @@ __all__ = ["CandidateUnavailable", "build_contents", "contents_with", "probe_req
 
 
 class CandidateUnavailable(RuntimeError):
-    """The real request cannot be rebuilt over other events (a processor changed it beyond recognition)."""
+    """The real request cannot be rebuilt over other events (a processor changed it beyond recognition).
+
+    Raised by `contents_with` rather than guess at the compacted request. In-flow, the plugin
+    publishes the failed review as a decision, and the step runs unguarded.
+    """
 
 
 def scope_like(event: Event, ctx: InvocationContext) -> Event:
@@ -135,6 +139,14 @@ def probe_request(request: LlmRequest, contents: Sequence[types.Content], agent_
     Models append turns to the request they are given and ADK adds its billing label when it calls
     the model, so each probe gets deep copies of the contents and its own config (labelled like
     the call it stands in for), while tools and other settings stay the request's own.
+
+    Args:
+        request: The request to copy (the step's real request).
+        contents: The contents to send.
+        agent_name: The agent whose call the probe stands in for (the billing label), if known.
+
+    Returns:
+        The probe's request.
     """
     config = request.config.model_copy() if request.config is not None else types.GenerateContentConfig()
     labels: dict[str, Any] = dict(config.labels or {})

@@ -49,6 +49,15 @@ logger = logging.getLogger("memguard.google_adk")
 class MemGuardSummarizer(BaseEventsSummarizer):
     """Guard an ADK events summarizer with MemRM.
 
+    ADK compacts a session through `EventsCompactionConfig.summarizer` in two places, and both are
+    reviewed. In-flow, before a model call: the proposal is held, the plugin probes the real
+    request and the same request rebuilt with the proposal, commits the proposal (appending it
+    where ADK would have) or not, and serves the winning probe as the step's response (one extra
+    model call). Post-invocation, after a run: the next request is probed without and with the
+    proposal (two extra model calls). During a cooldown the inner summarizer is not called. Raw
+    events stay in the session, so a veto loses nothing: ADK proposes again at its next trigger.
+    Its `plugin` must go last in ``App(plugins=[...])``; `guard_app` wires both.
+
     Args:
         inner: The summarizer to guard; None builds ADK's default `LlmEventSummarizer` over the
             agent's model on first use (as ADK itself does).
@@ -96,29 +105,41 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         if model is not None and not isinstance(model, BaseLlm):
             raise TypeError(f"model must be a google.adk BaseLlm, got {type(model).__name__}")
         self.inner = inner
+        """The guarded summarizer (ADK's default once built, when None was given)."""
         self.guard = guard
+        """The guard that decides."""
         self.fallbacks = check_fallbacks(fallbacks)
+        """The fallback summarizers, tried in order."""
         self.on_decision = on_decision
         self.model = model
         self.hard_token_limit = hard_token_limit
         self.probe_message = _as_content(probe_message)
         self.last_decision: Decision | None = None
+        """The latest decision (None before the first)."""
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.plugin = MemGuardPlugin(self)
+        """This summarizer's plugin: put it last in ``App(plugins=[...])``."""
 
     def stats(self) -> dict[str, int]:
         """What this summarizer did: reviews by path, served responses, skipped steps, failures.
 
-        ``in_flow_reviews`` cost one extra model call each (the winning probe is ``served`` as
-        the step's response), ``post_invocation_reviews`` two; ``skipped`` steps cost nothing
-        (the inner summarizer was not called); ``failures`` were published as decisions.
+        Returns:
+            Counts by name: ``in_flow_reviews`` cost one extra model call each (the winning probe
+            is ``served`` as the step's response), ``post_invocation_reviews`` two; ``skipped``
+            steps cost nothing (the inner summarizer was not called); ``failures`` were published
+            as decisions.
         """
         with self._lock:
             return {name: self._counts[name] for name in
                     ("in_flow_reviews", "post_invocation_reviews", "served", "skipped", "failures")}
 
     def count(self, name: str) -> None:
+        """Count one more of `name` in `stats` (the plugin counts its own reviews here).
+
+        Args:
+            name: One of the names `stats` reports.
+        """
         with self._lock:
             self._counts[name] += 1
 
@@ -133,7 +154,14 @@ class MemGuardSummarizer(BaseEventsSummarizer):
     # ------------------------------------------------------------------ ADK's hook
 
     async def maybe_summarize_events(self, *, events: list[Event]) -> Event | None:
-        """Review the inner summarizer's proposal for `events` (see the module docstring).
+        """Review the inner summarizer's proposal for `events`.
+
+        In-flow (the run is going on), the proposal is held for the plugin, which reviews it
+        against the real request; in audit mode it is returned, for ADK to apply as it would
+        unguarded. Post-invocation, it is reviewed here. During a cooldown the inner summarizer
+        is not called; a failing inner summarizer is published as a decision and proposes nothing.
+
+        See `google.adk.apps.base_events_summarizer.BaseEventsSummarizer.maybe_summarize_events`.
 
         Returns:
             The compaction event to append (post-invocation, committed), or None: nothing to
@@ -215,7 +243,16 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         return self.view(template, await build_contents(ctx, events, template), events)
 
     def view(self, template: Any, contents: Sequence[types.Content], events: Sequence[Event]) -> list[Message]:
-        """memguard's view of request contents (`template`'s system instruction first, summaries marked)."""
+        """memguard's view of request contents: `template`'s system instruction first, summaries marked.
+
+        Args:
+            template: The request the contents belong to (its system instruction leads the view).
+            contents: The request contents.
+            events: The session events, whose compaction summaries are shown as ``[Summary]`` turns.
+
+        Returns:
+            The view (see `ContentBridge.to_view`).
+        """
         config = getattr(template, "config", None)
         return ContentBridge(getattr(config, "system_instruction", None), _summaries(events)).to_view(contents)
 
@@ -250,17 +287,46 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         return self.inner
 
     async def probe_model(self, ctx: InvocationContext) -> BaseLlm:
+        """The model to probe: `model` when given, else the agent's own, as the flow resolves it.
+
+        Args:
+            ctx: The invocation's context.
+
+        Returns:
+            The model.
+
+        Raises:
+            TypeError: The agent has no model (not an LLM agent).
+        """
         return self.model if self.model is not None else await agent_model(ctx)
 
     async def candidates(self, ctx: InvocationContext, template: Any, contents_for: Any,
                          events: Sequence[Event]) -> Candidates:
-        """The review's candidate set, probing this invocation's agent model as the run calls it."""
+        """The review's candidate set, probing this invocation's agent model as the run calls it.
+
+        Args:
+            ctx: The invocation's context.
+            template: The request every probe copies (model, config, tools).
+            contents_for: Builds the request contents with a compaction event applied (None: without).
+            events: The session events (their summaries are shown as such).
+
+        Returns:
+            An empty `Candidates`, streamed when the run streams.
+        """
         bridge = ContentBridge(getattr(template.config, "system_instruction", None), _summaries(events))
         return Candidates(template, contents_for, bridge, await self.probe_model(ctx), stream=streaming(ctx),
                           agent_name=getattr(ctx.agent, "name", None))
 
     def bound_fallbacks(self, events: Sequence[Event], candidates: Candidates) -> tuple[SummarizerStrategy, ...]:
-        """The fallbacks bound to one review's events and candidates, each under a name of its own."""
+        """The fallbacks bound to one review's events and candidates, each under a name of its own.
+
+        Args:
+            events: The events the proposal summarized (each fallback summarizes the same ones).
+            candidates: The review's candidate set.
+
+        Returns:
+            One `SummarizerStrategy` per fallback, named as in `fallback_names`.
+        """
         return tuple(SummarizerStrategy(fallback, list(events), candidates, name)
                      for fallback, name in zip(self.fallbacks, self.fallback_names, strict=True))
 
@@ -281,7 +347,18 @@ class MemGuardSummarizer(BaseEventsSummarizer):
 
     def event(self, before: list[Message], candidate: list[Message], gate: Gate, ctx: InvocationContext,
               path: str) -> CompactionEvent:
-        """The `CompactionEvent` for one review: conversation = session, step = model turns."""
+        """The `CompactionEvent` for one review: the conversation is the session, the step its model turns.
+
+        Args:
+            before: The view of the full request.
+            candidate: The view of the request with the proposal applied.
+            gate: The gate's answer for this step.
+            ctx: The invocation's context.
+            path: ``"in_flow"`` or ``"post_invocation"`` (recorded in the metadata).
+
+        Returns:
+            The event to review.
+        """
         return CompactionEvent(
             before=before, candidate=candidate, strategy=self.strategy, step=gate.step,
             conversation_id=gate.conversation_id,
@@ -290,7 +367,16 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         )
 
     async def failed(self, error: BaseException, gate: Gate, *, committed: bool) -> Decision:
-        """Publish the decision for a review that could not run: what happened to the proposal, and why."""
+        """Publish the decision for a review that could not run: what happened to the proposal, and why.
+
+        Args:
+            error: What failed (only its type is recorded: a message may quote the conversation).
+            gate: The gate's answer for this step.
+            committed: Whether the proposal was applied anyway (audit mode, or a hard limit).
+
+        Returns:
+            The published decision: verdict ``forced`` when the proposal was applied, else ``veto``.
+        """
         self.count("failures")
         logger.warning("memguard: reviewing a %s proposal failed (%s); %s", self.strategy, type(error).__name__,
                        "it was applied" if committed else "nothing was compacted")
@@ -307,7 +393,13 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         return decision
 
     def record(self, decision: Decision) -> None:
-        """Keep `decision` as `last_decision` and hand it to `on_decision` (a failing hook is logged)."""
+        """Keep `decision` as `last_decision` and hand it to `on_decision`.
+
+        A coroutine `on_decision` is scheduled, not awaited; a failing hook is logged, never raised.
+
+        Args:
+            decision: The decision to record.
+        """
         self.last_decision = decision
         if self.on_decision is None:
             return

@@ -58,7 +58,9 @@ class ContentBridge:
 
     def __init__(self, system_instruction: Any = None, summaries: Iterable[types.Content] = ()) -> None:
         self.system = _instruction_text(system_instruction)
+        """The system instruction's text (None: none)."""
         self.summaries = [summary for summary in summaries if summary is not None]
+        """The contents shown as ``[Summary]`` user turns."""
         self._originals: list[types.Content] = []
         self._keys: dict[int, int] = {}
         self._shown: dict[str, _Shown] = {}
@@ -73,6 +75,13 @@ class ContentBridge:
         Each call to `to_view` pairs function calls with responses afresh (ids are synthesized
         per view, in order), so a candidate's view names its calls the way the full view does
         wherever the two share a prefix.
+
+        Args:
+            contents: The request contents.
+
+        Returns:
+            One assistant `Message` per ``model`` content and one user or tool `Message` per run
+            of visible ``user`` parts, each tagged with `REF`; summaries as ``[Summary]`` turns.
         """
         view: list[Message] = []
         if self.system:
@@ -171,6 +180,16 @@ class ContentBridge:
 
     def from_view(self, messages: Sequence[Any]) -> list[types.Content]:
         """The contents for a view: the request's own objects wherever nothing changed.
+
+        A changed message is rebuilt from the original with only the changed parts replaced
+        (thought signatures, hidden parts and ids kept); a message memguard wrote is built fresh.
+        Synthesized call ids never travel back.
+
+        Args:
+            messages: A view from `to_view` (of this bridge), or a strategy's compaction of one.
+
+        Returns:
+            The request contents.
 
         Raises:
             ValueError: A message is neither a `Message` nor a message dict.
@@ -294,7 +313,14 @@ class ContentBridge:
 
 
 def response_view(response: Any) -> Message:
-    """The assistant turn MemRM judges for a model response (`LlmResponse` or its `Content`)."""
+    """The assistant turn MemRM judges for a model response.
+
+    Args:
+        response: An `LlmResponse`, or its `Content`.
+
+    Returns:
+        Its text and function calls as one assistant `Message` (empty when it has no content).
+    """
     content = getattr(response, "content", response)
     if not isinstance(content, types.Content):
         return Message(role="assistant", content=None)

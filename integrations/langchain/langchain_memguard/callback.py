@@ -119,10 +119,26 @@ def rebuild_before(previous: Sequence[BaseMessage], output: BaseMessage | None,
 class MemGuardCallbackHandler(BaseCallbackHandler):
     """Audit-only memguard for any LangChain or LangGraph agent: ``config={"callbacks": [handler]}``.
 
-    `guard` must be in audit mode (its sinks receive the Decisions). `probe_model` is a chat model
-    that answers like the agent's own (for a tool-calling agent, bind the same tools:
-    ``model.bind_tools(tools)``); it is called once per detected compaction, in the background,
-    on the pre-compaction context.
+    Whatever compacts the agent's memory, the chat model's successive inputs show it: an input
+    that drops messages, brings a new summary or rewrites a known message follows a compaction.
+    The context before it is rebuilt (previous input, previous output, the new tail), the agent's
+    actual next output is the proposed action, and `probe_model` answers on the rebuilt context,
+    in the background on the guard's audit worker. The callbacks do no model work and never raise
+    into the agent.
+
+    Args:
+        guard: The guard, in audit mode (its sinks receive the decisions).
+        probe_model: A chat model that answers like the agent's own: the agent's own chat model,
+            configured alike (the tools and settings of the agent's call are bound to it). Called
+            once per detected compaction, in the background.
+        strategy: The name recorded for every compaction (default: the kind detected:
+            ``summarization``, ``context_editing`` or ``compaction``).
+        max_conversations: How many conversations to track at once; the least recently seen is
+            forgotten first.
+
+    Raises:
+        TypeError: `guard` is not a `Guard`, or `probe_model` has no ``invoke``.
+        ValueError: `guard` is not in audit mode, or `max_conversations` is below 1.
     """
 
     raise_error = False
@@ -147,7 +163,9 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
         self.strategy = strategy
         self.max_conversations = max_conversations
         self.detected = 0
+        """Compactions detected so far (each one queued for review)."""
         self.failures = 0
+        """Callbacks that failed and were skipped (logged by exception type only)."""
         self._lock = threading.Lock()
         self._roots: dict[UUID, UUID] = {}
         self._tracks: OrderedDict[str, _Track] = OrderedDict()
@@ -156,7 +174,14 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
         self._probe_params: Any = _UNKNOWN
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait for background audits to be written (the guard's audit worker)."""
+        """Wait for the background audits to be written (the guard's audit worker).
+
+        Args:
+            timeout: Seconds to wait at most; None waits until the queue is drained.
+
+        Returns:
+            True when every queued audit was written in time (see `memguard.Guard.flush`).
+        """
         return self.guard.flush(timeout)
 
     # ------------------------------------------------------------------ run tree
@@ -164,6 +189,12 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
     def on_chain_start(
         self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
+        """Track the run tree, so that a model call finds its top-level run.
+
+        The top-level run names the conversation when the run has no ``thread_id``.
+
+        See `langchain_core.callbacks.BaseCallbackHandler.on_chain_start`.
+        """
         try:
             with self._lock:
                 self._roots[run_id] = (self._root_of(parent_run_id) if parent_run_id else None) or run_id
@@ -171,9 +202,17 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             self._failed(exc)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget a finished top-level run that had no thread id, and its conversations.
+
+        See `langchain_core.callbacks.BaseCallbackHandler.on_chain_end`.
+        """
         self._end_chain(run_id)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget a failed top-level run that had no thread id, as `on_chain_end` does.
+
+        See `langchain_core.callbacks.BaseCallbackHandler.on_chain_error`.
+        """
         self._end_chain(run_id)
 
     def _end_chain(self, run_id: UUID) -> None:
@@ -202,6 +241,12 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """Compare the model's input with the conversation's previous one to detect a compaction.
+
+        A compaction found here waits for this call's output (`on_llm_end`). Summariser calls,
+        memguard's own probes (tagged `PROBE_TAG`) and batches are not agent steps and are
+        ignored. See `langchain_core.callbacks.BaseCallbackHandler.on_chat_model_start`.
+        """
         try:
             metadata = metadata or {}
             if PROBE_TAG in (tags or []) or metadata.get("lc_source") == "summarization" or len(messages) != 1:
@@ -231,6 +276,12 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             self._failed(exc)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Remember the step's output; after a compaction, queue its audit review.
+
+        The output is the proposed action (the agent's answer on the compacted context).
+
+        See `langchain_core.callbacks.BaseCallbackHandler.on_llm_end`.
+        """
         try:
             with self._lock:
                 key = self._active.pop(run_id, None)
@@ -248,6 +299,10 @@ class MemGuardCallbackHandler(BaseCallbackHandler):
             self._failed(exc)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Drop a failed step's pending review: there is no proposed action to judge.
+
+        See `langchain_core.callbacks.BaseCallbackHandler.on_llm_error`.
+        """
         with self._lock:
             self._active.pop(run_id, None)
             self._pending.pop(run_id, None)

@@ -77,7 +77,16 @@ def refuse_unguardable(middleware: Any) -> None:
 
 
 def strategy_name(middleware: Any) -> str:
-    """A readable strategy name for audit records and the RM's perturbation tag."""
+    """A readable strategy name for audit records and MemRM's perturbation tag.
+
+    Args:
+        middleware: A compaction middleware.
+
+    Returns:
+        ``summarization_keep_<kind>_<value>`` for `SummarizationMiddleware`,
+        ``context_editing_keep_<keeps>`` for `ContextEditingMiddleware`, else the middleware's
+        name in snake case without ``Middleware``.
+    """
     cls = type(middleware).__name__
     if cls == "SummarizationMiddleware":
         kind, value = middleware.keep
@@ -123,7 +132,24 @@ def _capture_request(middleware: AgentMiddleware, request: ModelRequest) -> list
 def compact_with(
     middleware: AgentMiddleware, messages: Sequence[BaseMessage], request: ModelRequest
 ) -> list[BaseMessage]:
-    """What `middleware` would make of `messages` (unchanged when it does not compact now)."""
+    """What `middleware` would make of `messages` at this model call, as a pure function.
+
+    A state compaction runs its `before_model` on a copy of the state that holds `messages`; a
+    request edit runs its `wrap_model_call` with a handler that keeps the edited messages and
+    calls no model. This is how a middleware becomes a memguard fallback strategy.
+
+    Args:
+        middleware: A compaction middleware (`before_model` or `wrap_model_call`).
+        messages: The agent's messages (not a MemRM view).
+        request: The model call's request: the state, runtime and settings the middleware reads.
+
+    Returns:
+        The compacted messages, or a copy of `messages` when the middleware does not compact now.
+
+    Raises:
+        TypeError: `middleware` is not an `AgentMiddleware`, or it compacts nothing.
+        RuntimeError: Its `wrap_model_call` never called the model handler.
+    """
     if hook_kind(middleware) == "request":
         return _capture_request(middleware, with_messages(request, messages))
     state = _state_for(request, messages)
@@ -141,14 +167,19 @@ class MiddlewareStrategy:
     """A compaction middleware used as a memguard fallback strategy for one model call.
 
     The guard hands strategies the messages it was given: the LangChain view of the agent's
-    context (see `GuardView`). This strips the view, runs the middleware on the agent's own
-    messages, and shows the result as a view again.
+    context (see `GuardView`). Called with those messages, this strips the view, runs the
+    middleware on the agent's own messages (`compact_with`), and returns the result as a view
+    again.
     """
 
     middleware: AgentMiddleware
+    """The compaction middleware to run."""
     request: ModelRequest
+    """The model call it runs for (state, runtime and settings)."""
     view: GuardView
+    """The view the guard's messages are in, to convert them back and forth."""
     name: str
+    """The strategy's name in audit records (see `strategy_name`)."""
 
     def __call__(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         compacted = compact_with(self.middleware, self.view.from_view(list(messages)), self.request)

@@ -69,9 +69,17 @@ logger = logging.getLogger("memguard.langchain")
 class MemGuardMiddleware(AgentMiddleware):
     """Guard a compaction middleware of a `create_agent` agent with MemRM.
 
-    Pass it *instead of* the compaction middleware it wraps::
+    Pass it *instead of* the compaction middleware it wraps (the guard must own the compaction
+    call: once ``RemoveMessage(REMOVE_ALL_MESSAGES)`` reaches the state, nothing downstream can
+    see what was removed):
 
-        create_agent(model, tools, middleware=[MemGuardMiddleware(SummarizationMiddleware(...), guard)])
+    ```python
+    create_agent(model, tools, middleware=[MemGuardMiddleware(SummarizationMiddleware(...), guard)])
+    ```
+
+    In enforce mode each compaction is committed, replaced by a fallback's or vetoed on MemRM's
+    word, at the cost of one extra model call per review. In audit mode the agent and its user
+    see no change; the review runs on the guard's worker.
 
     Args:
         inner: The compaction middleware: a `before_model` state compaction
@@ -109,10 +117,14 @@ class MemGuardMiddleware(AgentMiddleware):
             raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
         refuse_unguardable(inner)
         self.inner = inner
+        """The wrapped compaction middleware (not registered with the agent itself)."""
         self.guard = guard
+        """The guard that reviews each compaction."""
         self._kind = hook_kind(inner)
         self.strategy = strategy or strategy_name(inner)
+        """The proposal's name in audit records."""
         self.fallbacks = tuple(fallbacks)
+        """This middleware's own fallbacks, tried before the guard's."""
         for fallback in self.fallbacks:
             if not isinstance(fallback, AgentMiddleware):
                 as_strategy(fallback)  # a clear error now rather than at the first compaction
@@ -121,6 +133,7 @@ class MemGuardMiddleware(AgentMiddleware):
         self.on_decision = on_decision
         self.audit = audit
         self.last_decision: Decision | None = None
+        """The decision about the latest compaction this middleware saw (None before the first)."""
         self.state_schema = inner.state_schema
         self.tools = list(getattr(inner, "tools", None) or [])
         self._name = name
@@ -139,14 +152,30 @@ class MemGuardMiddleware(AgentMiddleware):
     # ------------------------------------------------------------------ audit: the compaction in place
 
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        """Audit mode: the inner state compaction, where it runs unguarded. Enforce mode: nothing."""
+        """Run the inner state compaction here in audit mode, where it runs without memguard.
+
+        In audit mode the inner middleware's update reaches the state and the stream unchanged, and
+        the context before it is kept for this step's model call, which reviews it. In enforce mode
+        this does nothing: the compaction runs in `wrap_model_call`, where it can still be vetoed.
+
+        See `langchain.agents.middleware.AgentMiddleware.before_model`.
+
+        Returns:
+            The inner middleware's update in audit mode when it compacts, else None.
+        """
         if not self.audits or self._kind != "state":
             return None
         update = self._usable(self._inner_before_model(state, runtime))
         return None if update is None else self._remember(state, update)
 
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        """`before_model` for async runs."""
+        """`before_model` for async runs.
+
+        See `langchain.agents.middleware.AgentMiddleware.abefore_model`.
+
+        Returns:
+            The inner middleware's update in audit mode when it compacts, else None.
+        """
         if not self.audits or self._kind != "state":
             return None
         update = self._usable(await self._ainner_before_model(state, runtime))
@@ -165,7 +194,23 @@ class MemGuardMiddleware(AgentMiddleware):
     # ------------------------------------------------------------------ sync model call
 
     def wrap_model_call(self, request: ModelRequest, handler: Handler) -> Any:
-        """One model call: gate, inner compaction, review, and the step's response (see the module)."""
+        """Guard one model call: ask the gate, run the inner compaction, review it, answer the step.
+
+        Enforce mode: during a cooldown after a veto the inner compaction is not run and the full
+        context is sent. Otherwise the inner compaction runs (its `before_model`, or its
+        `wrap_model_call` edit of the request), the agent's model is probed through `handler` on
+        both contexts, and the probe on the context that wins *is* the step's response: one extra
+        model call per review, never two. Audit mode: the step's own call (on the compacted
+        context) is the proposed action; the full-context probe and the score run on the guard's
+        worker, in an empty context.
+
+        See `langchain.agents.middleware.AgentMiddleware.wrap_model_call`.
+
+        Returns:
+            The step's model response. For a committed state compaction, an
+            `ExtendedModelResponse` whose command replaces the state's messages with the chosen
+            context followed by the response; a veto leaves the state as it was.
+        """
         if self.audits:
             return self._audit_call(request, handler)
         view = GuardView(request.system_message)
@@ -244,7 +289,13 @@ class MemGuardMiddleware(AgentMiddleware):
     # ------------------------------------------------------------------ async model call
 
     async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> Any:
-        """`wrap_model_call` for async runs (probes awaited in the step's own task)."""
+        """`wrap_model_call` for async runs: the probes are awaited in the step's own task.
+
+        See `langchain.agents.middleware.AgentMiddleware.awrap_model_call`.
+
+        Returns:
+            The step's model response, as `wrap_model_call` returns it.
+        """
         if self.audits:
             return await self._aaudit_call(request, handler)
         view = GuardView(request.system_message)

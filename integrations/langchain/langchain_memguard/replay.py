@@ -25,7 +25,11 @@ __all__ = ["ProbeMismatchError", "SameRequest", "adopted_kwargs", "model_params"
 
 
 class ProbeMismatchError(ValueError):
-    """`probe_model` would not send the request the agent sent (another model, or other settings)."""
+    """`probe_model` would not send the request the agent sent (another model, or other settings).
+
+    Raised before the probe is sent, so a request unlike the agent's is never scored: the audit
+    record carries this error, which names the parameters that differ (never their values).
+    """
 
 
 class _Captured(BaseException):

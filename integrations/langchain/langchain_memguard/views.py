@@ -31,7 +31,15 @@ _VIEW_MARK = "memguard_summary_prefix"
 
 
 def summary_text(message: Any) -> str | None:
-    """The summary's own text when `message` is a LangChain summary message, else None."""
+    """The summary's own text when `message` is a LangChain summary message.
+
+    Args:
+        message: Any message.
+
+    Returns:
+        The text after LangChain's summary prefix (or the whole content of a message tagged
+        ``lc_source="summarization"``); None when `message` is not a summary.
+    """
     if not isinstance(message, HumanMessage) or not isinstance(message.content, str):
         return None
     content = message.content
@@ -55,7 +63,11 @@ class GuardView:
     """One conversion of an agent's context, remembering its originals to convert back exactly.
 
     The system prompt (kept apart from the messages by `create_agent`) leads the view, because
-    MemRM's training views start with it; it is stripped again on the way back.
+    MemRM's training views start with it; it is stripped again on the way back. Use one view for
+    one model call: it remembers the summaries it converted.
+
+    Args:
+        system_message: The agent's system prompt at this call, or None when it has none.
     """
 
     def __init__(self, system_message: SystemMessage | None = None) -> None:
@@ -64,6 +76,15 @@ class GuardView:
         self._originals_by_id: dict[str, BaseMessage] = {}
 
     def to_view(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """The view MemRM should see: the system prompt first, summaries as ``[Summary]`` user turns.
+
+        Args:
+            messages: The agent's messages, without the system prompt.
+
+        Returns:
+            A new list. Messages other than summaries are the agent's own objects; each
+            converted summary is remembered, so `from_view` gives the original back.
+        """
         out: list[BaseMessage] = [self.system_message] if self.system_message is not None else []
         for message in messages:
             text = summary_text(message)
@@ -78,6 +99,17 @@ class GuardView:
         return out
 
     def from_view(self, messages: Sequence[Any]) -> list[BaseMessage]:
+        """The agent's own messages for a view: the system prompt dropped, summaries restored.
+
+        A summary this view made comes back as the original object; one that a strategy rebuilt
+        from the view gets LangChain's summary prefix back.
+
+        Args:
+            messages: A view from `to_view`, or a strategy's compaction of one.
+
+        Returns:
+            The messages as the agent keeps them.
+        """
         out: list[BaseMessage] = []
         for index, message in enumerate(messages):
             if index == 0 and self.system_message is not None and _same_system(message, self.system_message):
@@ -124,10 +156,29 @@ def _restore_summary(message: Any) -> Any:
 
 
 def to_guard_view(messages: Sequence[BaseMessage], system_message: SystemMessage | None = None) -> list[BaseMessage]:
-    """The view MemRM should see for `messages` (summaries as ``[Summary]`` user turns)."""
+    """The view MemRM should see for `messages`: summaries as ``[Summary]`` user turns.
+
+    Args:
+        messages: The agent's messages, without the system prompt.
+        system_message: The system prompt to lead the view, if any.
+
+    Returns:
+        The view (see `GuardView.to_view`).
+    """
     return GuardView(system_message).to_view(messages)
 
 
 def from_guard_view(messages: Sequence[Any], system_message: SystemMessage | None = None) -> list[BaseMessage]:
-    """The agent's own messages for a view (summary prefixes restored, system prompt removed)."""
+    """The agent's own messages for a view: summary prefixes restored, system prompt removed.
+
+    Prefer `GuardView.from_view` on the view that made the messages: it returns the original
+    summary objects rather than rebuilt ones.
+
+    Args:
+        messages: A MemRM view of the agent's messages.
+        system_message: The system prompt that leads the view, if any (dropped).
+
+    Returns:
+        The messages as the agent keeps them.
+    """
     return GuardView(system_message).from_view(messages)

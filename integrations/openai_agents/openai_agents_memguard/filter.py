@@ -139,11 +139,20 @@ class _FilteredCall:
 class MemGuardInputFilter:
     """A `call_model_input_filter` that lets MemRM decide whether `inner`'s edit is safe.
 
-    ::
+    ```python
+    guarded = MemGuardInputFilter(ToolOutputTrimmer(recent_turns=2), guard)
+    agent = Agent(name="coder", model=guarded.wrap_model(model), tools=[...])
+    Runner.run_sync(agent, task, run_config=RunConfig(call_model_input_filter=guarded))
+    ```
 
-        guarded = MemGuardInputFilter(ToolOutputTrimmer(recent_turns=2), guard)
-        agent = Agent(name="coder", model=guarded.wrap_model(model), tools=[...])
-        Runner.run_sync(agent, task, run_config=RunConfig(call_model_input_filter=guarded))
+    The filter sees the input, not the request (the Runner resolves settings, tools and a
+    per-turn `tool_choice` around it), so the review runs in the run's model wrapped by
+    `wrap_model`: the gate is asked first (during a cooldown `inner` is not called), `inner`
+    proposes, and the wrapped model probes the exact request on the unfiltered and the filtered
+    input; the winning probe is the call's answer. A review costs one extra model call. A run
+    whose model is not wrapped sends the unfiltered input (an error is logged): nothing is
+    trimmed unreviewed. In audit mode the filtered input is sent and the probes run in the
+    background.
 
     Args:
         inner: The input filter to guard (a `CallModelData -> ModelInputData` callable, sync or async).
@@ -184,7 +193,14 @@ class MemGuardInputFilter:
         self._warned = False
 
     def wrap_model(self, model: Model) -> MemGuardModel:
-        """`model` wrapped so this filter's reviews run at its calls (set it as the agent's or the run's model)."""
+        """`model` wrapped so this filter's reviews run at its calls.
+
+        Args:
+            model: The model the run calls; set the result as the agent's or the run's model.
+
+        Returns:
+            A `MemGuardModel` that shares this filter's probe store.
+        """
         return MemGuardModel(model, self.store, guard=self.guard, on_decision=self.on_decision)
 
     async def __call__(self, data: CallModelData[Any]) -> ModelInputData:
@@ -202,7 +218,15 @@ class MemGuardInputFilter:
         return proposed if gate.audit else before
 
     def fallbacks_for(self, data: CallModelData[Any]) -> tuple[Any, ...] | None:
-        """This call's fallback chain: the input filters bound to its data, then the guard's own."""
+        """This call's fallback chain: the input filters bound to its data, then the guard's own.
+
+        Args:
+            data: The call's `CallModelData`.
+
+        Returns:
+            The strategies to try in order, or None when this filter has no fallbacks of its own
+            (the guard's chain applies).
+        """
 
         def to_hook(messages: list[Any]) -> tuple[Any, ...]:
             instructions, items = from_view(messages)

@@ -39,7 +39,14 @@ HandoffFilter = Callable[[HandoffInputData], Any]
 
 
 def next_agent_input(data: HandoffInputData) -> list[Any]:
-    """The model input the next agent's first call is built from (as the Runner builds it)."""
+    """The model input the next agent's first call is built from, as the Runner builds it.
+
+    Args:
+        data: The handoff's data (as a filter received or returned it).
+
+    Returns:
+        The input items.
+    """
     generated = [*data.pre_handoff_items, *(data.input_items if data.input_items is not None else data.new_items)]
     return turn_input(data.input_history, generated)
 
@@ -60,11 +67,19 @@ def _checked(hook: Any, result: Any) -> HandoffInputData:
 class MemGuardHandoffFilter(RewriteHook[HandoffInputData]):
     """A handoff input filter whose rewrite of the next agent's history is reviewed by the guard.
 
-    ::
+    ```python
+    config = RunConfig(model_settings=ModelSettings(temperature=0.2))
+    config.handoff_input_filter = MemGuardHandoffFilter(nest_handoff_history, guard, run_config=config)
+    Runner.run_sync(triage, task, run_config=config)
+    ```
 
-        config = RunConfig(model_settings=ModelSettings(temperature=0.2))
-        config.handoff_input_filter = MemGuardHandoffFilter(nest_handoff_history, guard, run_config=config)
-        Runner.run_sync(triage, task, run_config=config)
+    The gate is asked first (a cooling conversation's filter is not called: the next agent sees
+    everything). The filter then proposes, and the next agent is probed on the full and the
+    filtered input with the request its first call sends. Commit: the filter's own data; veto:
+    the data unchanged; fallback: another filter's data, or a strategy's messages as the next
+    agent's input history. To guard nested history, pass `nest_handoff_history` itself as the
+    filter. Set the run's model to ``wrap_model(model)`` so the winning probe answers the next
+    agent's first call (a review then costs one extra model call, else two).
 
     Args:
         inner: The handoff filter to guard (`HandoffInputData -> HandoffInputData`, sync or async).
@@ -78,7 +93,7 @@ class MemGuardHandoffFilter(RewriteHook[HandoffInputData]):
         store: Where the winning probe waits for the next agent's call (default: shared per guard).
 
     Raises:
-        TypeError: an argument is not what it must be.
+        TypeError: An argument is not what it must be.
     """
 
     hook = "handoff_input_filter"
@@ -101,10 +116,29 @@ class MemGuardHandoffFilter(RewriteHook[HandoffInputData]):
         self.conversation_id = conversation_id
 
     def input_of(self, result: HandoffInputData) -> list[Any]:
+        """The next agent's model input when the filter returns `result`.
+
+        Args:
+            result: The data a handoff filter returned.
+
+        Returns:
+            The input items (see `next_agent_input`).
+
+        Raises:
+            TypeError: `result` is not a `HandoffInputData`.
+        """
         return next_agent_input(_checked(self.inner, result))
 
     def from_items(self, unchanged: HandoffInputData, items: list[Any]) -> HandoffInputData:
-        """`items` (the next agent's whole input) as handoff data; the turn's items stay for the session."""
+        """A strategy's items as handoff data: the next agent's whole input.
+
+        Args:
+            unchanged: The data the filter received; the turn's items stay for the session.
+            items: The next agent's input items.
+
+        Returns:
+            `unchanged` with `items` as its input history and nothing else for the model.
+        """
         return unchanged.clone(input_history=tuple(items), pre_handoff_items=(), input_items=())
 
     async def __call__(self, data: HandoffInputData) -> HandoffInputData:

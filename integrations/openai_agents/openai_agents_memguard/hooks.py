@@ -77,7 +77,14 @@ async def call_hook(hook: Any, *args: Any) -> Any:
 
 
 class HookStrategy:
-    """A hook used as a memguard fallback strategy for one review: view in, hook, view out."""
+    """A hook used as a memguard fallback strategy for one review: view in, hook, view out.
+
+    Args:
+        hook: An SDK hook of the guarded hook's kind (an input filter, a handoff filter, a session
+            input callback).
+        to_hook: Turns the review's view messages into the hook's arguments.
+        to_view: Turns the hook's result into view messages.
+    """
 
     def __init__(self, hook: Any, to_hook: Callable[[list[Any]], tuple[Any, ...]],
                  to_view: Callable[[Any], list[Any]]) -> None:

@@ -136,7 +136,19 @@ def _tool_content(item: Mapping[str, Any]) -> Any:
 
 
 def is_opaque(item: Any) -> bool:
-    """Items whose content memguard cannot read: server-side compaction items and references."""
+    """Whether memguard cannot read `item`: a server-side compaction item or an item reference.
+
+    A rewrite that brings such an item is audited, never enforced.
+
+    Args:
+        item: A Responses input item (a dict or an SDK object).
+
+    Returns:
+        True for ``compaction`` and ``item_reference`` items.
+
+    Raises:
+        ValueError: `item` is not a Responses input item.
+    """
     return _type_of(_plain(item)) in _OPAQUE_TYPES
 
 
@@ -191,7 +203,22 @@ def _assistant_turn(group: list[Any]) -> dict[str, Any]:
 
 
 def to_view(items: Sequence[Any], instructions: str | None = None) -> list[dict[str, Any]]:
-    """The chat view MemRM reads: instructions as the system turn, one assistant turn per model response."""
+    """The chat view MemRM reads: instructions as the system turn, one assistant turn per model response.
+
+    The items of one model response (reasoning, the assistant message, its calls) become one
+    assistant turn, so one model call is one agent step. Every view message carries the items it
+    was made from under `ITEMS_KEY`, so `from_view` can give them back exactly.
+
+    Args:
+        items: The SDK's input items.
+        instructions: The agent's instructions (None: no system turn).
+
+    Returns:
+        The view, as OpenAI-style message dicts.
+
+    Raises:
+        ValueError: `items` is not a list of Responses input items (the bad item is named by position).
+    """
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise ValueError(f"expected a list of Responses input items, got {type(items).__name__}")
     view: list[dict[str, Any]] = []
@@ -234,7 +261,22 @@ def _shown(message: Any) -> dict[str, Any]:
 
 
 def from_view(messages: Sequence[Any]) -> tuple[str | None, list[Any]]:
-    """The instructions and items for a view (possibly edited by a strategy); see the module doc."""
+    """The instructions and items for a view, possibly edited by a strategy, without loss.
+
+    A message a strategy left alone gives back the very item objects it carries; an edited one is
+    rebuilt from its own items, keeping every field the edit did not touch (ids, status, call
+    ids, parts); a message a strategy wrote is built fresh.
+
+    Args:
+        messages: A view from `to_view`, or a strategy's compaction of one.
+
+    Returns:
+        The instructions (None when the view has none) and the input items.
+
+    Raises:
+        ValueError: An edit cannot be expressed as items (a tool result moved to another call,
+            text written over a non-text item); the message is named by position.
+    """
     instructions: str | None = None
     items: list[Any] = []
     for index, message in enumerate(messages):
@@ -348,6 +390,14 @@ def _new_call(call: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def input_digest(instructions: str | None, items: Sequence[Any]) -> str:
-    """A fingerprint of one model input (instructions and items), to recognise the same call again."""
+    """A fingerprint of one model input, to recognise the same call again.
+
+    Args:
+        instructions: The instructions sent.
+        items: The input items sent.
+
+    Returns:
+        A SHA-256 hex digest.
+    """
     payload = _json([instructions, [_plain(item) for item in items]])
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()

@@ -21,11 +21,21 @@ __all__ = ["Probe", "RequestProbe", "action_message", "probe_model"]
 
 
 def probe_model(agent: Agent[Any], model: Any) -> Model:
-    """The model to probe (a `MemGuardModel` is looked through): `model`, else the agent's own.
+    """The model to probe: `model`, else the agent's own; a `MemGuardModel` is looked through.
+
+    memguard must call the very model the run calls, so a model named by string (resolved by the
+    Runner's provider) is not enough.
+
+    Args:
+        agent: The agent to probe.
+        model: The model instance the run calls for it, if known.
+
+    Returns:
+        The `agents.Model` instance to send probes to.
 
     Raises:
-        ValueError: the agent names its model by string and no instance was given (memguard must
-            call the very model the run calls).
+        ValueError: No instance was given and the agent names its model by string, or uses the
+            run's default model.
     """
     from openai_agents_memguard.reuse import MemGuardModel
 
@@ -48,11 +58,23 @@ class Probe:
     """One probe: the request sent and what it answered."""
 
     request: ModelRequest
+    """The request sent."""
     response: ModelResponse
+    """The model's answer."""
 
 
 class RequestProbe:
-    """The memguard policy for one request: view messages in, the model's next turn (a view message) out."""
+    """The memguard policy for one request: view messages in, the model's next turn (a view message) out.
+
+    Each probe is `request` with only its instructions and input replaced, so its answer is the
+    answer the run would get. Every answer is kept with the request it answered, so the one that
+    wins the review can stand in for the run's own call (`probe_for`).
+
+    Args:
+        model: The agent's model.
+        request: The request the run sends, or would send next.
+        extra_input: Items appended to every probe's input (a typical next user message).
+    """
 
     def __init__(self, model: Model, request: ModelRequest, *, extra_input: list[Any] | None = None) -> None:
         self.model = model
@@ -65,7 +87,15 @@ class RequestProbe:
         return await self.call(instructions, items)
 
     async def call(self, instructions: str | None, items: list[Any]) -> dict[str, Any]:
-        """Probe on SDK items directly; returns the response as an assistant view message."""
+        """Probe on SDK items directly.
+
+        Args:
+            instructions: The instructions to send.
+            items: The input items to send (`extra_input` is appended).
+
+        Returns:
+            The model's turn as an assistant view message (see `to_view`).
+        """
         request = self.request.with_input(instructions, [*items, *self.extra_input])
         response = await request.get_response(self.model)
         action = action_message(response)
@@ -73,7 +103,14 @@ class RequestProbe:
         return action
 
     def probe_for(self, action: Any) -> Probe | None:
-        """The probe whose answer is `action` (the object the guard handed back), if it was ours."""
+        """The probe whose answer is `action`.
+
+        Args:
+            action: The response the guard's decision carries (`Decision.response`).
+
+        Returns:
+            The probe that produced that very object, or None when it was not one of ours.
+        """
         found = self._probes.get(id(action))
         return found[1] if found is not None and found[0] is action else None
 

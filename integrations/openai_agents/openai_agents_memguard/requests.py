@@ -70,7 +70,20 @@ def _output_schema(schema: Any) -> Any:
 
 def request_signature(model: Any, settings: ModelSettings | None, tools: Sequence[Any], output_schema: Any,
                       handoffs: Sequence[Any], prompt: Any) -> str:
-    """Everything of a request but its input: the model, settings, tools, tool_choice, schema, handoffs, prompt."""
+    """A digest of everything in a request but its input.
+
+    Args:
+        model: The model instance called (its class and identity: another instance is another request).
+        settings: The model settings (tool_choice included), without the Runner's per-conversation
+            prompt-cache key, which does not change the answer.
+        tools: The tools sent.
+        output_schema: The output schema, if any.
+        handoffs: The handoffs offered.
+        prompt: The prompt reference, if any.
+
+    Returns:
+        A SHA-256 hex digest.
+    """
     payload = _json([
         f"{type(model).__module__}.{type(model).__qualname__}@{id(model):x}",
         _settings(settings), [_tool(t) for t in tools], _output_schema(output_schema),
@@ -81,28 +94,65 @@ def request_signature(model: Any, settings: ModelSettings | None, tools: Sequenc
 
 @dataclass
 class ModelRequest:
-    """The arguments of one `Model.get_response` / `stream_response` call."""
+    """The arguments of one `Model.get_response` / `stream_response` call, exactly as the Runner sends them.
+
+    A probe is this request with another input (`with_input`); its answer may stand in for the
+    run's own call only when their `key`s are equal.
+    """
 
     instructions: str | None
+    """The system instructions."""
     input: list[Any]
+    """The input items (the context)."""
     settings: ModelSettings
+    """The model settings, resolved for this call."""
     tools: list[Any]
+    """The tools sent."""
     output_schema: Any
+    """The output schema, if any."""
     handoffs: list[Any]
+    """The handoffs offered."""
     tracing: ModelTracing
+    """How the call is traced."""
     prompt: Any = None
+    """The prompt reference, if any."""
     previous_response_id: str | None = None
+    """Set when the API holds the conversation (see `server_managed`)."""
     conversation_id: str | None = None
+    """Set when the API holds the conversation (see `server_managed`)."""
 
     def with_input(self, instructions: str | None, items: Sequence[Any]) -> ModelRequest:
-        """The same request on another context (what a probe sends)."""
+        """The same request on another context: what a probe sends.
+
+        Args:
+            instructions: The instructions to send.
+            items: The input items to send.
+
+        Returns:
+            A copy of this request with that input.
+        """
         return dataclasses.replace(self, instructions=instructions, input=list(items))
 
     def signature(self, model: Any) -> str:
+        """Everything of this request to `model` but its input (see `request_signature`).
+
+        Args:
+            model: The model instance called.
+
+        Returns:
+            A SHA-256 hex digest.
+        """
         return request_signature(model, self.settings, self.tools, self.output_schema, self.handoffs, self.prompt)
 
     def key(self, model: Any) -> str:
-        """The whole request to `model`: input and everything else (see `request_signature`)."""
+        """The whole request to `model`: its input and everything else.
+
+        Args:
+            model: The model instance called.
+
+        Returns:
+            The input's `input_digest` and the `signature`, joined by a colon.
+        """
         return input_digest(self.instructions, self.input) + ":" + self.signature(model)
 
     @property
@@ -111,6 +161,14 @@ class ModelRequest:
         return self.previous_response_id is not None or self.conversation_id is not None
 
     async def get_response(self, model: Model) -> ModelResponse:
+        """Send this request to `model`.
+
+        Args:
+            model: The model to call.
+
+        Returns:
+            The model's response.
+        """
         return await model.get_response(
             self.instructions, self.input, self.settings, self.tools, self.output_schema, self.handoffs,
             self.tracing, previous_response_id=self.previous_response_id, conversation_id=self.conversation_id,
@@ -118,6 +176,14 @@ class ModelRequest:
         )
 
     def stream_response(self, model: Model) -> AsyncIterator[Any]:
+        """Send this request to `model`, streamed.
+
+        Args:
+            model: The model to call.
+
+        Returns:
+            The model's stream events.
+        """
         return model.stream_response(
             self.instructions, self.input, self.settings, self.tools, self.output_schema, self.handoffs,
             self.tracing, previous_response_id=self.previous_response_id, conversation_id=self.conversation_id,

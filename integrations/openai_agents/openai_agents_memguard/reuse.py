@@ -63,16 +63,28 @@ def expect_call(pending: PendingCall | None) -> PendingCall | None:
 
 
 class ProbeStore:
-    """Winning probes waiting for the model call they answer (bounded; each is used at most once)."""
+    """Winning probes waiting for the model call they answer (bounded; each is used at most once).
+
+    Keyed by the whole request (`ModelRequest.key`), so a probe answers only an identical call.
+
+    Args:
+        max_entries: How many probes wait at most; the oldest is dropped first.
+    """
 
     def __init__(self, max_entries: int = 64) -> None:
         self._entries: OrderedDict[str, ModelResponse] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
         self.hits = 0
+        """Calls answered from the store so far."""
 
     def put(self, key: str, response: ModelResponse) -> None:
-        """Keep `response` for the request whose `ModelRequest.key` is `key`."""
+        """Keep `response` for the request whose `ModelRequest.key` is `key`.
+
+        Args:
+            key: The request's key.
+            response: The winning probe's answer.
+        """
         with self._lock:
             self._entries[key] = response
             self._entries.move_to_end(key)
@@ -80,7 +92,14 @@ class ProbeStore:
                 self._entries.popitem(last=False)
 
     def take(self, key: str) -> ModelResponse | None:
-        """The stored response for exactly this request, removed from the store; None on a miss."""
+        """Remove and return the stored response for exactly this request.
+
+        Args:
+            key: The call's `ModelRequest.key`.
+
+        Returns:
+            The response, or None on a miss.
+        """
         with self._lock:
             response = self._entries.pop(key, None)
             if response is not None:
@@ -97,7 +116,14 @@ _STORES_LOCK = threading.Lock()
 
 
 def store_for(guard: Guard) -> ProbeStore:
-    """The probe store every wrapper of `guard` shares, so one `MemGuardModel` serves them all."""
+    """The probe store every wrapper of `guard` shares, so one `MemGuardModel` serves them all.
+
+    Args:
+        guard: The guard (held weakly: its store goes with it).
+
+    Returns:
+        The guard's store, made on first use.
+    """
     with _STORES_LOCK:
         store = _STORES.get(guard)
         if store is None:
@@ -106,7 +132,25 @@ def store_for(guard: Guard) -> ProbeStore:
 
 
 class MemGuardModel(Model):
-    """The run's model: runs the review of a filtered call, and answers a call with a winning probe."""
+    """The run's model: runs the review of a filtered call, and answers a call with a winning probe.
+
+    A `call_model_input_filter` cannot see the request it shapes, so `MemGuardInputFilter` leaves
+    its proposal with the call and the review runs here, on the exact request. A history rewrite
+    (handoff filter, session input callback) is reviewed before the next agent's first call, and
+    its winning probe waits in the `ProbeStore` for that identical call. Any other call goes to
+    the wrapped model untouched. A response that carries a server-side compaction item
+    (`ModelSettings.context_management`) is audited in the background when `guard` is given.
+    Make one with a wrapper's ``wrap_model(model)``.
+
+    Args:
+        inner: The model the run calls (a `MemGuardModel` is unwrapped, never nested).
+        store: Where winning probes wait for their call.
+        guard: The guard that audits server-side compaction (None: not audited).
+        on_decision: Called with each audit decision.
+
+    Raises:
+        TypeError: `inner` is not an `agents.Model`.
+    """
 
     def __init__(self, inner: Model, store: ProbeStore, *, guard: Guard | None = None,
                  on_decision: Callable[[Decision], Any] | None = None) -> None:
@@ -115,7 +159,9 @@ class MemGuardModel(Model):
         while isinstance(inner, MemGuardModel):
             inner = inner.inner
         self.inner: Model = inner
+        """The wrapped model."""
         self.store = store
+        """Where winning probes wait for their call."""
         self.guard = guard
         self.on_decision = on_decision
 
@@ -136,6 +182,16 @@ class MemGuardModel(Model):
     async def get_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
                            output_schema: Any, handoffs: Any, tracing: Any, *, previous_response_id: Any,
                            conversation_id: Any, prompt: Any) -> ModelResponse:
+        """Answer the call: reviewed when a filter left a proposal, from the store when a probe waits.
+
+        Otherwise the wrapped model answers, and a server-side compaction in its response is
+        audited.
+
+        See `agents.Model.get_response`.
+
+        Returns:
+            The winning probe's response, or the wrapped model's.
+        """
         request = ModelRequest(system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
                                prompt, previous_response_id, conversation_id)
         answered = await self._answer(request)
@@ -148,6 +204,13 @@ class MemGuardModel(Model):
     async def stream_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
                               output_schema: Any, handoffs: Any, tracing: Any, *, previous_response_id: Any,
                               conversation_id: Any, prompt: Any) -> AsyncIterator[Any]:
+        """`get_response` for a streamed call: a probe's answer is replayed as stream events.
+
+        See `agents.Model.stream_response`.
+
+        Yields:
+            The stream events of the winning probe, or the wrapped model's.
+        """
         request = ModelRequest(system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
                                prompt, previous_response_id, conversation_id)
         answered = await self._answer(request)
@@ -163,9 +226,20 @@ class MemGuardModel(Model):
                     output=list(completed.output), usage=Usage(), response_id=completed.id))
 
     def get_retry_advice(self, request: Any) -> Any:
+        """The wrapped model's retry advice.
+
+        See `agents.Model.get_retry_advice`.
+
+        Returns:
+            Whatever the wrapped model advises.
+        """
         return self.inner.get_retry_advice(request)
 
     async def close(self) -> None:
+        """Close the wrapped model.
+
+        See `agents.Model.close`.
+        """
         await self.inner.close()
 
     async def _cleanup_on_run_end(self, owner: object) -> None:

@@ -55,11 +55,20 @@ ALL_ITEMS = 2_147_483_647
 
 
 class HistoryRestoreError(RuntimeError):
-    """Putting the previous history back failed; `items` is that history, to store again."""
+    """Putting the previous history back after a veto failed; `items` is that history, to store again.
+
+    Raised by `MemGuardSession` when a write fails, or when the session changed what it was given
+    (one that rewrites inside `add_items`): nothing is silently lost.
+
+    Args:
+        items: The history to put back.
+        cause: What failed (its type is named in the message).
+    """
 
     def __init__(self, items: list[Any], cause: BaseException) -> None:
         super().__init__(f"could not restore {len(items)} session items after a veto ({type(cause).__name__})")
         self.items = items
+        """The history to store again."""
 
 
 def _accepts_wrapper(method: Any) -> bool:
@@ -78,12 +87,20 @@ def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
 class MemGuardSession:
     """A session whose rewrites of the stored history are reviewed by the guard.
 
-    ::
+    ```python
+    session = MemGuardSession(
+        OpenAIResponsesCompactionSession("chat-1", SQLiteSession("chat-1", "chat.db")),
+        guard, agent=agent)
+    Runner.run_sync(agent, "next question", session=session)
+    ```
 
-        session = MemGuardSession(
-            OpenAIResponsesCompactionSession("chat-1", SQLiteSession("chat-1", "chat.db")),
-            guard, agent=agent)
-        Runner.run_sync(agent, "next question", session=session)
+    The SDK offers no hook between computing a compaction and writing it, so the wrapped session's
+    `run_compaction` writes, and the guard reviews the history before and after. Commit: the
+    rewrite stays; fallback: the history becomes the fallback's; veto: the previous history is put
+    back through the session's public API (`HistoryRestoreError` if that fails). During a
+    cooldown the session is not asked to compact. A rewrite with an encrypted compaction item is
+    audited, never enforced. The probes answer no call of the run: a review costs two model
+    calls. Everything this class does not define is forwarded to the wrapped session.
 
     Args:
         session: The session to guard (any `agents` Session; its `run_compaction` is reviewed).
@@ -100,7 +117,7 @@ class MemGuardSession:
 
     Raises:
         TypeError: `session`, `guard` or `agent` is not what it must be.
-        ValueError: no model instance can be found to probe.
+        ValueError: No model instance can be found to probe.
     """
 
     def __init__(
@@ -151,15 +168,37 @@ class MemGuardSession:
     # ------------------------------------------------------------------ the Session protocol
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
+        """The wrapped session's items.
+
+        See `agents.Session.get_items`.
+
+        Returns:
+            The stored items (the latest `limit` when given).
+        """
         return list(await self.session.get_items(limit))
 
     async def add_items(self, items: list[Any]) -> None:
+        """Store items in the wrapped session.
+
+        See `agents.Session.add_items`.
+        """
         await self.session.add_items(items)
 
     async def pop_item(self) -> Any:
+        """Remove the wrapped session's latest item.
+
+        See `agents.Session.pop_item`.
+
+        Returns:
+            The item removed, or None when the session is empty.
+        """
         return await self.session.pop_item()
 
     async def clear_session(self) -> None:
+        """Clear the wrapped session.
+
+        See `agents.Session.clear_session`.
+        """
         await self.session.clear_session()
 
     async def _run_compaction(self, args: Any = None, *, wrapper: RunContextWrapper[Any] | None = None) -> None:

@@ -42,11 +42,18 @@ def _checked(hook: Any, result: Any) -> list[Any]:
 class MemGuardSessionInput(RewriteHook[list[Any]]):
     """A `session_input_callback` whose rewrite of the run's input is reviewed by the guard.
 
-    ::
+    ```python
+    config = RunConfig(model_settings=ModelSettings(temperature=0.2))
+    config.session_input_callback = MemGuardSessionInput(keep_recent, guard, agent=agent, run_config=config)
+    Runner.run_sync(agent, "next question", session=session, run_config=config)
+    ```
 
-        config = RunConfig(model_settings=ModelSettings(temperature=0.2))
-        config.session_input_callback = MemGuardSessionInput(keep_recent, guard, agent=agent, run_config=config)
-        Runner.run_sync(agent, "next question", session=session, run_config=config)
+    The gate is asked first (a cooling conversation's callback is not called: history plus new
+    items). The callback then proposes, and the run's starting agent is probed on the full and
+    the proposed input with the request its first call sends. Commit: the callback's list; veto:
+    ``history + new_items``, the very objects the SDK passed in (so it still stores the new ones);
+    fallback: another callback's list, or a strategy applied to ``history + new_items``. Set the
+    run's model to ``wrap_model(model)`` so the winning probe answers the agent's first call.
 
     Args:
         inner: The callback to guard (`(history, new_items) -> list`, sync or async).
@@ -62,7 +69,7 @@ class MemGuardSessionInput(RewriteHook[list[Any]]):
         store: Where the winning probe waits for the agent's first call (default: shared per guard).
 
     Raises:
-        TypeError: an argument is not what it must be.
+        TypeError: An argument is not what it must be.
     """
 
     hook = "session_input_callback"
@@ -91,9 +98,29 @@ class MemGuardSessionInput(RewriteHook[list[Any]]):
         self.conversation_id = conversation_id
 
     def input_of(self, result: list[Any]) -> list[Any]:
+        """The run's model input when the callback returns `result`.
+
+        Args:
+            result: The items a session input callback returned.
+
+        Returns:
+            The input items, as the Runner prepares them.
+
+        Raises:
+            TypeError: `result` is not a list.
+        """
         return turn_input(_checked(self.inner, result), [])
 
     def from_items(self, unchanged: list[Any], items: list[Any]) -> list[Any]:
+        """A strategy's items as the callback's result: the list itself.
+
+        Args:
+            unchanged: History and new items, as the callback received them (not needed).
+            items: The run's input items.
+
+        Returns:
+            `items`.
+        """
         return items
 
     async def __call__(self, history: list[Any], new_items: list[Any]) -> list[Any]:

@@ -92,16 +92,46 @@ def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:
 class MemGuardCondenser(CondenserBase):
     """Guard any OpenHands condenser with MemRM.
 
-    ``MemGuardCondenser(inner, guard)`` wraps `inner`; `guard_agent` installs it around an
-    agent's own condenser. Probes use `llm` and `tools` when given, else the ``agent_llm`` the
-    agent passes to `condense` and the tools in the conversation's system prompt event (the
-    agent's own, as it offered them). `fallbacks` (memguard strategies or other condensers) are
-    tried, in order, before the guard's own chain. `strategy` names the proposal in audit records
-    and the RM's perturbation tag. `on_decision` is called with each `Decision`.
+    OpenHands asks the agent's condenser for a `View` or a `Condensation` at the start of each
+    step. Each proposal of the wrapped condenser is reviewed against the full view, the agent's
+    LLM probed (with its tools) on both contexts; a `Condensation` ends the step, so a probe is
+    never the step's response and a review costs two extra LLM calls. Commit returns the
+    proposal. A veto under a SOFT requirement (event count) returns the view unchanged. Under a
+    HARD requirement (token overflow, an explicit `CondensationRequest`) a veto would bring the
+    agent straight back, so that review must reduce: the proposal, a storable fallback, or the
+    lowest-risk candidate that can be stored is committed. During a cooldown the wrapped
+    condenser (each stage of a `PipelineCondenser`) is not asked at all. Audit mode returns the
+    wrapped condenser's result at once and scores in the background.
+
+    `guard_agent` installs it around an agent's own condenser. The guard, the probe LLM, tools
+    and fallbacks are runtime state, not serialized with the agent: a restored agent works again
+    once `guard_agent` (or `attach`) gives its condenser a guard.
+
+    Args:
+        inner: The condenser to guard; each stage of a `PipelineCondenser` is reviewed on its own.
+        guard: The guard; None leaves it to `attach` (OpenHands restoring an agent passes none).
+        llm: The LLM to probe (default: the ``agent_llm`` the agent passes to `condense`).
+        tools: The tools to probe with (default: those in the conversation's system prompt
+            event, as the agent offered them).
+        fallbacks: memguard strategies or other condensers, tried in order before the guard's own
+            chain.
+        strategy: The proposal's name in audit records and MemRM's perturbation tag (default:
+            from the condenser, see `strategy_name`).
+        on_decision: Called with each `Decision`; an exception it raises is logged, never raised
+            into the agent.
+        **data: Other fields, as pydantic passes them when OpenHands restores an agent.
+
+    Raises:
+        ValueError: `llm`, `tools`, `fallbacks` or `on_decision` are given without a guard, or
+            `inner` is already a `MemGuardCondenser` (a pydantic `ValidationError`).
+        TypeError: `guard` is not a `Guard`, `llm` is not an OpenHands `LLM`, or a fallback is
+            neither a condenser nor a memguard strategy.
     """
 
     inner: CondenserBase
+    """The guarded condenser (serialized with the agent)."""
     strategy: str | None = None
+    """The proposal's name in audit records (None: from the condenser)."""
 
     _guard: Guard | None = PrivateAttr(default=None)
     _llm: LLM | None = PrivateAttr(default=None)
@@ -148,7 +178,22 @@ class MemGuardCondenser(CondenserBase):
         fallbacks: Sequence[Any] = (),
         on_decision: Callable[[Decision], Any] | None = None,
     ) -> MemGuardCondenser:
-        """Give this condenser its runtime parts (after a restore, or to change them); returns self."""
+        """Give this condenser its runtime parts: after a restore, or to change them.
+
+        Args:
+            guard: The guard.
+            llm: The LLM to probe (default: the agent's, passed to `condense`).
+            tools: The tools to probe with (default: the agent's, from the conversation).
+            fallbacks: memguard strategies or other condensers, tried before the guard's own chain.
+            on_decision: Called with each `Decision`.
+
+        Returns:
+            This condenser.
+
+        Raises:
+            TypeError: `guard` is not a `Guard`, `llm` is not an OpenHands `LLM`, or a fallback is
+                neither a condenser nor a memguard strategy.
+        """
         if not isinstance(guard, Guard):
             raise TypeError(f"guard must be a memguard.Guard, got {type(guard).__name__}")
         if llm is not None and not isinstance(llm, LLM):
@@ -171,9 +216,23 @@ class MemGuardCondenser(CondenserBase):
         return self._last_decision
 
     def get_llm(self) -> LLM | None:
+        """The wrapped condenser's LLM.
+
+        See `openhands.sdk.context.condenser.CondenserBase.get_llm`.
+
+        Returns:
+            The LLM the wrapped condenser uses, if any.
+        """
         return self.inner.get_llm()
 
     def handles_condensation_requests(self) -> bool:
+        """Whether the wrapped condenser handles a `CondensationRequest`.
+
+        See `openhands.sdk.context.condenser.CondenserBase.handles_condensation_requests`.
+
+        Returns:
+            The wrapped condenser's answer.
+        """
         return self.inner.handles_condensation_requests()
 
     # ------------------------------------------------------------------ condense
@@ -189,6 +248,18 @@ class MemGuardCondenser(CondenserBase):
         return stages
 
     def condense(self, view: View, agent_llm: LLM | None = None) -> View | Condensation:
+        """Ask the wrapped condenser, and review what it proposes (see the class).
+
+        See `openhands.sdk.context.condenser.CondenserBase.condense`.
+
+        Returns:
+            The proposal, a fallback's `Condensation` (or `View`, for this step only), or `view`
+            unchanged (a veto, a cooldown, or nothing proposed).
+
+        Raises:
+            RuntimeError: No guard is attached (a restored agent before `attach`).
+            ValueError: A proposal needs a review and there is no LLM to probe.
+        """
         guard = self._require_guard()
         conversation_id = _conversation_id()
         result: View | Condensation = view
@@ -199,6 +270,17 @@ class MemGuardCondenser(CondenserBase):
         return result
 
     async def acondense(self, view: View, agent_llm: LLM | None = None) -> View | Condensation:
+        """`condense` for async agents: the probes await ``LLM.agenerate``.
+
+        See `openhands.sdk.context.condenser.CondenserBase.acondense`.
+
+        Returns:
+            What `condense` returns.
+
+        Raises:
+            RuntimeError: No guard is attached (a restored agent before `attach`).
+            ValueError: A proposal needs a review and there is no LLM to probe.
+        """
         guard = self._require_guard()
         conversation_id = _conversation_id()
         result: View | Condensation = view
@@ -326,11 +408,27 @@ def guard_agent(
     strategy: str | None = None,
     on_decision: Callable[[Decision], Any] | None = None,
 ) -> AgentT:
-    """A copy of `agent` whose condenser is guarded by `guard` (the agent itself is unchanged).
+    """A copy of `agent` whose condenser is guarded by `guard`; the agent itself is unchanged.
 
-    Probes use the agent's own LLM and tools unless `llm`/`tools` are given. An agent whose
-    condenser is already a `MemGuardCondenser` (a restored one) gets the guard attached instead
-    of a second wrapper.
+    An agent whose condenser is already a `MemGuardCondenser` (a restored one) gets the guard
+    attached instead of a second wrapper.
+
+    Args:
+        agent: The OpenHands agent.
+        guard: The guard.
+        llm: The LLM to probe (default: the agent's own).
+        tools: The tools to probe with (default: the agent's own).
+        fallbacks: memguard strategies or other condensers, tried before the guard's own chain.
+        strategy: The proposal's name in audit records (default: from the condenser).
+        on_decision: Called with each `Decision`.
+
+    Returns:
+        The copy, with a `MemGuardCondenser` as its condenser.
+
+    Raises:
+        TypeError: `agent` is not an OpenHands agent, or an option has the wrong type (see
+            `MemGuardCondenser`).
+        ValueError: The agent manages its own context, or has no condenser to guard.
     """
     if not isinstance(agent, AgentBase):
         raise TypeError(f"agent must be an OpenHands agent, got {type(agent).__name__}")

@@ -26,7 +26,15 @@ __all__ = ["CondenserStrategy", "PersistableOnly", "bind_fallbacks", "check_fall
 
 
 def strategy_name(condenser: CondenserBase) -> str:
-    """A readable strategy name for audit records and the RM's perturbation tag."""
+    """A readable strategy name for audit records and MemRM's perturbation tag.
+
+    Args:
+        condenser: An OpenHands condenser.
+
+    Returns:
+        The class name in snake case without ``Condenser``, with ``keep_first`` and ``max_size``
+        when it has both (``llm_summarizing_keep_first_4_max_size_80``).
+    """
     name = type(condenser).__name__.removesuffix("Condenser") or type(condenser).__name__
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
     keep_first, max_size = getattr(condenser, "keep_first", None), getattr(condenser, "max_size", None)
@@ -40,13 +48,18 @@ class CondenserStrategy:
     """An OpenHands condenser used as a memguard fallback for one review.
 
     A condenser reads events, not messages, so it runs on the review's own view: the guard
-    applies every fallback to the full context, which is that view.
+    applies every fallback to the full context, which is that view. Called, it returns the
+    condensed context as the guard's dicts.
     """
 
     condenser: CondenserBase
+    """The condenser to run."""
     view: GuardView
+    """The review's view of the full context."""
     agent_llm: LLM | None
+    """The agent's LLM, passed on to the condenser."""
     name: str
+    """The strategy's name in records (see `strategy_name`)."""
 
     def __call__(self, messages: Sequence[Any]) -> list[dict[str, Any]]:
         result = self.condenser.condense(self.view.view, agent_llm=self.agent_llm)

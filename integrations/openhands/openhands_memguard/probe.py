@@ -35,9 +35,14 @@ class AgentProbe:
     """Calls the agent's LLM on a guard context and answers with the next message as a dict.
 
     Probes may run on the guard's worker threads (parallel probes): they run in a copy of the
-    caller's context, so OpenHands' per-conversation LLM call context follows them. An `isolated`
-    probe (an audit review) is no part of the run: it calls a copy of the LLM with metrics of its
-    own (nothing is billed to the conversation's stats) in an empty context.
+    caller's context, so OpenHands' per-conversation LLM call context follows them.
+
+    Args:
+        llm: The agent's LLM.
+        tools: The tools the agent offers.
+        view: The review's view, to turn guard contexts into events and answers into dicts.
+        isolated: An audit review's probe, no part of the run: it calls a copy of the LLM with
+            metrics of its own (nothing is billed to the conversation's stats) in an empty context.
     """
 
     def __init__(self, llm: LLM, tools: Sequence[ToolDefinition[Any, Any]], view: GuardView, *,
@@ -49,6 +54,7 @@ class AgentProbe:
         self.tools = list(tools)
         self.view = view
         self.calls = 0
+        """LLM calls made so far."""
         self._context = contextvars.Context() if isolated else contextvars.copy_context()
 
     def _messages(self, context: list[Any]) -> Any:
@@ -66,7 +72,14 @@ class AgentProbe:
         return self._answer(response)
 
     async def acall(self, context: list[Any]) -> dict[str, Any]:
-        """The async probe (`Guard.areview`): ``LLM.agenerate`` on the running loop."""
+        """The async probe (for `Guard.areview`): ``LLM.agenerate`` on the running loop.
+
+        Args:
+            context: A guard context: the dicts of a `GuardView`, or a strategy's list of them.
+
+        Returns:
+            The agent's next message, as MemRM reads actions (`GuardView.response`).
+        """
         messages = self._messages(context)
         self.calls += 1
         response = await self.llm.agenerate(

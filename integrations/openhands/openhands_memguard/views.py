@@ -61,9 +61,18 @@ class GuardedMessageEvent(LLMConvertibleEvent):
     """
 
     message: Message
+    """The message to send instead."""
     replaces: list[str] = Field(default_factory=list)
+    """The ids of the events whose message this replaces (empty: a new message)."""
 
     def to_llm_message(self) -> Message:
+        """The edited message.
+
+        See `openhands.sdk.event.LLMConvertibleEvent.to_llm_message`.
+
+        Returns:
+            A deep copy of `message`.
+        """
         return self.message.model_copy(deep=True)
 
 
@@ -99,7 +108,16 @@ def _content_items(value: Any) -> list[TextContent | ImageContent]:
 
 
 def message_to_dict(message: Message, shell_tools: Iterable[str] = SHELL_TOOLS) -> dict[str, Any]:
-    """An OpenHands `Message` as the OpenAI-style dict MemRM's renderer reads."""
+    """An OpenHands `Message` as the OpenAI-style dict MemRM's renderer reads.
+
+    Args:
+        message: The message.
+        shell_tools: Tools whose calls are shown as ``bash`` calls, so the command renders as
+            ``$ command``, as in training.
+
+    Returns:
+        The dict: role, content (text-only content as one string), tool calls, tool call id, name.
+    """
     shells = frozenset(shell_tools)
     out: dict[str, Any] = {"role": message.role, "content": _content_value(message.content)}
     if message.tool_calls:
@@ -138,20 +156,27 @@ def _fields(message: Mapping[str, Any]) -> tuple[Any, ...]:
 class GuardView:
     """One `View` as the guard sees it, remembering every event it showed to map answers back.
 
-    `messages` is the full context (one dict per LLM message). `apply` shows the result of a
-    `Condensation`; `to_events` maps any list of dicts back to events; `as_result` turns the
-    dicts the guard chose into what a condenser returns (a `Condensation` when the choice only
-    forgets events and adds at most one summary, else a new `View`).
+    Events become one dict per LLM message, as `LLMConvertibleEvent.events_to_messages` builds
+    them, except that a condensation summary is its own ``[Summary]`` user turn, consecutive user
+    events stay separate turns, and shell tool calls are shown as ``bash`` calls (the text MemRM
+    read in training). Every dict carries the ids of its events (`MARK`), so any list of dicts
+    the guard hands back maps back to events.
+
+    Args:
+        view: The agent's view at this step.
+        shell_tools: Tools whose calls are shown as ``bash`` calls.
     """
 
     def __init__(self, view: View, *, shell_tools: Iterable[str] = SHELL_TOOLS) -> None:
         self.view = view
+        """The agent's view at this step."""
         self.shell_tools = frozenset(shell_tools)
         self._events: dict[str, LLMConvertibleEvent] = {}
         self._shown: dict[tuple[str, ...], dict[str, Any]] = {}
         self._call_names: dict[str, str] = {}
         self._condensations: list[Condensation] = []
         self.messages: list[dict[str, Any]] = self.show(view.events)
+        """The full context, one dict per LLM message."""
 
     @property
     def step(self) -> int:
@@ -161,7 +186,15 @@ class GuardView:
     # ------------------------------------------------------------------ events -> dicts
 
     def show(self, events: Sequence[LLMConvertibleEvent]) -> list[dict[str, Any]]:
-        """The dicts for `events`; a group shown before comes back as the same dict object."""
+        """The dicts for `events`.
+
+        Args:
+            events: Events of this view, or new ones (a condenser's summary).
+
+        Returns:
+            One dict per LLM message; a group of events shown before comes back as the same dict
+            object.
+        """
         return [self._dict_for(group) for group in _groups(events)]
 
     def _dict_for(self, group: list[LLMConvertibleEvent]) -> dict[str, Any]:
@@ -182,18 +215,43 @@ class GuardView:
         return shown
 
     def apply(self, condensation: Condensation) -> list[dict[str, Any]]:
-        """The context after `condensation`, as the guard sees it."""
+        """The context after `condensation`, as the guard sees it.
+
+        The condensation is remembered, so `as_result` returns that very object when the guard
+        chooses its context.
+
+        Args:
+            condensation: A condensation of this view.
+
+        Returns:
+            The condensed context's dicts.
+        """
         self._condensations.append(condensation)
         return self.show(condensation.apply(list(self.view.events)))
 
     def response(self, message: Message) -> dict[str, Any]:
-        """The agent's next message (a probe's answer) as MemRM reads actions."""
+        """The agent's next message (a probe's answer) as MemRM reads actions.
+
+        Args:
+            message: The LLM's answer.
+
+        Returns:
+            Its dict (see `message_to_dict`).
+        """
         return message_to_dict(message, self.shell_tools)
 
     # ------------------------------------------------------------------ dicts -> events
 
     def to_events(self, messages: Sequence[Any]) -> list[LLMConvertibleEvent]:
-        """The events a list of guard messages stands for (the originals wherever unchanged)."""
+        """The events a list of guard messages stands for.
+
+        Args:
+            messages: Guard messages (dicts, or memguard `Message`s).
+
+        Returns:
+            The original events wherever a message is unchanged; a `CondensationSummaryEvent`
+            for a new summary; a `GuardedMessageEvent` for an edited or new message.
+        """
         events: list[LLMConvertibleEvent] = []
         for message in _as_dicts(messages):
             ids = message.get(MARK)
@@ -253,7 +311,16 @@ class GuardView:
     # ------------------------------------------------------------------ what a condenser returns
 
     def as_condensation(self, events: Sequence[LLMConvertibleEvent]) -> Condensation | None:
-        """`events` as a `Condensation` of the view, when they only forget events and add one summary."""
+        """`events` as a `Condensation` of the view, when they only forget events and add one summary.
+
+        Args:
+            events: The events of a candidate context.
+
+        Returns:
+            The proposal's (or a condenser fallback's) own `Condensation` when it is that one, a
+            new `Condensation`, or None when the events reorder, edit or add more than a summary
+            (or change nothing).
+        """
         position = {event.id: index for index, event in enumerate(self.view.events)}
         kept: list[int] = []
         summary: tuple[int, str] | None = None
@@ -282,7 +349,15 @@ class GuardView:
         )
 
     def as_result(self, messages: Sequence[Any]) -> View | Condensation:
-        """What the condenser returns for the guard's chosen messages."""
+        """What the condenser returns for the guard's chosen messages.
+
+        Args:
+            messages: The context the guard chose.
+
+        Returns:
+            A `Condensation` when the choice only forgets events and adds at most one summary,
+            else a new `View` (it lasts this step only).
+        """
         events = self.to_events(messages)
         condensation = self.as_condensation(events)
         if condensation is not None:
@@ -290,7 +365,14 @@ class GuardView:
         return View(events=events, unhandled_condensation_request=self.view.unhandled_condensation_request)
 
     def persistable(self, messages: Sequence[Any]) -> bool:
-        """True when `messages` can be stored as a `Condensation` (so they resolve a HARD requirement)."""
+        """Whether `messages` can be stored as a `Condensation`, and so resolve a HARD requirement.
+
+        Args:
+            messages: A candidate context.
+
+        Returns:
+            True when `as_condensation` accepts its events.
+        """
         return self.as_condensation(self.to_events(messages)) is not None
 
 

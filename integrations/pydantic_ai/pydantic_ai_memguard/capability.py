@@ -58,7 +58,12 @@ logger = logging.getLogger("memguard.pydantic_ai")
 
 
 class ContextOverflow(RuntimeError):
-    """The full context cannot be probed: the model refused it for exceeding its context window."""
+    """The full context cannot be probed: the model refused it for exceeding its context window.
+
+    Raised, instead of sending that very request again, by the full-context probe of a
+    must-reduce review (``reason == "context_overflow"``). The review then has nothing to compare
+    against: the compaction is committed unscored, and the decision's `error` says why.
+    """
 
 
 @dataclass(frozen=True)
@@ -145,19 +150,38 @@ class _Shared:
 class MemGuardCompaction(WrapperCapability[AgentDepsT]):
     """Guard a compaction capability of a Pydantic AI agent with MemRM.
 
-    Pass it *instead of* the compaction capability it wraps::
+    Pass it *instead of* the compaction capability it wraps:
 
-        Agent(model, capabilities=[MemGuardCompaction(SlidingWindowCompaction(max_messages=80), guard)])
+    ```python
+    Agent(model, capabilities=[MemGuardCompaction(SlidingWindowCompaction(max_messages=80), guard)])
+    ```
 
     The inner capability compacts in `before_model_request` (pydantic-ai-harness) or in
     `compact_history` (pydantic-ai-slim 2.78+); the wrapper handles compaction requests only
-    when its inner capability does. `fallbacks` are tried, in order, before the guard's own when
-    the proposed compaction is judged harmful: other compaction capabilities (`ClearToolResults(...)`,
-    a capability with its own `compact_history`) or memguard strategies (`ObservationMasking()`,
-    functions of memguard `Message` lists). `strategy` names the proposal in records and in MemRM's
-    prompt (default: from the inner capability). `last_decision` holds the latest `Decision`;
-    `on_decision` is called with each one (in audit mode with the pending record; the scored one
-    reaches the guard's sinks).
+    when its inner capability does. The gate is asked first (a conversation cooling down after a
+    veto is not compacted, and the inner hook is not called); the agent's own model is probed on
+    the full and the compacted context with the request the loop would send; the winning probe
+    answers the run's same next request (`ServingModel`), so a review costs one extra model call.
+    A context overflow must reduce: that review never vetoes. In audit mode, and for a provider's
+    encrypted compaction memguard cannot read, the compaction always applies and is scored in the
+    background, unbilled and unseen by the run.
+
+    Args:
+        inner: The compaction capability to guard.
+        guard: The guard (its mode, cooldown, fallbacks and sinks apply).
+        fallbacks: Tried, in order, before the guard's own when the proposal is judged harmful:
+            compaction capabilities (``ClearToolResults(...)``, one with its own
+            `compact_history`) or memguard strategies (``ObservationMasking()``, functions of
+            memguard `Message` lists).
+        strategy: The proposal's name in records and in MemRM's prompt (default: from the inner
+            capability, see `strategy_name`).
+        on_decision: Called with each decision; in audit mode with the pending record (the
+            scored one reaches the guard's sinks). An exception it raises is logged, never raised
+            into the run.
+
+    Raises:
+        TypeError: `guard` is not a `Guard`; `inner` or a capability fallback compacts nothing; a
+            fallback is neither a capability nor callable; or `on_decision` is not callable.
     """
 
     def __init__(
@@ -182,8 +206,11 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         if on_decision is not None and not callable(on_decision):
             raise TypeError("on_decision must be callable")
         self.guard = guard
+        """The guard that reviews each compaction."""
         self.fallbacks = tuple(fallbacks)
+        """This capability's own fallbacks, tried before the guard's."""
         self.strategy = strategy or strategy_name(inner)
+        """The proposal's name in records and in MemRM's prompt."""
         self.on_decision = on_decision
         self._shared = _Shared()
         super().__init__(wrapped=inner)
@@ -213,7 +240,13 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         return bool(handles(ctx)) if callable(handles) else False
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        """The serving model, behind which a review's winning probe answers the run's same request."""
+        """Put a `ServingModel` in front of the model, so a review's winning probe answers the run's same request.
+
+        See `pydantic_ai.capabilities.AbstractCapability.get_wrapper_model`.
+
+        Returns:
+            A `ServingModel` around the inner capability's wrapper model (or `model` itself).
+        """
         return ServingModel(self.wrapped.get_wrapper_model(model) or model, self._shared.server)
 
     # ------------------------------------------------------------------ the before_model_request kind
@@ -221,6 +254,20 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
     async def before_model_request(
         self, ctx: RunContext[AgentDepsT], request_context: ModelRequestContext
     ) -> ModelRequestContext:
+        """Guard a compaction the inner capability makes in `before_model_request`.
+
+        The gate is asked first: during a cooldown the inner hook is not called and the request
+        goes unchanged. Otherwise the inner hook runs; when it changed the request or the history,
+        the change is reviewed before the model is called. A veto restores the history and the
+        request exactly as they were; a fallback's messages replace the proposal's, in the request
+        and, like the proposal, in the history. The winning probe waits for the run's next
+        request. In audit mode the proposal is sent as it is and scored in the background.
+
+        See `pydantic_ai.capabilities.AbstractCapability.before_model_request`.
+
+        Returns:
+            The request to send: the proposal's, a fallback's, or the uncompacted one.
+        """
         # An inner capability that compacts in compact_history only asks for compaction here.
         parameters = request_context.model_request_parameters
         gate = None if compacts_history(self.wrapped) else self._gate(ctx, request_context.messages, parameters)
@@ -290,7 +337,19 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
     # ------------------------------------------------------------------ the compact_history kind (2.78+)
 
     async def compact_history(self, ctx: RunContext[AgentDepsT], request: Any) -> Any:
-        """Review the inner capability's `CompactionResult` (a `CompactionRequest` in, the result or `None` out)."""
+        """Review the inner capability's `CompactionResult` (pydantic-ai-slim 2.78+).
+
+        Core asks for a compaction when one was requested or the model refused the context. The
+        gate is asked first (during a cooldown the inner hook is not called); the inner's result
+        is then reviewed. An encrypted provider compaction is only audited: it is always kept. A
+        context overflow (``reason == "context_overflow"``) must reduce: that review never vetoes.
+
+        See `pydantic_ai.capabilities.AbstractCapability.compact_history`.
+
+        Returns:
+            The inner's result (commit), a fallback's `CompactionResult`, or None (veto,
+            cooldown, or the inner declined): core then sends the uncompacted request.
+        """
         if not compacts_history(self.wrapped):
             return None
         must_reduce = request.reason == "context_overflow"
@@ -464,6 +523,17 @@ class MemGuardCompaction(WrapperCapability[AgentDepsT]):
         return event, observed.response if seen == expected else None
 
     async def wrap_run(self, ctx: RunContext[AgentDepsT], *, handler: Any) -> Any:
+        """Run the agent run, then settle what memguard left for it.
+
+        A winning probe the run never asked for is billed to the run's usage (it was a real
+        request), and the run's audit reviews are awaited: their probes run on the run's event
+        loop, which may close when the run ends.
+
+        See `pydantic_ai.capabilities.AbstractCapability.wrap_run`.
+
+        Returns:
+            The run's result, as the inner capability's `wrap_run` returns it.
+        """
         try:
             return await super().wrap_run(ctx, handler=handler)
         finally:

@@ -71,7 +71,15 @@ def compacts_history(capability: AbstractCapability[Any]) -> bool:
 
 
 def strategy_name(capability: Any) -> str:
-    """A readable strategy name for audit records and MemRM's perturbation tag."""
+    """A readable strategy name for audit records and MemRM's perturbation tag.
+
+    Args:
+        capability: A compaction capability.
+
+    Returns:
+        The class name in snake case, with its ``keep_tokens``, ``keep_messages`` or
+        ``keep_pairs`` setting when it has one (``sliding_window_compaction_keep_messages_40``).
+    """
     name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(capability).__name__).lower()
     for keep in _KEEP_FIELDS:
         value = getattr(capability, keep, None)
@@ -90,7 +98,21 @@ async def compact_with(
     ctx: RunContext[Any],
     request_context: ModelRequestContext,
 ) -> list[ModelMessage]:
-    """What `capability` makes of `messages`; the real run and request contexts stay untouched."""
+    """What `capability` makes of `messages`; the real run and request contexts stay untouched.
+
+    A capability with ``compact(messages, ctx)`` (pydantic-ai-harness's `CompactionStrategy`
+    protocol) is asked through it: the transform, applied unconditionally. Any other runs its
+    `before_model_request` on scratch copies of the run and request contexts.
+
+    Args:
+        capability: A compaction capability.
+        messages: The agent's history.
+        ctx: The run's context (copied, never changed).
+        request_context: The model request's context (copied, never changed).
+
+    Returns:
+        The compacted history.
+    """
     compact = getattr(capability, "compact", None)
     if callable(compact):
         return list(await _resolve(compact(list(messages), ctx)))
@@ -104,13 +126,23 @@ async def compact_with(
 
 @dataclass(frozen=True)
 class CapabilityStrategy:
-    """A compaction capability as a memguard strategy, bound to one model request."""
+    """A compaction capability as a memguard strategy, bound to one model request.
+
+    Called with memguard's view of the history (an async strategy, awaited on the agent's own
+    event loop), it runs the capability on the agent's messages (`compact_with`) and returns the
+    result as a view.
+    """
 
     capability: AbstractCapability[Any]
+    """The compaction capability."""
     bridge: MessageBridge
+    """The review's bridge, to convert the view back and forth."""
     ctx: RunContext[Any]
+    """The run's context (copied for each call)."""
     request_context: ModelRequestContext
+    """The model request's context (copied for each call)."""
     name: str
+    """The strategy's name in records (see `strategy_name`)."""
 
     async def __call__(self, messages: Sequence[Message]) -> list[Message]:
         agent_messages = self.bridge.from_view(messages)
@@ -120,14 +152,26 @@ class CapabilityStrategy:
 
 @dataclass(frozen=True)
 class HistoryCompactionStrategy:
-    """A capability's `compact_history`, asked the guarded compaction's very request."""
+    """A capability's `compact_history`, asked the guarded compaction's very request.
+
+    A fallback where the guarded compaction is a `compact_history` hook (pydantic-ai-slim 2.78+).
+    Called with the review's view, it returns the result's history as a view, and keeps the
+    `CompactionResult` itself so the capability can answer core with it. It raises `ValueError`
+    when the capability declines, or returns what core would refuse: the review then moves on.
+    """
 
     capability: AbstractCapability[Any]
+    """A capability with its own `compact_history` hook."""
     bridge: MessageBridge
+    """The review's bridge, to convert the history to a view."""
     ctx: RunContext[Any]
+    """The run's context."""
     request: Any  # a CompactionRequest (pydantic-ai-slim 2.78+)
+    """The guarded compaction's `CompactionRequest`."""
     name: str
+    """The strategy's name in records (see `strategy_name`)."""
     results: dict[int, Any] = field(default_factory=dict)  # id(part) -> the CompactionResult
+    """The results produced so far, by the id of their compaction part."""
 
     async def __call__(self, messages: Sequence[Message]) -> list[Message]:
         from pydantic_ai_memguard.results import as_result
@@ -145,15 +189,23 @@ class HistoryCompactionStrategy:
 class ResultStrategy:
     """Any other fallback, its history marked with a compaction part so that it is a valid `CompactionResult`.
 
-    `fallback` is a memguard strategy (a function of view messages) or a compaction capability run
-    on the request's messages (`compact_with`, with a scratch request context).
+    A fallback where the guarded compaction is a `compact_history` hook (pydantic-ai-slim
+    2.78+), for a fallback without such a hook of its own. Its history gets a compaction part of
+    memguard's own that says what was done, and is checked as core will check it: called, it
+    raises `ValueError` where core would refuse the result, so the review skips it.
     """
 
     fallback: Any
+    """A memguard strategy (a function of view messages), or a compaction capability run on the
+    request's messages (`compact_with`, with a scratch request context)."""
     bridge: MessageBridge
+    """The review's bridge, to convert the view back and forth."""
     ctx: RunContext[Any]
+    """The run's context."""
     request: Any  # a CompactionRequest (pydantic-ai-slim 2.78+)
+    """The guarded compaction's `CompactionRequest`."""
     name: str
+    """The strategy's name in records and in the marker part."""
 
     async def __call__(self, messages: Sequence[Message]) -> list[Message]:
         from pydantic_ai_memguard.results import as_result, with_marker

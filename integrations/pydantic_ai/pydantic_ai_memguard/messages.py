@@ -66,12 +66,21 @@ class _Shown:
 class MessageBridge:
     """One conversion of an agent's messages, remembering the originals to convert back exactly.
 
-    `instructions`, when given, lead the view as a system turn: MemRM's training views start with
-    the agent's system prompt, and Pydantic AI agents usually carry theirs as instructions.
+    A Pydantic AI `ModelRequest` holds several parts; memguard's `Message` is one OpenAI-style
+    turn. The view gives each visible request part its own `Message` and each `ModelResponse` one
+    assistant `Message`, tagged (`REF`) with where it came from. Parts the model never reads as
+    text (instruction deltas, tool availability) stay hidden from MemRM and travel with the
+    message that holds them. Use one bridge for one review: it remembers what it showed.
+
+    Args:
+        instructions: The agent's instructions, shown as a leading system turn: MemRM's training
+            views start with the agent's system prompt, and Pydantic AI agents usually carry
+            theirs as instructions. None: no system turn.
     """
 
     def __init__(self, instructions: str | None = None) -> None:
         self.instructions = instructions
+        """The instructions that lead the view (None: none)."""
         self._originals: dict[int, ModelMessage] = {}
         self._keys: dict[int, int] = {}
         self._shown: dict[str, _Shown] = {}
@@ -80,7 +89,17 @@ class MessageBridge:
     # ------------------------------------------------------------------ to memguard
 
     def to_view(self, messages: Sequence[ModelMessage]) -> list[Message]:
-        """memguard's view of `messages` (instructions first, summaries as ``[Summary]`` turns)."""
+        """memguard's view of `messages`: instructions first, summaries as ``[Summary]`` user turns.
+
+        A provider's compaction is shown as the summary it is: its text, or `ENCRYPTED_SUMMARY`
+        when only the provider can read it.
+
+        Args:
+            messages: The agent's history.
+
+        Returns:
+            One `Message` per visible request part and per response, each tagged with `REF`.
+        """
         view: list[Message] = []
         if self.instructions:
             view.append(Message.model_validate({"role": "system", "content": self.instructions, REF: INSTRUCTIONS_REF}))
@@ -99,7 +118,14 @@ class MessageBridge:
         return view
 
     def response_view(self, response: ModelResponse) -> Message:
-        """The assistant turn MemRM judges for a model response."""
+        """The assistant turn MemRM judges for a model response.
+
+        Args:
+            response: A model's answer (a probe's, or the run's own).
+
+        Returns:
+            Its text and tool calls as one assistant `Message`.
+        """
         (message,) = self._show(response, self._key(response))
         return message
 
@@ -132,7 +158,21 @@ class MessageBridge:
     # ------------------------------------------------------------------ back to Pydantic AI
 
     def from_view(self, messages: Sequence[Any]) -> list[ModelMessage]:
-        """The agent's messages for a view: its own objects where nothing changed."""
+        """The agent's messages for a view, without loss.
+
+        A message whose view is unchanged comes back as the agent's very own object; a changed
+        one is rebuilt from the original with only the changed parts replaced (ids, timestamps,
+        metadata and hidden parts kept); a message memguard added is built fresh.
+
+        Args:
+            messages: A view from `to_view` (of this bridge), or a strategy's compaction of one.
+
+        Returns:
+            The history as Pydantic AI keeps it.
+
+        Raises:
+            ValueError: The view edits a provider's compaction, which can be kept or dropped only.
+        """
         out: list[ModelMessage] = list(self._trailing.get(None, ()))
         new_parts: list[ModelRequestPart] = []
         group: list[tuple[Message, _Shown]] = []

@@ -38,8 +38,11 @@ class Probe:
     """A model's answer to one request, and the request's match key."""
 
     response: ModelResponse
+    """The model's answer."""
     key: str
+    """The request's `request_key`: the answer may serve only a request with this key."""
     events: list[ModelResponseStreamEvent] | None = field(default=None, compare=False)  # when it streamed
+    """The stream events, replayed when the probe serves a streamed request (None: not streamed)."""
 
 
 async def probe(
@@ -51,7 +54,22 @@ async def probe(
     stream: bool = False,
     run_context: RunContext[Any] | None = None,
 ) -> Probe:
-    """Send `model` the request the agent loop would send on `messages`; streamed with `stream`."""
+    """Send `model` the request the agent loop would send on `messages`.
+
+    The messages are prepared as the loop prepares them (`outgoing`); the request is keyed with
+    `request_key`, so its answer can serve the loop's own request only if it is the same one.
+
+    Args:
+        model: The agent's model.
+        messages: The context to probe.
+        settings: The request's model settings.
+        parameters: The request's parameters (tools, output schema, instructions).
+        stream: Stream the request, as the run does, and keep its events for a replay.
+        run_context: The run's context, passed to a streamed request as the loop passes it.
+
+    Returns:
+        The answer and its match key.
+    """
     sent, parameters = outgoing(model, messages, settings, parameters)
     key = request_key(model, sent, settings, parameters)
     if not stream:
@@ -65,12 +83,20 @@ async def probe(
 
 @dataclass(frozen=True)
 class Observed:
-    """A run's own request as the model received it, and the answer it got (audit mode)."""
+    """A run's own request as the model received it, and the answer it got (audit mode).
+
+    When it is the request the compacted context makes, its answer is the proposed action, and
+    no probe is needed for it.
+    """
 
     messages: list[ModelMessage]
+    """The messages the model received."""
     settings: ModelSettings | None
+    """The request's model settings."""
     parameters: ModelRequestParameters
+    """The request's parameters."""
     response: ModelResponse
+    """The model's answer."""
 
 
 class ProbeServer:
@@ -86,23 +112,52 @@ class ProbeServer:
         self._watches: dict[str | None, list[asyncio.Future[Observed]]] = {}
 
     def offer(self, run_id: str | None, winner: Probe) -> None:
-        """Serve `winner` to this run's next request that is the same request."""
+        """Keep `winner` for this run's next request that is the same request.
+
+        Args:
+            run_id: The run's id.
+            winner: The probe on the context the review chose.
+        """
         with self._lock:
             self._probes.setdefault(run_id, []).append(winner)
 
     def watch(self, run_id: str | None) -> asyncio.Future[Observed]:
-        """A future for this run's next own request and its answer (cancelled if none comes)."""
+        """Watch for this run's next own request and its answer (audit mode).
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            A future for the request and its answer; cancelled if the request fails or the run
+            ends without one.
+        """
         future: asyncio.Future[Observed] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._watches.setdefault(run_id, []).append(future)
         return future
 
     def has_probes(self, run_id: str | None) -> bool:
+        """Whether probes wait for this run: when none does, a request's key is not computed.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            True when at least one probe waits.
+        """
         with self._lock:
             return bool(self._probes.get(run_id))
 
     def take(self, run_id: str | None, key: str) -> Probe | None:
-        """The waiting probe that answers the request `key`, removed; None when there is none."""
+        """Remove and return the waiting probe that answers the request `key`.
+
+        Args:
+            run_id: The run's id.
+            key: The request's `request_key`.
+
+        Returns:
+            The probe, or None when none of this run's probes is that request.
+        """
         with self._lock:
             waiting = self._probes.get(run_id, [])
             for index, candidate in enumerate(waiting):
@@ -112,12 +167,26 @@ class ProbeServer:
         return None
 
     def watches(self, run_id: str | None) -> list[asyncio.Future[Observed]]:
-        """The watches waiting for this run's next request, removed (O(1) when there are none)."""
+        """Remove and return the watches waiting for this run's next request.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The futures to settle with the request (O(1) when there are none).
+        """
         with self._lock:
             return self._watches.pop(run_id, []) if run_id in self._watches else []
 
     def finish(self, run_id: str | None) -> list[Probe]:
-        """The run ended: watches that saw nothing are cancelled; returns the probes never served."""
+        """Forget a finished run: watches that saw nothing are cancelled.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The probes never served (real requests, to bill to the run).
+        """
         with self._lock:
             unserved = self._probes.pop(run_id, [])
             watches = self._watches.pop(run_id, [])
@@ -141,11 +210,17 @@ class ServingModel(WrapperModel):
 
     A request identical to a waiting probe of the same run (`request_key`) is answered with the
     probe (as a replayed stream in streamed runs); every other request goes to the wrapped model.
+    A step is never handed an answer to a request it did not make.
+
+    Args:
+        wrapped: The model that serves the run's requests.
+        server: The probes waiting, and the audits watching, per run.
     """
 
     def __init__(self, wrapped: Model, server: ProbeServer) -> None:
         super().__init__(wrapped)
         self.server = server
+        """The probes waiting, and the audits watching, per run."""
 
     def _served(
         self, messages: list[ModelMessage], settings: ModelSettings | None, parameters: ModelRequestParameters,
@@ -163,6 +238,13 @@ class ServingModel(WrapperModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
+        """Answer with the waiting probe when it is this very request, else ask the wrapped model.
+
+        See `pydantic_ai.models.Model.request`.
+
+        Returns:
+            The probe's response, or the wrapped model's.
+        """
         run_id, served = self._served(messages, model_settings, model_request_parameters, None)
         if served is not None:
             return served.response
@@ -183,6 +265,13 @@ class ServingModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
         run_context: RunContext[Any] | None = None,
     ) -> AsyncGenerator[StreamedResponse]:
+        """`request` for a streamed request: a served probe is replayed as a stream.
+
+        See `pydantic_ai.models.Model.request_stream`.
+
+        Yields:
+            The replayed probe, or the wrapped model's stream.
+        """
         run_id, served = self._served(messages, model_settings, model_request_parameters, run_context)
         if served is not None:
             yield CompletedStreamedResponse(

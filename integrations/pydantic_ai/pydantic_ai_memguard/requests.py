@@ -49,7 +49,21 @@ def outgoing(
     settings: ModelSettings | None,
     parameters: ModelRequestParameters,
 ) -> tuple[list[ModelMessage], ModelRequestParameters]:
-    """The messages and parameters the agent loop hands `model` for a request on `messages`."""
+    """The messages and parameters the agent loop hands `model` for a request on `messages`.
+
+    The loop cleans a history before it is sent (consecutive requests merged, a dangling tool
+    call repaired) and lets the model adapt it (`prepare_messages`); a probe must be prepared the
+    same way to be the same request.
+
+    Args:
+        model: The model the request is for.
+        messages: The history.
+        settings: The request's model settings.
+        parameters: The request's parameters.
+
+    Returns:
+        The messages as sent, and the parameters as sent.
+    """
     parameters = _with_framing(parameters, settings)
     cleaned = _clean(list(messages))
     adapted = model.prepare_messages(cleaned, parameters)
@@ -64,9 +78,17 @@ def request_key(
 ) -> str:
     """A digest of everything `model` is sent: the probe-reuse match key.
 
-    Messages with their ids, timestamps and metadata; the settings (temperature, max tokens,
-    tool choice, ...); the request parameters (tools, output schema and mode, instructions) without
-    their private telemetry fields; and the model itself.
+    A probe's answer may stand in for the loop's own call only when their keys are equal.
+
+    Args:
+        model: The model the request is for (its system and name are part of the key).
+        messages: The messages as sent (see `outgoing`), with their ids, timestamps and metadata.
+        settings: The model settings (temperature, max tokens, tool choice, ...).
+        parameters: The request parameters (tools, output schema and mode, instructions), without
+            their private telemetry fields.
+
+    Returns:
+        A SHA-256 hex digest.
     """
     digest = hashlib.sha256()
     digest.update(f"{model.system}\x00{model.model_name}\x00".encode())

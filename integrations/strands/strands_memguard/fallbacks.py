@@ -26,8 +26,13 @@ __all__ = ["ManagerStrategy", "check_fallbacks", "strategy_name"]
 def strategy_name(manager: Any) -> str:
     """A readable strategy name for audit records and MemRM's perturbation tag.
 
-    ``SlidingWindowConversationManager(window_size=40)`` gives ``sliding_window_40``;
-    ``SummarizingConversationManager()`` gives ``summarizing_0.3_keep_10``.
+    Args:
+        manager: A Strands conversation manager.
+
+    Returns:
+        The class name in snake case without ``ConversationManager``, with its window or summary
+        settings: ``SlidingWindowConversationManager(window_size=40)`` gives ``sliding_window_40``,
+        ``SummarizingConversationManager()`` gives ``summarizing_0.3_keep_10``.
     """
     name = type(manager).__name__.removesuffix("ConversationManager") or type(manager).__name__
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
@@ -62,13 +67,18 @@ class ManagerStrategy:
 
     Its ``reduce_context`` runs on a copy of the messages (a manager edits them in place: pins,
     truncated tool results) with a copy of the manager (its counters and summary stay as they
-    were); messages it left as they were come back as the review's own objects.
+    were); messages it left as they were come back as the review's own objects. The agent and
+    the manager the user passed are never touched.
     """
 
     manager: ConversationManager
+    """The fallback manager (copied for each call)."""
     agent: Any
+    """The agent, answering for everything but the messages (the model, the aux model)."""
     view: StrandsView
+    """The review's view, to convert turns back and forth."""
     name: str
+    """The strategy's name in records (see `strategy_name`)."""
 
     def __call__(self, turns: Sequence[Any]) -> list[dict[str, Any]]:
         originals = self.view.from_view(turns)

@@ -62,7 +62,12 @@ BEFORE_MODEL_CALL, END_OF_INVOCATION, OVERFLOW, REDUCE = "before_model_call", "e
 
 
 class ContextOverflowed(RuntimeError):
-    """The full context is not probed after a context-window overflow: it just overflowed."""
+    """The full context is not probed after a context-window overflow: it just overflowed.
+
+    Raised, instead of sending that context again, by the full-context probe of an overflow
+    review. That review must reduce, so it never vetoes: the reduction (or a fallback) is
+    committed, or the lowest-risk candidate is forced.
+    """
 
 
 @dataclass
@@ -158,10 +163,22 @@ def _last_prompt(messages: Sequence[Any]) -> str | None:
 class MemGuardConversationManager(ConversationManager):
     """Guard any Strands conversation manager with MemRM.
 
-    Pass it *instead of* the manager it wraps::
+    Pass it *instead of* the manager it wraps:
 
-        Agent(model, conversation_manager=MemGuardConversationManager(
-            SlidingWindowConversationManager(window_size=40, per_turn=True), guard))
+    ```python
+    Agent(model, conversation_manager=MemGuardConversationManager(
+        SlidingWindowConversationManager(window_size=40, per_turn=True), guard))
+    ```
+
+    Strands asks its conversation manager to shrink ``agent.messages`` on three paths, and each
+    is reviewed. Before a model call (the inner's ``per_turn`` or proactive hooks, run by this
+    manager's hook): the winning probe answers the pending model call when it is the same
+    request (`ProbeReplay`), so a review costs one extra model call. At the end of an invocation
+    (`apply_management`): nothing is pending, so both probes are extra. After a context-window
+    overflow (`reduce_context` with an error): the context must shrink, so the review never
+    vetoes. The gate is asked when the inner is about to reduce: during a cooldown it does not
+    reduce at all. A veto restores the messages and the inner's state as they were before it
+    ran. In audit mode the inner's reduction always stands and the review runs in the background.
 
     Args:
         inner: The conversation manager to guard (``SlidingWindowConversationManager``,
@@ -209,9 +226,11 @@ class MemGuardConversationManager(ConversationManager):
         self._inner = inner
         self._guard = guard
         self.fallbacks = check_fallbacks(fallbacks)
+        """This manager's own fallbacks, tried before the guard's."""
         self.on_decision = on_decision
         self.conversation_id = conversation_id
         self.strategy = strategy or strategy_name(inner)
+        """The reduction's name in audit records and MemRM's prompt."""
         self.probe_prompt = probe_prompt
         self.shell_tools = frozenset(shell_tools)
         self._replay = ProbeReplay()
@@ -245,11 +264,23 @@ class MemGuardConversationManager(ConversationManager):
         self._inner.removed_message_count = value
 
     def get_state(self) -> dict[str, Any]:
-        """The inner manager's state: a session saved guarded restores unguarded, and back."""
+        """The inner manager's state: a session saved guarded restores unguarded, and back.
+
+        See `strands.agent.conversation_manager.ConversationManager.get_state`.
+
+        Returns:
+            The inner manager's state.
+        """
         return self._inner.get_state()
 
     def restore_from_session(self, state: dict[str, Any]) -> list[Message] | None:
-        """Restore the inner manager from a session (saved guarded or not)."""
+        """Restore the inner manager from a session (saved guarded or not).
+
+        See `strands.agent.conversation_manager.ConversationManager.restore_from_session`.
+
+        Returns:
+            What the inner manager returns: messages to put first in the agent's list, if any.
+        """
         return self._inner.restore_from_session(state)
 
     def __getattr__(self, name: str) -> Any:
@@ -263,7 +294,14 @@ class MemGuardConversationManager(ConversationManager):
     # ------------------------------------------------------------------ the three paths
 
     def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
-        """Route the inner manager's hooks through the guard (never register them beside it)."""
+        """Route the inner manager's hooks through the guard: never register them beside it.
+
+        The inner's hooks are registered on a private registry; each group of them (by order) runs
+        as one reviewed round from a hook of this manager's. Its ``AgentInitializedEvent`` hooks,
+        which reduce nothing, are registered as they are.
+
+        See `strands.agent.conversation_manager.ConversationManager.register_hooks`.
+        """
         registry.add_callback(BeforeInvocationEvent, self._on_before_invocation)
         inner_hooks = HookRegistry()
         self._inner.register_hooks(inner_hooks, **kwargs)
@@ -280,7 +318,13 @@ class MemGuardConversationManager(ConversationManager):
                 registry.add_callback(event_type, self._router(group), order=order)
 
     def apply_management(self, agent: Agent, **kwargs: Any) -> None:
-        """End of invocation: the inner's management, reviewed (blocking: Strands calls it synchronously)."""
+        """End of invocation: the inner's management, reviewed.
+
+        Blocking, as Strands calls it synchronously. Nothing is pending, so both probes are extra
+        model calls; they answer the invocation's last prompt again (or ``probe_prompt``).
+
+        See `strands.agent.conversation_manager.ConversationManager.apply_management`.
+        """
         if self._active is not None:
             self._inner.apply_management(agent, **kwargs)
             return
@@ -290,7 +334,13 @@ class MemGuardConversationManager(ConversationManager):
         self._finish(round_)
 
     def reduce_context(self, agent: Agent, e: Exception | None = None, **kwargs: Any) -> None:
-        """The inner's reduction, reviewed; after an overflow (`e` set) it must shrink: never a veto."""
+        """The inner's reduction, reviewed; after an overflow (`e` set) it must shrink: never a veto.
+
+        After an overflow the full context is not probed (it just overflowed), and the winning
+        probe answers the retried model call when it is the same request.
+
+        See `strands.agent.conversation_manager.ConversationManager.reduce_context`.
+        """
         if self._active is not None:
             self._inner.reduce_context(agent, e, **kwargs)
             return

@@ -64,12 +64,20 @@ class ProbeRecord:
     """One probe: what it sent (to match a later request) and every event the model stream gave."""
 
     request: tuple[Any, ...]
+    """The request's key (see `AgentRequest.key`)."""
     events: list[Any]
+    """Every event the model stream gave, in order."""
     message: dict[str, Any]
+    """The model's final message."""
     model_state_changed: bool
+    """Whether the model changed its state while answering (such a probe is never replayed)."""
 
     def replay(self) -> list[Any]:
-        """The events again, as fresh objects (the agent loop writes metadata into the message)."""
+        """The events again, as fresh objects.
+
+        Returns:
+            Deep copies of `events` (the agent loop writes metadata into the message).
+        """
         return copy.deepcopy(self.events)
 
 
@@ -77,24 +85,46 @@ class ProbeRecord:
 class AgentRequest:
     """The model request the agent would send next, less its messages.
 
-    Built from the agent at review time; `stream` sends it with any messages.
+    Built from the agent at review time (`of`); `stream` sends it with any messages, straight to
+    the model through the agent loop's own streaming call: never through ``agent(...)``, which
+    would deadlock on the invocation lock and write to the run. A probe runs on copies of the
+    model state and of the invocation state, so it leaves nothing behind in the run.
     """
 
     model: Model
+    """The agent's model."""
     config: Any
+    """The model's settings, copied when the request was built."""
     system_prompt: Any
+    """The system prompt (content blocks when set)."""
     tool_specs: list[Any]
+    """The tool specs the agent offers."""
     model_state: dict[str, Any]
+    """The agent's model state (each probe gets a copy)."""
     agent_metadata: Any = None
+    """The agent's metadata, passed on as the loop passes it."""
     invocation_state: dict[str, Any] | None = None
+    """The invocation's state (each probe gets a copy)."""
     tool_choice: Any = None
+    """The tool choice of the request."""
     structured_output_model: Any = None
+    """The structured output model of the request."""
     dynamic_trailing_blocks: int = 0
+    """Trailing content blocks the loop adds per request."""
     calls: int = field(default=0, compare=False)
+    """Probes sent so far."""
 
     @classmethod
     def of(cls, agent: Agent, invocation_state: dict[str, Any] | None = None) -> AgentRequest:
-        """The agent's next request: its model, system prompt (content blocks when set), tools, model state."""
+        """The agent's next request: its model, system prompt (content blocks when set), tools, model state.
+
+        Args:
+            agent: The Strands agent.
+            invocation_state: The invocation's state, when a hook event carries it.
+
+        Returns:
+            The request, with copies of everything a probe could change.
+        """
         content = agent.system_prompt_content
         return cls(
             model=agent.model,
@@ -113,12 +143,30 @@ class AgentRequest:
         return text
 
     def key(self, messages: Sequence[Any]) -> tuple[Any, ...]:
-        """What identifies this request with `messages`, as the agent loop would send it."""
+        """What identifies this request with `messages`, as the agent loop would send it.
+
+        Args:
+            messages: The messages to send (only their role and content count: the loop strips the rest).
+
+        Returns:
+            The model, its settings, the messages, system prompt, tool specs, tool choice,
+            trailing blocks and output model.
+        """
         return (self.model, self.config, _messages_key(messages), self.system_prompt, self.tool_specs,
                 self.tool_choice, self.dynamic_trailing_blocks, self.structured_output_model)
 
     async def stream(self, messages: Sequence[Any]) -> ProbeRecord:
-        """Send the request with `messages` through the agent loop's own streaming call."""
+        """Send the request with `messages` through the agent loop's own streaming call.
+
+        Args:
+            messages: The context to probe, as Strands messages.
+
+        Returns:
+            The probe's record: its key, events and final message.
+
+        Raises:
+            RuntimeError: The model stream ended without a final message.
+        """
         self.calls += 1
         text, content = split_system_prompt(self.system_prompt)
         model_state = copy.deepcopy(self.model_state)
@@ -164,9 +212,18 @@ class ProbeReplay:
         self._offers: weakref.WeakKeyDictionary[Any, ProbeRecord] = weakref.WeakKeyDictionary()
         self._wired: weakref.WeakSet[Any] = weakref.WeakSet()
         self.served = 0
+        """Model calls answered by a probe so far."""
 
     def wire(self, agent: Agent) -> bool:
-        """Register the replay middleware on `agent` (once); False when this Strands has no model middleware."""
+        """Register the replay middleware on `agent`, once.
+
+        Args:
+            agent: The Strands agent.
+
+        Returns:
+            True once it is registered (now or before); False when this Strands version has no
+            model middleware (probes are then not reused, and a warning is logged).
+        """
         if agent in self._wired:
             return True
         stage = invoke_model_stage()
@@ -182,14 +239,24 @@ class ProbeReplay:
         return True
 
     def offer(self, agent: Agent, record: ProbeRecord | None) -> None:
-        """Make `record` the answer to the agent's next model call, if that call is its request."""
+        """Make `record` the answer to the agent's next model call, if that call is its request.
+
+        Args:
+            agent: The Strands agent.
+            record: The winning probe; None, a probe that changed the model state, or an agent not
+                wired drops any offer instead.
+        """
         if record is None or record.model_state_changed or agent not in self._wired:
             self._offers.pop(agent, None)
             return
         self._offers[agent] = record
 
     def clear(self, agent: Agent) -> None:
-        """Forget any offer for `agent` (a new invocation starts)."""
+        """Forget any offer for `agent` (a new invocation starts).
+
+        Args:
+            agent: The Strands agent.
+        """
         self._offers.pop(agent, None)
 
     async def _serve(self, context: Any, next_fn: Callable[[Any], AsyncGenerator[Any, None]]) -> AsyncGenerator[Any]:

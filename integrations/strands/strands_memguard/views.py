@@ -57,7 +57,14 @@ class _Shown:
 
 
 def assistant_turns(messages: Sequence[Any]) -> int:
-    """The step of a Strands context: its number of assistant messages."""
+    """The step of a Strands context: its number of assistant messages.
+
+    Args:
+        messages: Strands messages.
+
+    Returns:
+        How many have the role ``assistant``.
+    """
     return sum(1 for message in messages if isinstance(message, Mapping) and message.get("role") == "assistant")
 
 
@@ -131,7 +138,9 @@ class StrandsView:
 
     def __init__(self, system_prompt: str | None = None, *, shell_tools: Iterable[str] = SHELL_TOOLS) -> None:
         self.system_prompt = system_prompt
+        """The system prompt text that leads the view (None: none)."""
         self.shell_tools = frozenset(shell_tools)
+        """Tools whose calls are shown as ``bash`` calls."""
         self._originals: dict[int, dict[str, Any]] = {}
         self._keys: dict[int, int] = {}
         self._shown: dict[str, _Shown] = {}
@@ -141,7 +150,20 @@ class StrandsView:
     # ------------------------------------------------------------------ to memguard
 
     def to_view(self, messages: Sequence[Any], *, summary: Any = None) -> list[dict[str, Any]]:
-        """memguard's view of `messages`; `summary` is the summary message the manager keeps, if any."""
+        """memguard's view of `messages`: the system prompt first, then each message's turns.
+
+        An assistant message is one assistant turn (each ``toolUse`` a tool call); a user message
+        is its turns in block order (each ``toolResult`` a ``tool`` turn, other blocks one user
+        turn). Blocks MemRM need not read (``reasoningContent``, ``cachePoint``) stay hidden.
+
+        Args:
+            messages: Strands messages (``agent.messages``, or a candidate list).
+            summary: The summary message a summarizing manager keeps, if any: shown as a
+                ``[Summary]`` user turn in every view of this conversion.
+
+        Returns:
+            The view's turns, each carrying `REF`.
+        """
         view: list[dict[str, Any]] = []
         if self.system_prompt:
             view.append({"role": "system", "content": self.system_prompt, REF: SYSTEM_REF})
@@ -153,7 +175,14 @@ class StrandsView:
         return view
 
     def response(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        """The assistant turn MemRM judges for a model response (a probe's answer)."""
+        """The assistant turn MemRM judges for a model response (a probe's answer).
+
+        Args:
+            message: The model's final message.
+
+        Returns:
+            Its text and tool calls as one assistant turn.
+        """
         return self._assistant(message)
 
     def _key(self, message: Any) -> int:
@@ -230,7 +259,18 @@ class StrandsView:
     # ------------------------------------------------------------------ back to Strands
 
     def from_view(self, turns: Sequence[Any]) -> list[dict[str, Any]]:
-        """The agent's messages for a view: its own objects wherever nothing changed."""
+        """The agent's messages for a view: its own objects wherever nothing changed.
+
+        An edited turn becomes a copy of its message with only the edited blocks replaced
+        (``toolUseId``, ``status``, ``tracking_id`` and ``metadata`` kept); a turn memguard wrote
+        becomes a new message.
+
+        Args:
+            turns: A view from `to_view` (of this object), or a strategy's compaction of one.
+
+        Returns:
+            Strands messages.
+        """
         out: list[dict[str, Any]] = []
         new_blocks: list[dict[str, Any]] = []
         group: list[tuple[Mapping[str, Any], _Shown]] = []
@@ -270,7 +310,14 @@ class StrandsView:
         return out
 
     def sources(self, turns: Sequence[Any]) -> list[dict[str, Any]]:
-        """The original messages `turns` show (kept as they were or edited), in order, each once."""
+        """The original messages `turns` show, kept as they were or edited.
+
+        Args:
+            turns: A view, or a strategy's compaction of one.
+
+        Returns:
+            The agent's messages those turns come from, in order, each once.
+        """
         keys: dict[int, None] = {}
         for item in turns:
             ref = _as_turn(item).get(REF)

@@ -1,0 +1,129 @@
+"""Stand-ins for a scorer and a sink, for tests and documentation examples (no model, no pytest).
+
+`ConstantScorer(p)` answers every prompt with the same P(HARMFUL), so a test or an example can
+say "the RM calls this harmful" and check what the guard does; `HashScorer` gives each prompt its
+own deterministic verdict; `FailingScorer` always raises; `RecordingSink` keeps every decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from memguard.events import Decision
+from memguard.scoring.base import Score
+
+__all__ = ["ConstantScorer", "FailingScorer", "HashScorer", "RecordingSink"]
+
+
+class ConstantScorer:
+    """A scorer that gives every prompt the same P(HARMFUL) and keeps what it was asked.
+
+    It also checks that every prompt ends as the protocol says, so a test notices a guard that
+    sends anything else.
+
+    Args:
+        p_harmful: The P(HARMFUL) of every score (0.0: always SAFE, 1.0: always HARMFUL).
+    """
+
+    def __init__(self, p_harmful: float) -> None:
+        self.p_harmful = p_harmful
+        self.prompts: list[str] = []
+        """Every prompt scored, in order."""
+        self._lock = threading.Lock()
+
+    def score(self, prompts: list[str]) -> list[Score]:
+        """Score each prompt `p_harmful`, with about one token per 4 characters.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            One `Score` per prompt.
+
+        Raises:
+            AssertionError: A prompt does not end in the protocol's ``"\\n\\nAnswer:"``.
+        """
+        with self._lock:
+            self.prompts.extend(prompts)
+        for prompt in prompts:
+            if not prompt.endswith("\n\nAnswer:"):
+                raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
+        return [Score(p_harmful=self.p_harmful, n_tokens=max(1, len(p) // 4)) for p in prompts]
+
+
+class FailingScorer:
+    """A scorer that always raises, to exercise the guard's `on_error` policy."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        """How many times `score` was called."""
+
+    def score(self, prompts: list[str]) -> list[Score]:
+        """Count the call and fail, as an unreachable scoring server would.
+
+        Args:
+            prompts: Ignored.
+
+        Raises:
+            ConnectionError: Always.
+        """
+        self.calls += 1
+        raise ConnectionError("scoring server unavailable")
+
+
+class RecordingSink:
+    """An audit sink that keeps every Decision in memory (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
+        """Every decision received, in order."""
+        self._lock = threading.Lock()
+
+    def emit(self, decision: Decision) -> None:
+        """Keep the decision.
+
+        Args:
+            decision: The decision to keep.
+        """
+        with self._lock:
+            self.decisions.append(decision)
+
+    def close(self) -> None:
+        """Nothing to release: the decisions stay readable."""
+        return None
+
+    @property
+    def reviews(self) -> list[Decision]:
+        """Decisions that probed the agent (cooldown vetoes did not)."""
+        return [d for d in self.decisions if d.candidates]
+
+
+class HashScorer:
+    """A deterministic scorer whose verdict depends on the prompt itself (SAFE or HARMFUL by its hash).
+
+    Several conversations run at once then get their own, different verdicts: a guard that mixed
+    their state up would end one of them differently from its run alone.
+
+    Args:
+        harmful_share: The share of prompts called HARMFUL (P(HARMFUL) 0.95; the rest get 0.05).
+    """
+
+    def __init__(self, harmful_share: float = 0.5) -> None:
+        self.harmful_share = harmful_share
+
+    def score(self, prompts: list[str]) -> list[Score]:
+        """Score each prompt by its SHA-256: the same prompt always gets the same verdict.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            One `Score` per prompt, 0.95 or 0.05.
+        """
+        out = []
+        for prompt in prompts:
+            digest = int(hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16)
+            harmful = digest / 0xFFFFFFFF < self.harmful_share
+            out.append(Score(p_harmful=0.95 if harmful else 0.05, n_tokens=max(1, len(prompt) // 4)))
+        return out
