@@ -103,6 +103,8 @@ class _Contract(IntegrationContract):
             response = await stream.get_final_response()
         else:
             response = await agent.run(task, session=session)
+            # What a non-streaming caller sees: the messages the run hands back.
+            streamed = [message.text for message in response.messages]
         return agent_run(
             transcript=(response.text, transcript(history(session))),
             model_calls=client.calls,
