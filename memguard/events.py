@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -94,6 +95,63 @@ class CompactionEvent(BaseModel):
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     """A unique id, copied onto the `Decision` so records can be correlated."""
 
+    _build: Callable[[], tuple[Sequence[Any], Sequence[Any]]] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def deferred(cls, build: Callable[[], tuple[Sequence[Any], Sequence[Any]]], **fields: Any) -> CompactionEvent:
+        """An event whose messages are built only when a review needs them.
+
+        An integration whose framework messages must be converted to memguard's view (an O(n)
+        walk of the conversation) hands the conversion over instead of doing it: an audit review
+        runs `build` on the guard's worker thread, off the agent's path, so the agent pays the
+        same small cost whatever the conversation's length. An enforce review builds at once (it
+        needs the messages before the agent goes on).
+
+        Args:
+            build: Returns ``(before, candidate)``. It runs on another thread, later: it must read
+                only what the agent no longer changes (copies, or objects the framework never
+                edits in place).
+            **fields: The other `CompactionEvent` fields (`strategy`, `step`, `conversation_id`,
+                `metadata`, ...); not `before` or `candidate`.
+
+        Returns:
+            The event, with empty `before`/`candidate` until `materialized()` builds them.
+
+        Raises:
+            TypeError: `build` is not callable, or `fields` holds `before` or `candidate`.
+        """
+        if not callable(build):
+            raise TypeError(f"build must be callable, got {type(build).__name__}")
+        given = sorted({"before", "candidate"} & fields.keys())
+        if given:
+            raise TypeError(f"a deferred event's messages come from build(), not {', '.join(given)}=")
+        event = cls(before=[], candidate=[], **fields)
+        event._build = build
+        return event
+
+    @property
+    def is_deferred(self) -> bool:
+        """Whether `before`/`candidate` are still to be built (`deferred`)."""
+        return self._build is not None
+
+    def materialized(self) -> CompactionEvent:
+        """This event with its messages built (the event itself when it is not deferred).
+
+        Raises:
+            ValueError: `build` returned something that is not a pair of message sequences.
+            Exception: Whatever `build` raises.
+        """
+        if self._build is None:
+            return self
+        built = self._build()
+        if not isinstance(built, tuple) or len(built) != 2:
+            raise ValueError(f"a deferred event's build() must return (before, candidate), got {type(built).__name__}")
+        before, candidate = (self._a_conversation(messages, _Named(name))
+                             for messages, name in zip(built, ("before", "candidate"), strict=True))
+        event = self.model_copy(update={"before": before, "candidate": candidate})
+        event._build = None
+        return event
+
     @field_validator("before", "candidate", mode="before")
     @classmethod
     def _a_conversation(cls, value: Any, info: Any) -> Any:
@@ -103,6 +161,13 @@ class CompactionEvent(BaseModel):
             return _check_sequence(value)
         except ValueError as exc:
             raise ValueError(f"{info.field_name}: {exc}") from None
+
+
+class _Named:
+    """The `info` a field validator reads (its field's name), for validating built messages."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name = field_name
 
 
 class CandidateReport(BaseModel):

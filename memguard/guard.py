@@ -393,7 +393,9 @@ class Guard:
         """Decide on `event`, probing `policy` as needed (blocking).
 
         Args:
-            event: The proposed compaction.
+            event: The proposed compaction. A `CompactionEvent.deferred` one is built on the
+                audit worker for an audit review (the pending decision then holds no
+                messages), and here otherwise.
             policy: The agent (messages -> next response, sync or async).
             gate: The gate asked for this step (`gate()`); None asks it here (cooldown
                 included). Pass it so nothing is asked twice.
@@ -413,9 +415,9 @@ class Guard:
                 recorded and proposed responses, or fallbacks must be probed); `hard_budget` is
                 not a positive int; `gate` was asked for another conversation than the event's.
         """
-        gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
+        event, gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
         if not gate.review:
-            return self.skip(gate, event.before, strategy=event.strategy)
+            return self.skip(gate, event.materialized().before, strategy=event.strategy)
         if review is None:
             return self._submit_audit(event, policy, gate)
         decision = self._drive_blocking(review.steps(), policy)
@@ -432,7 +434,7 @@ class Guard:
         while the run lasts.
 
         Args:
-            event: The proposed compaction.
+            event: The proposed compaction (a deferred one is built as `review` says).
             policy: The agent (messages -> next response, sync or async).
             gate: The gate asked for this step (`gate()`); None asks it here.
             fallbacks: Replaces the guard's chain for this call only.
@@ -447,9 +449,9 @@ class Guard:
             ValueError: As `review`: no agent for a review that needs one, a bad `hard_budget`,
                 or a gate for another conversation.
         """
-        gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
+        event, gate, review = self._begin(event, policy, gate, fallbacks, hard_budget, audit)
         if not gate.review:
-            return await self.askip(gate, event.before, strategy=event.strategy)
+            return await self.askip(gate, event.materialized().before, strategy=event.strategy)
         if review is None:  # audit: an async agent is probed on this loop while the run lasts
             probe = None if policy is None else _on_loop(policy, asyncio.get_running_loop(), asyncio.current_task())
             return self._submit_audit(event, probe, gate)
@@ -646,16 +648,22 @@ class Guard:
         Returns:
             ``event.conversation_id`` when set, else `conversation_key` of ``event.before``.
         """
-        return event.conversation_id if event.conversation_id else conversation_key(event.before)
+        return event.conversation_id if event.conversation_id else conversation_key(event.materialized().before)
 
     # ------------------------------------------------------------------ starting a review
 
     def _begin(self, event: CompactionEvent, policy: Policy | None, gate: Gate | None,
                fallbacks: Sequence[Strategy | Callable[..., Any]] | None, hard_budget: int | None,
-               audit: bool | None) -> tuple[Gate, Review | None]:
-        """The gate and the review to drive (None for an audit review); refuses a review that lacks its agent."""
+               audit: bool | None) -> tuple[CompactionEvent, Gate, Review | None]:
+        """The event, the gate and the review to drive (None for an audit review).
+
+        A deferred event is built here unless it goes to the audit worker, which builds it off the
+        agent's path. Refuses a review that lacks its agent.
+        """
         if not isinstance(event, CompactionEvent):
             raise TypeError(f"expected a CompactionEvent, got {type(event).__name__}")
+        if gate is None and event.conversation_id is None:
+            event = event.materialized()  # the derived conversation id reads the messages
         if hard_budget is not None and (isinstance(hard_budget, bool) or not isinstance(hard_budget, int)
                                         or hard_budget <= 0):
             raise ValueError(f"hard_budget must be a positive token count, got {hard_budget!r}")
@@ -678,8 +686,9 @@ class Guard:
                 + (" and no fallbacks (they must be probed)" if chain and not gate.audit else "")
             )
         if not gate.review or gate.audit:
-            return gate, None
-        return gate, Review(self.settings, event, conversation_id=gate.conversation_id, fallbacks=chain,
+            return event, gate, None
+        event = event.materialized()
+        return event, gate, Review(self.settings, event, conversation_id=gate.conversation_id, fallbacks=chain,
                             hard_budget=hard_budget if hard_budget is not None else self.hard_budget,
                             must_reduce=gate.must_reduce, step=gate.step)
 
@@ -924,7 +933,7 @@ class Guard:
         Returns:
             ``event.step`` when set, else the number of assistant turns in ``event.before``.
         """
-        return step_of(event)
+        return step_of(event if event.step is not None else event.materialized())
 
     def acceptable(self, p_harmful: float) -> bool:
         """Whether one score passes the commit rule (and the band, with `band_gate`).
@@ -969,6 +978,7 @@ class Guard:
 
 def _run_audit(guard: Guard, event: CompactionEvent, policy: Policy | None, gate: Gate) -> Decision:
     """An audit review, on the worker thread (the step and the format are worked out here)."""
+    event = event.materialized()  # a deferred event's messages are built here, off the agent's path
     review = Review(guard.settings, event, conversation_id=gate.conversation_id, audit=True, step=gate.step)
     return guard._drive_blocking(review.steps(), policy)
 
