@@ -16,7 +16,6 @@ with `--json`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import side_by_side
 
 SIZES = (500, 2000)
 
@@ -93,33 +94,10 @@ def run_in(tree: Path, calls: int, pause: float) -> dict[str, Any]:
     return result
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    names = list(results)
-    keys = [k for k in results[names[0]] if "@" in k]
-    lines = ["| entry point @ messages | " + " | ".join(f"{n}: p50 / p99 (ms)" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
-    for key in keys:
-        cells = [f"{results[n][key]['p50_ms']:.3f} / {results[n][key]['p99_ms']:.3f}" for n in names]
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200, help="timed calls per size and entry point")
-    parser.add_argument("--pause", type=float, default=0.005, help="seconds between calls (the agent's own work)")
-    parser.add_argument("--baseline", type=Path, help="another checkout to measure side by side (e.g. main)")
-    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
-    args = parser.parse_args(argv)
-    here = Path(__file__).resolve().parent.parent
-    results = {"this checkout": run_in(here, args.calls, args.pause)}
-    if args.baseline is not None:
-        results[f"baseline ({args.baseline})"] = run_in(args.baseline.resolve(), args.calls, args.pause)
-    print(table(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return side_by_side.main(argv, description=__doc__.splitlines()[0], run_in=run_in, calls=200, pause=0.005,
+                             calls_help="timed calls per size and entry point",
+                             show=lambda results: side_by_side.table(results, "entry point @ messages"))
 
 
 if __name__ == "__main__":

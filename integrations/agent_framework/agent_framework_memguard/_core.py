@@ -15,9 +15,13 @@ from memguard import CompactionEvent, Decision, Gate, Guard
 __all__ = ["Gate", "areview", "askip", "gate"]
 
 
-def gate(guard: Guard, before: list[Any], *, conversation_id: str | None, step: int | None,
+def gate(guard: Guard, before: list[Any] | None, *, conversation_id: str | None, step: int | None,
          must_reduce: bool) -> Gate:
-    """Whether to run the inner compaction and review it (cooldown, must-reduce), asked first."""
+    """Whether to run the inner compaction and review it (cooldown, must-reduce), asked first.
+
+    `before` may be None when `conversation_id` names the conversation and the gate checks no
+    cooldown (an audit gate), so an audit step converts no message to ask it.
+    """
     return guard.gate(before, conversation_id=conversation_id, step=step, must_reduce=must_reduce)
 
 

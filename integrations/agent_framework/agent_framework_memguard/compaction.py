@@ -23,6 +23,10 @@ when the compaction reaches the guard it
 The framework is then told the request is compacted (it does not compact it again). Called by the
 framework without a recorded request (`CompactionProvider`, or no middleware), it probes through
 the `client=`/`options=` it was given, or raises a clear error.
+
+In audit mode the inner's change always stands and no message is converted on the agent's path:
+the event is `CompactionEvent.deferred`, its views built on the guard's worker from the lists of
+included messages captured when the compaction ran.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from agent_framework import (
 )
 from agent_framework._compaction import annotate_message_groups
 from memguard import CompactionEvent, Decision, Guard, Message, Verdict
+from memguard.gate import OPENING_MESSAGES
 
 from agent_framework_memguard import _core
 from agent_framework_memguard.budget import InputBudget, find_input_budget, nested_strategies
@@ -102,6 +107,17 @@ class _Review:
     probes: list[tuple[Message, Probe]] = field(default_factory=list)
     full: Probe | None = None
     contexts: dict[tuple[int, ...], list[AFMessage]] = field(default_factory=dict)
+    instructions: Any = None
+
+    def build(self) -> tuple[list[Message], list[Message]]:
+        """Both views, from the lists of included messages captured when the compaction ran.
+
+        A deferred audit event's `build`: it runs on the guard's worker, off the agent's path. The
+        views it makes are the ones `policy` recognises.
+        """
+        self.before = to_view(self.before_sent, self.instructions)
+        self.candidate = to_view(self.after_sent, self.instructions)
+        return self.before, self.candidate
 
     async def policy(self, view: list[Any]) -> Message:
         """The agent's next step on `view`: the recorded request, sent at the leaf."""
@@ -313,18 +329,24 @@ class MemGuardCompaction(ChatMiddleware):
         annotate_message_groups(messages)
         must_reduce = self.input_budget is not None and self.input_budget.exceeded(messages)
         before_sent = included_messages(messages)
-        before = to_view(before_sent, request.instructions)
-        session_id = getattr(request.session, "session_id", None)
-        decided = _core.gate(self.guard, before, conversation_id=self.conversation_id or session_id,
-                             step=_step_of(messages), must_reduce=must_reduce)
-        if not decided.review:
+        audit = self.guard.mode == "audit"
+        # Audit converts nothing per message on the agent's path: the views are built on the
+        # guard's worker (`CompactionEvent.deferred`). Enforce needs them now, for the review.
+        before = None if audit else to_view(before_sent, request.instructions)
+        conversation_id = self.conversation_id or getattr(request.session, "session_id", None)
+        decided = _core.gate(self.guard, self._gate_view(before, before_sent, request, conversation_id),
+                             conversation_id=conversation_id, step=_step_of(messages), must_reduce=must_reduce)
+        if not decided.review:  # a cooldown (enforce only: an audit gate always reviews)
+            before = before if before is not None else to_view(before_sent, request.instructions)
             self._record(await _core.askip(self.guard, decided, before, strategy=self.strategy))
             return False
-        audit = self.guard.mode == "audit"
         state = None if audit else ListState.take(messages)  # audit never undoes the inner's change
         try:
             changed = await self.inner(messages)
         except Exception as exc:
+            # Audit converts `before` only now, on this failure path: the captured list holds the
+            # same objects, whose view fields an inner strategy leaves alone (see `_audit_event`).
+            before = before if before is not None else to_view(before_sent, request.instructions)
             failed = self.guard.compaction_failed(before, strategy=self.strategy, error=exc,
                                                   conversation_id=decided.conversation_id)
             await self.guard.apublish(failed)
@@ -336,22 +358,22 @@ class MemGuardCompaction(ChatMiddleware):
         if not changed:
             return False
         after_sent = included_messages(messages)
-        candidate = to_view(after_sent, request.instructions)
-        if _same_view(before, candidate) and _key(before_sent) == _key(after_sent):
-            return True  # bookkeeping only: the model is sent exactly what it was (nothing to review)
-        review = _Review(request, before, candidate, before_sent, after_sent)
-        event = CompactionEvent(
-            before=review.before, candidate=review.candidate, strategy=self.strategy, step=decided.step,
-            conversation_id=decided.conversation_id,
-            metadata={"framework": "agent_framework", "strategy": type(self.inner).__name__,
-                      "must_reduce": must_reduce},
-        )
-        if state is None:  # audit
+        metadata = {"framework": "agent_framework", "strategy": type(self.inner).__name__, "must_reduce": must_reduce}
+        if before is None or state is None:  # audit (enforce has both)
+            if _key(before_sent) == _key(after_sent):
+                return True  # bookkeeping only: the model is sent the very same messages
+            review, event = self._audit_event(request, before_sent, after_sent, decided, metadata)
             if call is not None:
                 call.audit = (event, review, decided)  # submitted once the model answered the compacted context
             else:
                 self._record(await _core.areview(self.guard, event, review.policy, decided=decided, fallbacks=None))
             return True
+        candidate = to_view(after_sent, request.instructions)
+        if _same_view(before, candidate) and _key(before_sent) == _key(after_sent):
+            return True  # bookkeeping only: the model is sent exactly what it was (nothing to review)
+        review = _Review(request, before, candidate, before_sent, after_sent)
+        event = CompactionEvent(before=review.before, candidate=review.candidate, strategy=self.strategy,
+                                step=decided.step, conversation_id=decided.conversation_id, metadata=metadata)
         fallbacks = self._fallbacks_for(state, request)
         decision = await _core.areview(self.guard, event, review.policy, decided=decided, fallbacks=fallbacks)
         self._record(decision)
@@ -362,6 +384,40 @@ class MemGuardCompaction(ChatMiddleware):
                     served.bill(probe)  # the run's usage counts every request the provider billed
             call.serve = served
         return decision.verdict is not Verdict.VETO
+
+    @staticmethod
+    def _gate_view(before: list[Message] | None, before_sent: list[AFMessage], request: Request,
+                   conversation_id: str | None) -> list[Message] | None:
+        """What the gate reads of the context: the full view when there is one (enforce), else none
+        when the conversation is named, else only the opening the guard derives an id from.
+
+        An audit gate never checks a cooldown, so with a conversation id it reads no message; without
+        one it hashes the first `OPENING_MESSAGES` turns (`conversation_key`). `to_view` gives every
+        message at least one turn, message by message, so the view of that many leading messages
+        opens exactly like the full view.
+        """
+        if before is not None or conversation_id is not None:
+            return before
+        return to_view(before_sent[:OPENING_MESSAGES], request.instructions)
+
+    def _audit_event(self, request: Request, before_sent: list[AFMessage], after_sent: list[AFMessage],
+                     decided: _core.Gate, metadata: dict[str, Any]) -> tuple[_Review, CompactionEvent]:
+        """The review and its deferred event: the views are built on the guard's worker.
+
+        What the worker reads is captured now: the two lists of included messages (references,
+        taken when the compaction ran; the agent's list goes on changing, these do not) and the
+        instructions. `to_view` reads each message's role, its contents (text, calls, results) and
+        its summary annotation. Agent Framework never edits those on a message already in the
+        history: its strategies flag messages excluded and insert new ones, and re-annotating a
+        group rewrites only the flags and the group bookkeeping (keeping `_summary_of_message_ids`).
+        Copying every message here would be the per-message work audit mode keeps off the agent's
+        path. A strategy of your own that rewrites a message's contents in place is therefore seen
+        after its edit on both sides (and, keeping the same included messages, as bookkeeping).
+        """
+        review = _Review(request, [], [], before_sent, after_sent, instructions=request.instructions)
+        event = CompactionEvent.deferred(review.build, strategy=self.strategy, step=decided.step,
+                                         conversation_id=decided.conversation_id, metadata=metadata)
+        return review, event
 
     def _fallbacks_for(self, state: ListState, request: Request) -> tuple[Any, ...] | None:
         """This guard's fallbacks bound to this request, before the guard's own chain."""

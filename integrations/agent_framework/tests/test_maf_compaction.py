@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,10 +27,14 @@ from agent_framework import (
 )
 from agent_framework._compaction import EXCLUDE_REASON_KEY, EXCLUDED_KEY
 from memguard import Decision, Guard, ObservationMasking, Verdict
+from memguard.gate import OPENING_MESSAGES
+from memguard.protocol import render_turns
 from memguard.testing.contract import ConstantScorer, RecordingSink
 
-from agent_framework_memguard import MemGuardCompaction, guard_agent
+from agent_framework_memguard import MemGuardCompaction, compaction, guard_agent
+from agent_framework_memguard.views import to_view
 from maf_doubles import (
+    INSTRUCTIONS,
     OPTIONS,
     TASK,
     ScriptedChatClient,
@@ -355,6 +361,68 @@ async def test_audit_observes_the_real_call_and_probes_only_the_full_context(str
     assert response.usage_details is not None and response.usage_details["input_token_count"] == billed
 
 
+class ViewSpy:
+    """Wraps the guard's `to_view`: which thread converted how many messages."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[threading.Thread, int]] = []
+        self._real = compaction.to_view
+        monkeypatch.setattr(compaction, "to_view", self)
+
+    def __call__(self, messages: Any, instructions: Any = None) -> list[Any]:
+        self.calls.append((threading.current_thread(), len(messages)))
+        return self._real(messages, instructions)
+
+    def on(self, thread: threading.Thread) -> list[int]:
+        return [n for t, n in self.calls if t is thread]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_audit_converts_no_message_on_the_agent_s_path(stream: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    compacting = ScriptedChatClient()
+    await run(make_agent(compacting, compaction=SlidingWindowStrategy(keep_last_groups=2)), stream=stream)
+    spy = ViewSpy(monkeypatch)
+    scorer = ConstantScorer(0.7)
+    guard, sink = make_guard(scorer, mode="audit")
+    guarded = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=2), guard)
+    client = ScriptedChatClient()
+    await run(make_agent(client, compaction=guarded, middleware=[guarded]), stream=stream)
+    assert spy.on(threading.current_thread()) == []  # the agent's path converted nothing
+    assert await guard.aflush(30.0)
+    assert spy.calls and all(t.name == "memguard-audit" for t, _ in spy.calls)
+    # What the worker built is what the model was sent (the candidate) and the full context (probed, scored).
+    compacted = [to_view(inputs, INSTRUCTIONS) for inputs in compacting.inputs[2:]]
+    assert len(sink.decisions) == len(compacted) == 5
+    assert [[m.model_dump() for m in d.messages] for d in sink.decisions] == [
+        [m.model_dump() for m in view] for view in compacted]
+    assert all(d.verdict is Verdict.AUDIT and d.p_harmful == pytest.approx(0.7) for d in sink.decisions)
+    # The scored context is the full one the probe sent (the audit client's calls the unguarded run never made).
+    shown = Counter(render_turns(to_view(inputs, INSTRUCTIONS)) for inputs in client.inputs)
+    probed = shown - Counter(render_turns(to_view(inputs, INSTRUCTIONS)) for inputs in compacting.inputs)
+    scored = Counter(prompt.split("\n\n[User]\nRecorded action at step")[0] for prompt in scorer.prompts)
+    assert scored == probed and sum(probed.values()) == 5
+
+
+async def test_audit_without_a_session_reads_only_the_opening_on_the_agent_s_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_unnamed(guard: Guard) -> None:  # no session: the guard derives the conversation's id
+        guarded = MemGuardCompaction(SlidingWindowStrategy(keep_last_groups=5), guard)
+        await make_agent(ScriptedChatClient(n_steps=9), compaction=guarded, middleware=[guarded]).run(TASK)
+
+    enforced, enforced_sink = make_guard(ConstantScorer(0.0))  # commits: the unguarded compaction's run
+    await run_unnamed(enforced)
+    spy = ViewSpy(monkeypatch)
+    guard, sink = make_guard(ConstantScorer(0.0), mode="audit")
+    await run_unnamed(guard)
+    assert await guard.aflush(30.0)
+    on_agent = spy.on(threading.current_thread())
+    assert on_agent and max(on_agent) <= OPENING_MESSAGES  # contexts of up to 13 messages: only their opening
+    assert max(n for _, n in spy.calls) > OPENING_MESSAGES
+    # the ids the guard derives from that opening are those it derives from the full context
+    assert [d.conversation_id for d in sink.decisions] == [d.conversation_id for d in enforced_sink.decisions]
+    assert len(sink.decisions) >= 4 and all(d.conversation_id.startswith("auto-") for d in sink.decisions)
+
+
 async def test_concurrent_conversations_on_one_guard_keep_their_decisions_and_answers_apart() -> None:
     async def one(guard: Guard, k: int, shared: MemGuardCompaction | None) -> tuple[Any, ...]:
         client = ScriptedChatClient(task=f"{TASK} #{k}")
@@ -385,8 +453,9 @@ class Bookkeeping:
         return True
 
 
-async def test_a_change_the_model_cannot_see_is_not_reviewed() -> None:
-    guard, sink = make_guard(ConstantScorer(1.0))
+@pytest.mark.parametrize("mode", ["enforce", "audit"])
+async def test_a_change_the_model_cannot_see_is_not_reviewed(mode: str) -> None:
+    guard, sink = make_guard(ConstantScorer(1.0), mode=mode)
     guarded = MemGuardCompaction(Bookkeeping(), guard)
     client = ScriptedChatClient()
     _, session = await run(make_agent(client, compaction=guarded, middleware=[guarded]))
