@@ -481,10 +481,15 @@ class MemGuardConversationManager(ConversationManager):
                 delattr(inner, "reduce_context")
 
     def _gate(self, round_: _Round, messages: Sequence[Any] | None = None) -> Gate:
-        """The guard's gate for this step, asked before the inner reduces (`messages`: as they are now)."""
+        """The guard's gate for this step, asked before the inner reduces (`messages`: as they are now).
+
+        In audit mode no cooldown is checked, so the step is left to the worker (it counts the
+        assistant turns of the history it builds): nothing here walks the conversation.
+        """
         messages = round_.agent.messages if messages is None else messages
+        step = None if self._guard.mode == "audit" else assistant_turns(messages)
         return self._guard.gate(messages, conversation_id=self._conversation_id(round_.agent),
-                                step=assistant_turns(messages), must_reduce=round_.must_reduce)
+                                step=step, must_reduce=round_.must_reduce)
 
     def _conversation_id(self, agent: Agent) -> str:
         if self.conversation_id:
@@ -576,8 +581,9 @@ class MemGuardConversationManager(ConversationManager):
 
         fields: dict[str, Any] = {
             "strategy": self.strategy,
-            # The gate counted the assistant turns of these messages before the inner ran.
-            "step": gate.step if gate.step is not None else assistant_turns(before.messages),
+            # Enforce: the gate counted these messages' assistant turns before the inner ran.
+            # Audit: None, counted on the worker from the history it builds.
+            "step": gate.step,
             "conversation_id": gate.conversation_id,
             "metadata": {"framework": "strands", "manager": type(inner).__name__, "path": round_.path},
         }

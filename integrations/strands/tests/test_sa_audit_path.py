@@ -60,8 +60,9 @@ def test_audit_converts_both_views_on_the_worker_and_scores_what_enforce_scores(
     # The views the worker built are those an enforce review builds at once: a SAFE enforce run
     # ends like the inner manager, as audit does, so both score the very same prompts.
     enforce_scorer = ConstantScorer(0.0)
-    scored(path, "enforce", enforce_scorer)
+    enforced = scored(path, "enforce", enforce_scorer)
     assert audit_scorer.prompts == enforce_scorer.prompts
+    assert [d.step for d in sink.decisions] == [d.step for d in enforced.decisions]  # counted on the worker
 
 
 def test_enforce_converts_at_once_on_the_agent_s_path(to_view_threads):
