@@ -19,7 +19,9 @@ bookkeeping (the ``per_turn`` call counter, the threshold check) runs as usual. 
 ``agent.messages`` from a deep copy taken before the inner ran, the inner's session state
 (``removed_message_count``, the summary it keeps) and the flags ``restore_from_session`` does not
 restore (``_pin_first_applied``), leaving the ``per_turn`` counter where it is. In audit mode the
-inner's reduction always stands; the review runs in the background and reaches the guard's sinks.
+inner's reduction always stands; the review runs in the background and reaches the guard's sinks:
+the worker converts both histories (``CompactionEvent.deferred``) from private copies taken at the
+review (`_FrozenCopies`: only new or edited messages are deep-copied on the agent's path).
 """
 
 from __future__ import annotations
