@@ -19,7 +19,9 @@ bookkeeping (the ``per_turn`` call counter, the threshold check) runs as usual. 
 ``agent.messages`` from a deep copy taken before the inner ran, the inner's session state
 (``removed_message_count``, the summary it keeps) and the flags ``restore_from_session`` does not
 restore (``_pin_first_applied``), leaving the ``per_turn`` counter where it is. In audit mode the
-inner's reduction always stands; the review runs in the background and reaches the guard's sinks.
+inner's reduction always stands; the review runs in the background and reaches the guard's sinks:
+the worker converts both histories (``CompactionEvent.deferred``) from private copies taken at the
+review (`_FrozenCopies`: only new or edited messages are deep-copied on the agent's path).
 """
 
 from __future__ import annotations
@@ -84,6 +86,19 @@ class _Snapshot:
         messages, state = copy.deepcopy((list(agent.messages), inner.get_state()))
         return cls(messages, state, {name: getattr(inner, name) for name in _FLAGS if hasattr(inner, name)})
 
+    @classmethod
+    def frozen(cls, agent: Agent, inner: ConversationManager, copies: _FrozenCopies) -> _Snapshot:
+        """The audit-mode snapshot: private copies, reused from earlier rounds where still faithful.
+
+        Nothing restores it (an audit review never vetoes), so the inner's state is copied only
+        as far as the review reads it (its summary, frozen with the messages).
+        """
+        state = inner.get_state()
+        messages, summary = copies.freeze(agent.messages, state.get("summary_message"))
+        state = {**copy.deepcopy({k: v for k, v in state.items() if k != "summary_message"}),
+                 "summary_message": summary}
+        return cls(messages, state, {name: getattr(inner, name) for name in _FLAGS if hasattr(inner, name)})
+
     @property
     def summary(self) -> Any:
         return self.state.get("summary_message")
@@ -95,6 +110,60 @@ class _Snapshot:
         inner.restore_from_session(self.state)
         for name, value in (*self.flags.items(), *kept.items()):
             setattr(inner, name, value)
+
+
+class _FrozenCopies:
+    """Private deep copies of the agent's messages, for an audit review that runs later, elsewhere.
+
+    An audit review is built and probed on the guard's worker, which can lag behind the agent by
+    several reviews while earlier ones probe the model. Strands edits messages in place (the
+    sliding window truncates tool results, a guardrail redacts the latest message, pins are set
+    in their metadata), so what the worker reads must be a copy taken on the agent's thread, at
+    the review. Deep-copying the whole conversation at each review is O(n) and slow (tens of ms
+    at 2,000 messages); comparing a message with its copy is the same walk in C, about 50 times
+    faster. So a copy made at an earlier review is reused while its original is the same object
+    and still equals it (an in-place edit makes them differ: the message is copied again), and
+    only new or edited messages are deep-copied. The copies are never handed to the agent or
+    edited (the view reads them, probes send them), so a reused copy is as faithful as a new one.
+
+    Only the messages of the latest `freeze` are remembered (their originals are kept alive
+    until the next one, so an id is never mistaken for another object's).
+    """
+
+    def __init__(self) -> None:
+        self._copies: dict[int, tuple[Any, Any]] = {}
+
+    def freeze(self, messages: Sequence[Any], summary: Any = None) -> tuple[list[Any], Any]:
+        """Faithful private copies of `messages` and of `summary` (the same copy where it is one of them).
+
+        Args:
+            messages: The agent's messages as they are now.
+            summary: The summary message the inner manager keeps, if any.
+
+        Returns:
+            The copied messages, in order, and the copied summary (None when there is none).
+        """
+        memo: dict[int, Any] = {}  # one memo: objects shared between messages stay shared in the copies
+        kept: dict[int, tuple[Any, Any]] = {}
+        frozen = [self._copy(message, memo, kept) for message in messages]
+        copied_summary = None if summary is None else self._copy(summary, memo, kept)
+        self._copies = kept
+        return frozen, copied_summary
+
+    def _copy(self, original: Any, memo: dict[int, Any], kept: dict[int, tuple[Any, Any]]) -> Any:
+        entry = kept.get(id(original)) or self._copies.get(id(original))
+        if entry is None or entry[0] is not original or not _equal(original, entry[1]):
+            entry = (original, copy.deepcopy(original, memo))
+        kept[id(original)] = entry
+        return entry[1]
+
+
+def _equal(original: Any, copied: Any) -> bool:
+    """Whether a message still equals its copy (an object that cannot say so counts as changed)."""
+    try:
+        return bool(original == copied)
+    except Exception:  # noqa: BLE001 - an odd __eq__ (an array in metadata): copy again, to be safe
+        return False
 
 
 @dataclass
@@ -234,6 +303,7 @@ class MemGuardConversationManager(ConversationManager):
         self.probe_prompt = probe_prompt
         self.shell_tools = frozenset(shell_tools)
         self._replay = ProbeReplay()
+        self._frozen = _FrozenCopies()
         self._active: _Round | None = None
         self._last_decision: Decision | None = None
 
@@ -392,7 +462,9 @@ class MemGuardConversationManager(ConversationManager):
                 if not round_.gate.review:
                     round_.skipped = True  # a cooldown: the inner does not reduce (no summary paid for)
                     return
-                round_.snapshot = _Snapshot.deep(agent, inner)
+                # Enforce: a deep copy a veto restores. Audit: copies for the worker, reused where faithful.
+                round_.snapshot = (_Snapshot.frozen(agent, inner, self._frozen) if round_.gate.audit
+                                   else _Snapshot.deep(agent, inner))
             real(agent, e, **kwargs)
 
         shadowed = "reduce_context" in vars(inner)
@@ -411,10 +483,15 @@ class MemGuardConversationManager(ConversationManager):
                 delattr(inner, "reduce_context")
 
     def _gate(self, round_: _Round, messages: Sequence[Any] | None = None) -> Gate:
-        """The guard's gate for this step, asked before the inner reduces (`messages`: as they are now)."""
+        """The guard's gate for this step, asked before the inner reduces (`messages`: as they are now).
+
+        In audit mode no cooldown is checked, so the step is left to the worker (it counts the
+        assistant turns of the history it builds): nothing here walks the conversation.
+        """
         messages = round_.agent.messages if messages is None else messages
+        step = None if self._guard.mode == "audit" else assistant_turns(messages)
         return self._guard.gate(messages, conversation_id=self._conversation_id(round_.agent),
-                                step=assistant_turns(messages), must_reduce=round_.must_reduce)
+                                step=step, must_reduce=round_.must_reduce)
 
     def _conversation_id(self, agent: Agent) -> str:
         if self.conversation_id:
@@ -470,36 +547,57 @@ class MemGuardConversationManager(ConversationManager):
             if not round_.gate.review:
                 snapshot.restore(agent, self._inner)
                 return _Skip(round_.gate, list(agent.messages))
-        elif _messages_key(agent.messages) == _messages_key(snapshot.messages):
+        elif (len(agent.messages) == len(snapshot.messages)
+              and _messages_key(agent.messages) == _messages_key(snapshot.messages)):
             return None  # nothing the model reads changed (say, only pins were set)
         return self._review(round_, snapshot)
 
     def _review(self, round_: _Round, snapshot: _Snapshot) -> _Review:
         agent, inner = round_.agent, self._inner
+        gate = self._require_gate(round_)
         request = AgentRequest.of(agent, round_.invocation_state)
         view = StrandsView(request.system_prompt_text, shell_tools=self.shell_tools)
         summary = inner.get_state().get("summary_message")  # the summary a summarizing manager keeps
         candidate = list(agent.messages)
-        if self._guard.mode == "audit":  # probed later, in the background: keep it as it is now
-            candidate, summary = copy.deepcopy((candidate, summary))
-        gate = self._require_gate(round_)
-        event = CompactionEvent(
-            before=view.to_view(snapshot.messages, summary=snapshot.summary),
-            candidate=view.to_view(candidate, summary=summary),
-            strategy=self.strategy,
-            step=assistant_turns(snapshot.messages),
-            conversation_id=gate.conversation_id,
-            metadata={"framework": "strands", "manager": type(inner).__name__, "path": round_.path},
-        )
+        if gate.audit:
+            # Built and probed later, on the worker, which may lag behind the agent: everything it
+            # reads is a private copy taken now (see `_FrozenCopies`: only new or edited messages
+            # are deep-copied). The candidate's list is already the agent's new one, but its
+            # messages are the agent's own: a later reduction edits them in place (a truncated
+            # tool result), maybe before the worker reads them.
+            if snapshot is round_.shallow:  # a manager that reduced outside reduce_context: not copied yet
+                messages, before_summary = self._frozen.freeze(snapshot.messages, snapshot.summary)
+                snapshot = _Snapshot(messages, {**snapshot.state, "summary_message": before_summary}, snapshot.flags)
+            candidate, summary = self._frozen.freeze(candidate, summary)
+        before = snapshot
+        shown: dict[str, list[Any]] = {}
         tail: list[Any] = []
-        if round_.path == END_OF_INVOCATION:  # nothing pending: the probes answer a prompt
-            prompt = self.probe_prompt or _last_prompt(snapshot.messages) or "Continue."
-            tail = [{"role": "user", "content": [{"text": prompt}]}]
+
+        def build() -> tuple[list[Any], list[Any]]:
+            """Both views (O(n)): on the worker in audit mode, here in enforce mode."""
+            shown["before"] = view.to_view(before.messages, summary=before.summary)
+            if round_.path == END_OF_INVOCATION:  # nothing pending: the probes answer a prompt
+                prompt = self.probe_prompt or _last_prompt(before.messages) or "Continue."
+                tail.append({"role": "user", "content": [{"text": prompt}]})
+            return shown["before"], view.to_view(candidate, summary=summary)
+
+        fields: dict[str, Any] = {
+            "strategy": self.strategy,
+            # Enforce: the gate counted these messages' assistant turns before the inner ran.
+            # Audit: None, counted on the worker from the history it builds.
+            "step": gate.step,
+            "conversation_id": gate.conversation_id,
+            "metadata": {"framework": "strands", "manager": type(inner).__name__, "path": round_.path},
+        }
+        if gate.audit:
+            event = CompactionEvent.deferred(build, **fields)
+        else:
+            full, reduced = build()
+            event = CompactionEvent(before=full, candidate=reduced, **fields)
         probes = _Probes()
-        full = event.before
 
         async def policy(context: list[Any]) -> dict[str, Any]:
-            if round_.must_reduce and _same(context, full):
+            if round_.must_reduce and _same(context, shown["before"]):
                 raise ContextOverflowed("the full context overflowed the model's context window; not probed")
             record = await request.stream([*view.from_view(context), *tail])
             answer = view.response(record.message)
