@@ -104,15 +104,23 @@ class _FilteredCall:
             self._claimed[0] = True
             return True
 
+    def _views(self) -> tuple[list[Any], list[Any]]:
+        return to_view(self.before[1], self.before[0]), to_view(self.proposed[1], self.proposed[0])
+
     def _event(self) -> CompactionEvent:
-        return CompactionEvent(
-            before=to_view(self.before[1], self.before[0]),
-            candidate=to_view(self.proposed[1], self.proposed[0]),
+        # Audit: the views are built on the guard's worker, off the run's path. The item lists are
+        # this call's own (dedup made them), and their items are the dicts the SDK made for this
+        # turn's input (it converts run items afresh for every call).
+        fields: dict[str, Any] = dict(
             strategy=self.owner.strategy,
             conversation_id=self.gate.conversation_id,
             metadata={"framework": "openai-agents", "hook": "call_model_input_filter",
                       "filter": self.owner.strategy, "agent": self.data.agent.name},
         )
+        if self.gate.audit:
+            return CompactionEvent.deferred(self._views, **fields)
+        before, candidate = self._views()
+        return CompactionEvent(before=before, candidate=candidate, **fields)
 
     async def answer(self, model: Model, request: ModelRequest) -> ModelResponse | None:
         owner = self.owner

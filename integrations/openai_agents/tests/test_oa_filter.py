@@ -337,3 +337,40 @@ def test_server_side_compaction_is_audited_against_the_full_context_and_never_ch
     assert [c.model_settings.context_management for c in model.calls] == [config.model_settings.context_management,
                                                                          None]  # the audit probe: full context
     guard.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_audit_builds_the_reviews_views_on_the_guards_worker_not_the_runs_path(mode, monkeypatch):
+    """The audit review's two views (before, proposal) are converted by the worker (CompactionEvent.deferred)."""
+    import openai_agents_memguard.filter as filter_module
+
+    threads: list[str] = []
+    real = filter_module.to_view
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(filter_module, "to_view", spy)
+    inner = trimmer()
+    asked: list[int] = []
+
+    def counted(data: CallModelData[Any]) -> ModelInputData:
+        asked.append(len(data.model_data.input))
+        return inner(data)
+
+    guard, sink = guard_with(ConstantScorer(0.3), mode="audit", identical_is_safe=False)
+    model = scripted_model()
+    guarded = MemGuardInputFilter(counted, guard)
+    run_turns(make_agent(guarded.wrap_model(model)), RunConfig(tracing_disabled=True, call_model_input_filter=guarded),
+              mode=mode)
+    assert guard.flush(30)
+    guard.close()
+    reviews = sink.reviews
+    assert len(reviews) == 4 and all(d.p_harmful == pytest.approx(0.3) for d in reviews)
+    on_worker = [name for name in threads if name.startswith("memguard-audit")]
+    assert len(on_worker) == 2 * len(reviews)  # before and proposal, per review, on the worker
+    assert len(threads) - len(on_worker) == len(asked)  # the run converts once per call, for the gate only
+    for decision in reviews:  # the worker built the real views: the proposal trims the context it was given
+        (proposal,) = decision.candidates
+        assert 0 < proposal.n_messages and decision.step > 0
