@@ -3,20 +3,22 @@
 One run of an ADK agent whose session already holds N events: before its model call ADK's token
 threshold fires, the app's summarizer compacts (in-flow), and the model answers. The same run is
 timed unguarded and with `guard_app(app, Guard(..., mode="audit"))`, on the same summarizer and
-the same session, side by side. Printed per size:
+a session of the same events, the two interleaved (the machine's noise falls on both alike).
+Printed per size:
 
 - **run**: the whole `runner.run_async` on the run's event loop (ADK's own O(n) work included:
-  its session copy and request building, which both sides pay);
+  its session copy and request building, which both sides pay). The audit run also shares the
+  interpreter with the guard's worker, which builds the review while the run goes on;
 - **memguard hooks**: the time memguard's plugin callbacks and summarizer wrapper spend on the
-  run's path (the inner summarizer's own time left out): what audit mode adds.
+  run's path (the inner summarizer's own time left out): what audit mode adds to the run itself.
 
     PY=~/.cache/memguard/google-adk-2.13.0/bin/python
-    $PY benchmarks/bench_audit_google_adk.py                        # this checkout
-    $PY benchmarks/bench_audit_google_adk.py --baseline /work/main  # and another one, side by side
+    $PY benchmarks/bench_audit_google_adk.py                          # this checkout
+    $PY benchmarks/bench_audit_google_adk.py --baseline path/to/main  # and another one, side by side
 
 No model: the agent's model is a fake `BaseLlm` that answers at once with a fixed text (no
 per-message work of its own, so what is timed is ADK's and memguard's), the scorer a stub. The
-guard's queued audit work is drained between runs, untimed, so each run starts on an idle worker.
+guard's queued audit work is drained after each run, untimed, so each run starts on an idle worker.
 Prints a Markdown table; JSON with `--json`.
 """
 
@@ -43,7 +45,6 @@ def measure(runs: int) -> dict[str, Any]:
 
 
 async def _measure(runs: int) -> dict[str, Any]:
-    import google_adk_memguard
     import memguard
     from google.adk.agents import LlmAgent
     from google.adk.apps.app import App, EventsCompactionConfig
@@ -57,6 +58,8 @@ async def _measure(runs: int) -> dict[str, Any]:
     from google.genai import types
     from memguard import Guard
     from memguard.scoring.base import Score
+
+    import google_adk_memguard
 
     class Answering(BaseLlm):
         model: str = "fake"
@@ -136,22 +139,22 @@ async def _measure(runs: int) -> dict[str, Any]:
                            "google_adk_memguard": str(Path(google_adk_memguard.__file__).resolve().parent)}
     message = types.Content(role="user", parts=[types.Part(text="Continue.")])
     for size in SIZES:
+        runners: dict[str, Any] = {}
+        guard = Guard(Stub(), mode="audit", identical_is_safe=False)
+        spent: list[float] = []
         for variant in ("unguarded", "audit"):
             agent = LlmAgent(name="coder", model=Answering(), instruction="You are a programmer.")
             app = App(name="bench", root_agent=agent, events_compaction_config=EventsCompactionConfig(
                 summarizer=Lossy(), token_threshold=1000, event_retention_size=4,
                 compaction_interval=10**6, overlap_size=0))
-            guard = None
-            spent: list[float] = []
             if variant == "audit":
-                guard = Guard(Stub(), mode="audit", identical_is_safe=False)
                 app = google_adk_memguard.guard_app(app, guard)
                 summarizer = app.events_compaction_config.summarizer  # type: ignore[union-attr]
                 hook_timer(summarizer.plugin, summarizer, spent)
-            runner = InMemoryRunner(app=app)
-            run_ms: list[float] = []
-            hook_ms: list[float] = []
-            for k in range(runs + 3):
+            runners[variant] = InMemoryRunner(app=app)
+        timings: dict[str, list[float]] = {"unguarded": [], "audit": [], "hooks": []}
+        for k in range(runs + 3):
+            for variant, runner in runners.items():  # interleaved: the machine's noise falls on both alike
                 session_id = f"s{size}-{k}"
                 session = await runner.session_service.create_session(app_name="bench", user_id="u",
                                                                       session_id=session_id)
@@ -162,21 +165,18 @@ async def _measure(runs: int) -> dict[str, Any]:
                 async for _ in runner.run_async(user_id="u", session_id=session_id, new_message=message):
                     pass
                 elapsed = time.perf_counter() - started
-                if guard is not None:
-                    assert await guard.aflush(60), "audit work did not drain"
+                assert await guard.aflush(60), "audit work did not drain"
                 if k >= 3:  # the first runs warm up
-                    run_ms.append(1e3 * elapsed)
-                    hook_ms.append(1e3 * sum(spent))
+                    timings[variant].append(1e3 * elapsed)
+                    if variant == "audit":
+                        timings["hooks"].append(1e3 * sum(spent))
                 done = await runner.session_service.get_session(app_name="bench", user_id="u", session_id=session_id)
                 assert done is not None and any(e.actions.compaction for e in done.events), "no compaction ran"
-            entry: dict[str, Any] = {"run": _stats(run_ms)}
-            if guard is not None:
-                entry["hooks"] = _stats(hook_ms)
-                stats = guard.stats()
-                entry["audit_completed"] = stats.get("audit_completed", stats.get("audit", None))
-                entry["audit_failed"] = stats["audit_failed"]
-                await guard.aclose()
-            out[f"{variant}@{size}"] = entry
+        stats = guard.stats()
+        await guard.aclose()
+        out[f"unguarded@{size}"] = {"run": _stats(timings["unguarded"])}
+        out[f"audit@{size}"] = {"run": _stats(timings["audit"]), "hooks": _stats(timings["hooks"]),
+                                "audit_completed": stats.get("audit_completed"), "audit_failed": stats["audit_failed"]}
     return out
 
 
@@ -199,17 +199,18 @@ def run_in(tree: Path, runs: int) -> dict[str, Any]:
     return result
 
 
+def _cell(entry: dict[str, float]) -> str:
+    return f"{entry['p50_ms']:.2f} / {entry['p99_ms']:.2f}"
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| checkout | events | unguarded run p50 / p99 (ms) | audit run p50 / p99 (ms) "
              "| memguard hooks on the run's path p50 / p99 (ms) |", "|---|---|---|---|---|"]
     for name, result in results.items():
         for size in SIZES:
             plain, audit = result[f"unguarded@{size}"], result[f"audit@{size}"]
-
-            def cell(entry: dict[str, float]) -> str:
-                return f"{entry['p50_ms']:.2f} / {entry['p99_ms']:.2f}"
-
-            lines.append(f"| {name} | {size:,} | {cell(plain['run'])} | {cell(audit['run'])} | {cell(audit['hooks'])} |")
+            cells = [_cell(plain["run"]), _cell(audit["run"]), _cell(audit["hooks"])]
+            lines.append(f"| {name} | {size:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
