@@ -48,7 +48,7 @@ def scope_like(event: Event, ctx: InvocationContext) -> Event:
     return event
 
 
-def frozen(ctx: InvocationContext, events: Sequence[Event]) -> InvocationContext:
+def frozen(ctx: InvocationContext, events: list[Event]) -> InvocationContext:
     """`ctx` over a snapshot of its session's events, for building requests later on another thread.
 
     A shallow copy (O(1) but for the list of event references, no per-event work): ADK appends
@@ -59,12 +59,12 @@ def frozen(ctx: InvocationContext, events: Sequence[Event]) -> InvocationContext
 
     Args:
         ctx: The invocation context of the agent whose request is built.
-        events: The session events as they are now (already copied by the caller).
+        events: The session events as they are now: a copy the caller made (it is not copied again).
 
     Returns:
         A copy of `ctx` whose session holds `events`.
     """
-    return ctx.model_copy(update={"session": ctx.session.model_copy(update={"events": list(events)})})
+    return ctx.model_copy(update={"session": ctx.session.model_copy(update={"events": events})})
 
 
 def run_detached(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -192,7 +192,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         if proposal is None:
             return None
         if gate.audit:
-            invocation.held = Held("audit", gate, proposal, list(events))
+            invocation.held = Held("audit", gate, proposal)  # no fallbacks in audit: the events are not needed
             return proposal  # audit: ADK applies the proposal as it would unguarded
         invocation.held = Held("review", gate, proposal, list(events))
         return None
