@@ -29,7 +29,7 @@ from google.adk.plugins.base_plugin import BasePlugin
 from memguard import CompactionEvent, Gate, Verdict
 
 from google_adk_memguard.invocations import Held, Invocation, Invocations
-from google_adk_memguard.rebuild import contents_with, scope_like
+from google_adk_memguard.rebuild import contents_with, frozen, scope_like
 from google_adk_memguard.review import Candidates
 from google_adk_memguard.views import response_view
 
@@ -208,22 +208,29 @@ class MemGuardPlugin(BasePlugin):
 
     async def _watch(self, invocation: Invocation, ctx: InvocationContext, llm_request: LlmRequest,
                      held: Held) -> None:
-        """Note an applied proposal; its review starts when the real call's response arrives."""
+        """Note an applied proposal; its review starts when the real call's response arrives.
+
+        Nothing here walks the session: the request without the proposal (ADK's contents
+        processor) and both views are built on the guard's worker (`deferred_event`), from
+        snapshots taken now: the request as this callback sees it (`last_request`, its own
+        contents list: the model appends to the real one) and the session's events (`frozen`).
+        """
         summarizer = self.summarizer
         proposal = held.proposal
+        assert proposal is not None and invocation.last_request is not None
+        request = invocation.last_request
         session_events = list(ctx.session.events)
-        without = [event for event in session_events if event is not proposal]
+        snapshot = frozen(ctx, session_events)
 
         async def contents_for(compaction: Any) -> list[Any]:
             if compaction is None:
-                return await contents_with(ctx, llm_request, session_events, without)
-            return list(llm_request.contents)
+                without = [event for event in session_events if event is not proposal]
+                return await contents_with(snapshot, request, session_events, without)
+            return list(request.contents)
 
-        candidates = await summarizer.candidates(ctx, llm_request, contents_for, session_events)
-        full = await candidates.add(None)
-        proposed = await candidates.add(proposal)
-        invocation.watch = _AuditWatch(summarizer.event(full.view, proposed.view, held.gate, ctx, "in_flow"),
-                                       candidates, held.gate)
+        candidates = await summarizer.candidates(ctx, request, contents_for, ())
+        invocation.watch = _AuditWatch(summarizer.deferred_event(candidates, session_events, proposal, held.gate,
+                                                                 ctx, "in_flow"), candidates, held.gate)
         summarizer.count("in_flow_reviews")
 
     async def after_model_callback(self, *, callback_context: CallbackContext,

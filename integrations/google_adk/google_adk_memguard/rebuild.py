@@ -18,8 +18,8 @@ where neither holds it says so (`CandidateUnavailable`) rather than guess.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.events.event import Event
@@ -27,7 +27,10 @@ from google.adk.flows.llm_flows import contents as adk_contents
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 
-__all__ = ["CandidateUnavailable", "build_contents", "contents_with", "probe_request", "scope_like"]
+__all__ = ["CandidateUnavailable", "build_contents", "contents_with", "frozen", "probe_request", "run_detached",
+           "scope_like"]
+
+T = TypeVar("T")
 
 
 class CandidateUnavailable(RuntimeError):
@@ -43,6 +46,54 @@ def scope_like(event: Event, ctx: InvocationContext) -> Event:
     if "isolation_scope" in type(event).model_fields and hasattr(ctx, "isolation_scope"):
         event.isolation_scope = ctx.isolation_scope
     return event
+
+
+def frozen(ctx: InvocationContext, events: list[Event]) -> InvocationContext:
+    """`ctx` over a snapshot of its session's events, for building requests later on another thread.
+
+    A shallow copy (O(1) but for the list of event references, no per-event work): ADK appends
+    session events and does not edit them once appended, but it may remove one (a single-turn
+    agent's injected input) and the run goes on appending, so the list is copied while the events
+    are shared. The context's own fields (agent, branch, run config, scope) are the values the
+    request was built with.
+
+    Args:
+        ctx: The invocation context of the agent whose request is built.
+        events: The session events as they are now: a copy the caller made (it is not copied again).
+
+    Returns:
+        A copy of `ctx` whose session holds `events`.
+    """
+    return ctx.model_copy(update={"session": ctx.session.model_copy(update={"events": events})})
+
+
+def run_detached(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to its end here, without an event loop: for ADK's request building off the run's loop.
+
+    ADK's contents processor is an async generator that only computes (no I/O, nothing bound to
+    the run's loop), so the guard's worker thread can drive it directly. A coroutine that does
+    wait on something (a future of some loop) is closed and refused rather than run on a loop it
+    does not belong to.
+
+    Args:
+        coroutine: A coroutine that never waits on a future (a bare ``await asyncio.sleep(0)`` is fine).
+
+    Returns:
+        Its result.
+
+    Raises:
+        RuntimeError: It waited on a future.
+    """
+    try:
+        while True:
+            waited = coroutine.send(None)
+            if waited is not None:
+                raise RuntimeError("ADK's request building waited on I/O; it cannot run off the run's event loop")
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        coroutine.close()
 
 
 async def build_contents(

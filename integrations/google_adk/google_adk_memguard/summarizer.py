@@ -37,7 +37,7 @@ from memguard import CompactionEvent, Decision, Gate, Guard, Message, Verdict
 from google_adk_memguard.fallbacks import SummarizerStrategy, check_fallbacks, strategy_name
 from google_adk_memguard.invocations import Invocation, model_steps
 from google_adk_memguard.probing import agent_model, streaming
-from google_adk_memguard.rebuild import build_contents, scope_like
+from google_adk_memguard.rebuild import build_contents, frozen, run_detached, scope_like
 from google_adk_memguard.review import Candidates, summary_of
 from google_adk_memguard.views import ContentBridge
 
@@ -192,7 +192,7 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         if proposal is None:
             return None
         if gate.audit:
-            invocation.held = Held("audit", gate, proposal, list(events))
+            invocation.held = Held("audit", gate, proposal)  # no fallbacks in audit: the events are not needed
             return proposal  # audit: ADK applies the proposal as it would unguarded
         invocation.held = Held("review", gate, proposal, list(events))
         return None
@@ -218,6 +218,22 @@ class MemGuardSummarizer(BaseEventsSummarizer):
                                           committed=gate.audit))
             return proposal if gate.audit else None
         extra = [self.probe_message] if self.probe_message is not None else []
+        if gate.audit:
+            # Both requests are built on the guard's worker, over a snapshot of the session (see
+            # `frozen`): the run's path does no per-event work. The proposal is scoped here, as
+            # ADK scopes it, so the worker never writes to an event the session holds.
+            scoped = scope_like(proposal, ctx)
+            snapshot = frozen(ctx, session_events)
+
+            async def audit_contents(compaction: Event | None) -> list[types.Content]:
+                added = [] if compaction is None else [scoped]
+                return await build_contents(snapshot, session_events + added, template) + extra
+
+            candidates = await self.candidates(ctx, template, audit_contents, ())
+            self.count("post_invocation_reviews")
+            event = self.deferred_event(candidates, session_events, proposal, gate, ctx, "post_invocation")
+            self.record(await self.guard.areview(event, candidates.policy, gate=gate, fallbacks=()))
+            return proposal
 
         async def contents_for(compaction: Event | None) -> list[types.Content]:
             added = [] if compaction is None else [scope_like(compaction, ctx)]
@@ -228,9 +244,6 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         proposed = await candidates.add(proposal)
         event = self.event(full.view, proposed.view, gate, ctx, "post_invocation")
         self.count("post_invocation_reviews")
-        if gate.audit:
-            self.record(await self.guard.areview(event, candidates.policy, gate=gate, fallbacks=()))
-            return proposal
         decision = await self.guard.areview(event, candidates.policy, gate=gate,
                                             fallbacks=self.bound_fallbacks(events, candidates))
         self.record(decision)
@@ -308,7 +321,8 @@ class MemGuardSummarizer(BaseEventsSummarizer):
             ctx: The invocation's context.
             template: The request every probe copies (model, config, tools).
             contents_for: Builds the request contents with a compaction event applied (None: without).
-            events: The session events (their summaries are shown as such).
+            events: The session events (their summaries are shown as such); none for a deferred
+                event, whose build adds them (`deferred_event`).
 
         Returns:
             An empty `Candidates`, streamed when the run streams.
@@ -359,12 +373,40 @@ class MemGuardSummarizer(BaseEventsSummarizer):
         Returns:
             The event to review.
         """
-        return CompactionEvent(
-            before=before, candidate=candidate, strategy=self.strategy, step=gate.step,
-            conversation_id=gate.conversation_id,
-            metadata={"framework": "google_adk", "path": path, "invocation_id": ctx.invocation_id,
-                      "summarizer": type(self.inner).__name__, "app": ctx.session.app_name},
-        )
+        return CompactionEvent(before=before, candidate=candidate, **self._event_fields(gate, ctx, path))
+
+    def deferred_event(self, candidates: Candidates, events: Sequence[Event], proposal: Event, gate: Gate,
+                       ctx: InvocationContext, path: str) -> CompactionEvent:
+        """An audit review's event whose views the guard's worker builds, off the run's path.
+
+        Building the full and the proposed request (ADK's contents processor) and showing them to
+        memguard walk the whole session; an audit review hands both to the worker
+        (`CompactionEvent.deferred`), which then probes through `candidates` as usual.
+
+        Args:
+            candidates: The review's candidates, empty: their `contents_for` must read only
+                snapshots (`frozen`), as it runs on another thread, later.
+            events: A snapshot of the session events (their summaries are shown as such).
+            proposal: The compaction event proposed.
+            gate: The gate's answer for this step.
+            ctx: The invocation's context (its ids are read now).
+            path: ``"in_flow"`` or ``"post_invocation"``.
+
+        Returns:
+            The deferred event to review.
+        """
+        def build() -> tuple[list[Message], list[Message]]:
+            candidates.bridge.summaries.extend(_summaries(events))
+            full = run_detached(candidates.add(None))
+            proposed = run_detached(candidates.add(proposal))
+            return full.view, proposed.view
+
+        return CompactionEvent.deferred(build, **self._event_fields(gate, ctx, path))
+
+    def _event_fields(self, gate: Gate, ctx: InvocationContext, path: str) -> dict[str, Any]:
+        return {"strategy": self.strategy, "step": gate.step, "conversation_id": gate.conversation_id,
+                "metadata": {"framework": "google_adk", "path": path, "invocation_id": ctx.invocation_id,
+                             "summarizer": type(self.inner).__name__, "app": ctx.session.app_name}}
 
     async def failed(self, error: BaseException, gate: Gate, *, committed: bool) -> Decision:
         """Publish the decision for a review that could not run: what happened to the proposal, and why.

@@ -70,11 +70,11 @@ def contents_key(contents: list[types.Content]) -> str:
     return json.dumps([content.model_dump(mode="json", exclude_none=True) for content in contents], sort_keys=True)
 
 
-def run(guarded: bool, scorer_p: float = 0.0, plugins: tuple[Any, ...] = (), **options: Any):
+def run(guarded: bool, scorer_p: float = 0.0, plugins: tuple[Any, ...] = (), mode: str = "enforce", **options: Any):
     llm = ScriptedLlm(steps_per_turn=IN_FLOW.steps_per_turn)
     app = make_app(llm, DroppingSummarizer(), "in_flow", plugins, **options)
     sink = RecordingSink()
-    guard = Guard(ConstantScorer(scorer_p), sinks=[sink], identical_is_safe=False)
+    guard = Guard(ConstantScorer(scorer_p), sinks=[sink], identical_is_safe=False, mode=mode)  # type: ignore[arg-type]
     if guarded:
         app = guard_app(app, guard)
     outcome = run_conversation(app, IN_FLOW)
@@ -125,6 +125,15 @@ def test_a_request_rewritten_where_the_compaction_applies_is_refused_not_guessed
     assert transcript(guarded)["outputs"] == transcript(plain)["outputs"]
     last_answer = max(i for i, event in enumerate(guarded.events) if event.content and event.content.role == "model")
     assert not any(event.actions.compaction for event in guarded.events[:last_answer])
+
+
+def test_in_audit_mode_a_request_that_cannot_be_rebuilt_ends_as_a_written_audit_failure():
+    """The worker builds the audit candidates: a request it cannot rebuild is counted and written, never lost."""
+    compacting, _, _ = run(False, plugins=(Rewriter("head"),))
+    guarded, _, sink = run(True, plugins=(Rewriter("head"),), mode="audit")
+    assert transcript(guarded) == transcript(compacting)  # audit changes nothing the run does
+    failed = [d for d in sink.decisions if d.skipped == "audit_failed"]
+    assert failed and all(d.error == "audit failed: CandidateUnavailable" and not d.reviewed for d in failed)
 
 
 def test_contents_with_names_the_problem():

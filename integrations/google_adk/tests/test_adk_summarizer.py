@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -30,7 +31,10 @@ from adk_doubles import (
     transcript,
     usage,
 )
-from google_adk_memguard import MemGuardPlugin, MemGuardSummarizer, guard_app
+from google_adk_memguard import MemGuardPlugin, MemGuardSummarizer, guard_app, rebuild
+from google_adk_memguard import summarizer as summarizer_module
+from google_adk_memguard.review import summary_of
+from google_adk_memguard.views import ContentBridge
 
 
 class Run:
@@ -247,6 +251,44 @@ def test_audit_decisions_are_scored_with_the_session_id_and_the_observed_respons
                     if event.content for part in event.content.parts or () if part.function_call]
         observed = [action for action in actions if any(command in action for command in answered)]
         assert len(observed) == run.summarizer.stats()["in_flow_reviews"] > 0
+
+
+@pytest.mark.parametrize("shape", ["in_flow", "post_invocation"])
+def test_audit_builds_requests_and_views_on_the_guard_s_worker_not_the_run_s_thread(shape: Shape, monkeypatch):
+    """The run's path does no per-event work: ADK's request building and memguard's views run on the worker."""
+    seen: list[tuple[str, threading.Thread]] = []
+    to_view, build_contents = ContentBridge.to_view, rebuild.build_contents
+
+    def spy_view(self: ContentBridge, contents: Any) -> Any:
+        seen.append(("to_view", threading.current_thread()))
+        return to_view(self, contents)
+
+    async def spy_build(*args: Any, **kwargs: Any) -> Any:
+        seen.append(("build_contents", threading.current_thread()))
+        return await build_contents(*args, **kwargs)
+
+    monkeypatch.setattr(ContentBridge, "to_view", spy_view)
+    monkeypatch.setattr(rebuild, "build_contents", spy_build)
+    monkeypatch.setattr(summarizer_module, "build_contents", spy_build)
+    sink = RecordingSink()
+    guard = guard_with(ActionScorer(default=0.4), sink, mode="audit")
+    run = Run(shape, guard)  # the run's event loop runs on this thread
+    assert guard.flush(30.0)
+    assert {kind for kind, _ in seen} == {"to_view", "build_contents"}
+    assert all(thread is not threading.current_thread() for _, thread in seen)
+    # The decisions the worker wrote hold the views it built: scored, the proposal's summary shown.
+    assert sink.decisions and all(d.verdict is Verdict.AUDIT and d.reviewed and d.p_harmful == 0.4
+                                  for d in sink.decisions)
+    assert all(any(m.role == "user" and "Summary of" in m.text() for m in d.messages)  # ADK 1.x fences it
+               for d in sink.decisions)
+    if shape == "in_flow":  # the proposed view is the request the agent's model really received after it
+        summaries = [s for s in (summary_of(e) for e in run.outcome.events) if s is not None]
+
+        def turns(messages: Any) -> list[tuple[str, str]]:
+            return [(m.role, m.text()) for m in messages if m.role != "system"]
+
+        sent = [turns(to_view(ContentBridge(None, summaries), call)) for call in run.llm.calls]
+        assert all(turns(d.messages) in sent for d in sink.decisions)
 
 
 # ---------------------------------------------------------------------- wiring
