@@ -15,7 +15,8 @@ full view, probing the agent's LLM (with its tools) on both contexts:
   during a cooldown it is not asked at all;
 - a fallback that only forgets events (and adds at most one summary) becomes a `Condensation`;
   one that edits messages (observation masking) becomes a new `View` for this step;
-- audit mode returns the wrapped condenser's result at once and scores in the background.
+- audit mode returns the wrapped condenser's result at once and scores in the background (the
+  guard's views of the events are built there, on the guard's worker).
 
 The guard, the scorer, the probe LLM, tools and fallbacks are runtime state: they are not
 serialized with the agent. A restored agent works again once `guard_agent` (or `attach`) gives
@@ -72,12 +73,35 @@ class _Stage:
 class _Review:
     """Everything one review of one proposal (a `Condensation`, or a transformed `View`) needs."""
 
-    view: GuardView
+    view: GuardView | None  # None: an audit review, its views built on the guard's worker (`_AuditViews`)
     proposal: View | Condensation
     event: CompactionEvent
     probe: AgentProbe
     hard: bool
     fallbacks: tuple[Any, ...] | None
+
+
+class _AuditViews:
+    """An audit review's `CompactionEvent.deferred` build: the views, made on the guard's worker.
+
+    OpenHands hands the condenser its cached `View`, which it extends in place as events are
+    appended; the events themselves are frozen. So the agent's path copies only the lists of
+    event references (and the request flag), and the worker turns them into the guard's views,
+    giving the probe the `GuardView` that maps its contexts back to events.
+    """
+
+    def __init__(self, view: View, result: View | Condensation, probe: AgentProbe) -> None:
+        self.view = View.model_construct(events=list(view.events),
+                                         unhandled_condensation_request=view.unhandled_condensation_request)
+        self.result = result if isinstance(result, Condensation) else View.model_construct(events=list(result.events))
+        self.probe = probe
+
+    def __call__(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        guard_view = GuardView(self.view)
+        self.probe.view = guard_view
+        result = self.result
+        candidate = guard_view.apply(result) if isinstance(result, Condensation) else guard_view.show(result.events)
+        return guard_view.messages, candidate
 
 
 def _conversation_id() -> str | None:
@@ -347,31 +371,34 @@ class MemGuardCondenser(CondenserBase):
         if llm is None:
             raise ValueError("MemGuardCondenser needs the agent's LLM to probe: pass llm=..., "
                              "or let the agent call condense (it passes its own)")
+        tools = self._tools or tools_of(view.events)
+        fields: dict[str, Any] = {
+            "strategy": stage.strategy,
+            "conversation_id": gate.conversation_id,
+            "metadata": {"framework": "openhands", "condenser": type(stage.condenser).__name__,
+                         "requirement": "hard" if gate.must_reduce else "soft",
+                         "proposal": "condensation" if isinstance(result, Condensation) else "view"},
+        }
+        if gate.audit:  # the views are built on the guard's worker; the gate counted the same step
+            probe = AgentProbe(llm, tools, None, isolated=True)
+            views = _AuditViews(view, result, probe)
+            return _Review(view=None, proposal=result, event=CompactionEvent.deferred(views, step=gate.step, **fields),
+                           probe=probe, hard=gate.must_reduce, fallbacks=None)
         guard_view = guard_view or GuardView(view)
         candidate = guard_view.apply(result) if isinstance(result, Condensation) else guard_view.show(result.events)
-        event = CompactionEvent(
-            before=guard_view.messages,
-            candidate=candidate,
-            strategy=stage.strategy,
-            step=guard_view.step,
-            conversation_id=gate.conversation_id,
-            metadata={"framework": "openhands", "condenser": type(stage.condenser).__name__,
-                      "requirement": "hard" if gate.must_reduce else "soft",
-                      "proposal": "condensation" if isinstance(result, Condensation) else "view"},
-        )
+        event = CompactionEvent(before=guard_view.messages, candidate=candidate, step=guard_view.step, **fields)
         return _Review(
             view=guard_view,
             proposal=result,
             event=event,
-            probe=AgentProbe(llm, self._tools or tools_of(view.events), guard_view, isolated=gate.audit),
+            probe=AgentProbe(llm, tools, guard_view),
             hard=gate.must_reduce,
-            fallbacks=None if gate.audit else bind_fallbacks(self._fallbacks, guard.fallbacks, guard_view, agent_llm,
-                                                             hard=gate.must_reduce),
+            fallbacks=bind_fallbacks(self._fallbacks, guard.fallbacks, guard_view, agent_llm, hard=gate.must_reduce),
         )
 
     def _outcome(self, decision: Decision, review: _Review) -> View | Condensation:
         self._record(decision)
-        if decision.verdict is Verdict.AUDIT:
+        if decision.verdict is Verdict.AUDIT or review.view is None:  # only an audit review defers its view
             return review.proposal
         if decision.verdict is Verdict.VETO:
             if not review.hard:

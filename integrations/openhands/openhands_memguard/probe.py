@@ -40,12 +40,13 @@ class AgentProbe:
     Args:
         llm: The agent's LLM.
         tools: The tools the agent offers.
-        view: The review's view, to turn guard contexts into events and answers into dicts.
+        view: The review's view, to turn guard contexts into events and answers into dicts; None
+            until an audit review's worker builds it (the condenser sets `view` then).
         isolated: An audit review's probe, no part of the run: it calls a copy of the LLM with
             metrics of its own (nothing is billed to the conversation's stats) in an empty context.
     """
 
-    def __init__(self, llm: LLM, tools: Sequence[ToolDefinition[Any, Any]], view: GuardView, *,
+    def __init__(self, llm: LLM, tools: Sequence[ToolDefinition[Any, Any]], view: GuardView | None, *,
                  isolated: bool = False) -> None:
         if isolated:
             llm = llm.model_copy()
@@ -57,11 +58,16 @@ class AgentProbe:
         """LLM calls made so far."""
         self._context = contextvars.Context() if isolated else contextvars.copy_context()
 
+    def _view(self) -> GuardView:
+        if self.view is None:
+            raise RuntimeError("the review's view is not built yet (an audit review builds it on the guard's worker)")
+        return self.view
+
     def _messages(self, context: list[Any]) -> Any:
-        return LLMConvertibleEvent.events_to_messages(self.view.to_events(context))
+        return LLMConvertibleEvent.events_to_messages(self._view().to_events(context))
 
     def _answer(self, response: LLMResponse) -> dict[str, Any]:
-        return self.view.response(response.message)
+        return self._view().response(response.message)
 
     def __call__(self, context: list[Any]) -> dict[str, Any]:
         messages = self._messages(context)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from oh_doubles import (
     transcript,
 )
 from openhands_memguard import MemGuardCondenser, guard_agent
+from openhands_memguard.views import GuardView
 
 
 def guarded_run(scorer: Any, condenser: Any = None, mode: str = "sync", *, llm: Any = None,
@@ -176,6 +179,47 @@ def test_audit_mode_returns_the_inner_condensation_and_scores_in_the_background(
     assert sink.decisions and all(d.verdict is Verdict.AUDIT and d.p_harmful == 1.0 for d in sink.decisions)
     assert agent.condenser.last_decision is seen[-1]  # type: ignore[union-attr]
     guard.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_audit_mode_builds_the_views_on_the_worker_and_scores_what_enforce_scores(monkeypatch, mode):
+    agent_threads: list[str] = []
+    view_threads: list[str] = []
+    prepare, init = MemGuardCondenser._prepare, GuardView.__init__
+
+    def spy_prepare(self: Any, *args: Any) -> Any:
+        agent_threads.append(threading.current_thread().name)
+        return prepare(self, *args)
+
+    def spy_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        view_threads.append(threading.current_thread().name)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemGuardCondenser, "_prepare", spy_prepare)
+    monkeypatch.setattr(GuardView, "__init__", spy_init)
+    audit_scorer, enforce_scorer = ConstantScorer(0.0), ConstantScorer(0.0)
+    audit_sink, enforce_sink = RecordingSink(), RecordingSink()
+    audit = Guard(audit_scorer, mode="audit", sinks=[audit_sink], identical_is_safe=False)
+    audit_run = run(guard_agent(make_agent(agent_llm(), summarizing()), audit), mode)
+    assert audit.flush(30)
+    audit.close()
+    audited = list(view_threads)
+    enforce = Guard(enforce_scorer, sinks=[enforce_sink], identical_is_safe=False)
+    enforce_run = run(guard_agent(make_agent(agent_llm(), summarizing()), enforce), mode)
+
+    assert agent_threads and audited and not set(audited) & set(agent_threads)
+    assert all(d.verdict is Verdict.AUDIT and d.reviewed and d.p_harmful == 0.0 for d in audit_sink.decisions)
+    assert all(d.verdict is Verdict.COMMIT for d in enforce_sink.decisions)
+    # The same reviews: the same steps, the same views scored (MemRM's prompts), the same candidates.
+    assert [d.step for d in audit_sink.decisions] == [d.step for d in enforce_sink.decisions] != []
+    assert audit_scorer.prompts == enforce_scorer.prompts
+    assert ([[plain(m) for m in d.messages] for d in audit_sink.decisions]
+            == [[plain(m) for m in d.messages] for d in enforce_sink.decisions])
+    assert transcript(audit_run.state.events) == transcript(enforce_run.state.events)
+
+
+def plain(message: Any) -> tuple[Any, ...]:
+    return message["role"], message["content"], json.dumps(message.get("tool_calls"), sort_keys=True)
 
 
 # ---------------------------------------------------------------------------------- restore
