@@ -8,11 +8,12 @@ the view makes it HARD).
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
-from memguard import Guard, Verdict
-from memguard.testing.contract import ConstantScorer
+from memguard import Guard, Score, Verdict
+from memguard.testing.contract import ConstantScorer, RecordingSink
 from openhands.sdk.context.condenser import CondenserBase, NoOpCondenser, PipelineCondenser, RollingCondenser
 from openhands.sdk.context.condenser.base import CondensationRequirement
 from openhands.sdk.context.view import View
@@ -21,7 +22,7 @@ from openhands.sdk.llm import LLM
 from pydantic import PrivateAttr
 
 from oh_doubles import agent_llm, make_agent, run
-from openhands_memguard import MemGuardCondenser
+from openhands_memguard import GuardView, MemGuardCondenser
 
 
 def _condensation(view: View) -> Condensation:
@@ -111,3 +112,34 @@ def test_a_pipeline_takes_its_strongest_member_requirement(view, members, verdic
     guarded = MemGuardCondenser(PipelineCondenser(condensers=members()), guard)
     guarded.condense(view, agent_llm=agent_llm())
     assert guarded.last_decision is not None and guarded.last_decision.verdict is verdict
+
+
+class HeldScorer:
+    """Scores 0.0 once `release` is set: the worker lags behind the agent until then."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def score(self, prompts: list[str]) -> list[Score]:
+        assert self.release.wait(30)
+        return [Score(p_harmful=0.0, n_tokens=1) for _ in prompts]
+
+
+def test_an_audit_review_sees_its_step_s_events_though_openhands_extends_the_view_in_place(view):
+    # OpenHands hands the condenser its cached View and appends later events to it in place; the
+    # worker, lagging behind, must build the review's views from the events of the review's step.
+    scorer, sink = HeldScorer(), RecordingSink()
+    live = View(events=list(view.events))
+    inner = SilentCondenser()
+    guarded = MemGuardCondenser(inner, Guard(scorer, mode="audit", sinks=[sink], identical_is_safe=False))
+    expected = GuardView(View(events=list(view.events))).apply(_condensation(view))
+    condense(guarded, View(events=list(view.events)), "sync")  # its scoring holds the worker
+    assert condense(guarded, live, "sync") is inner._made[-1]
+    live.events.extend(view.events[1:5])  # the agent goes on before the worker built anything
+    live.unhandled_condensation_request = True
+    scorer.release.set()
+    assert guarded.guard is not None and guarded.guard.flush(30)
+    decision = sink.decisions[-1]
+    assert len(sink.decisions) == 2 and decision.verdict is Verdict.AUDIT and decision.reviewed
+    assert [m["content"] for m in decision.messages] == [m["content"] for m in expected]
+    guarded.guard.close()
