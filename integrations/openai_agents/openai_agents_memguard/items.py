@@ -21,6 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from memguard.gate import OPENING_MESSAGES
 from memguard.protocol import SUMMARY_PREFIX
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "from_view",
     "input_digest",
     "is_opaque",
+    "opening_view",
     "to_view",
 ]
 
@@ -240,6 +242,36 @@ def to_view(items: Sequence[Any], instructions: str | None = None) -> list[dict[
     if group:
         view.append(_assistant_turn(group))
     return view
+
+
+def opening_view(items: Sequence[Any], instructions: str | None = None) -> list[dict[str, Any]]:
+    """The start of `to_view(items, instructions)`: enough of it for `memguard.conversation_key`.
+
+    An audit gate checks no cooldown, so without a conversation id it reads only the opening (the
+    first <= 8 view messages) to derive one. `to_view` makes one message per item, except that
+    the items of one model response become one assistant turn, closed by the next item that is
+    not a model output: the view of a prefix of `items` is the full view's prefix, with at most
+    its last message cut short. A prefix whose view has more than 8 messages therefore gives the
+    same id as the whole view. The prefix doubles until it does (or is all of `items`).
+
+    Args:
+        items: The SDK's input items.
+        instructions: The agent's instructions (None: no system turn).
+
+    Returns:
+        A prefix of the view, longer than the opening (the whole view for a short conversation).
+
+    Raises:
+        ValueError: As `to_view`, for an item in the prefix it converts.
+    """
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise ValueError(f"expected a list of Responses input items, got {type(items).__name__}")
+    length = 2 * OPENING_MESSAGES
+    while True:
+        view = to_view(items[:length], instructions)
+        if length >= len(items) or len(view) > OPENING_MESSAGES:
+            return view
+        length *= 2
 
 
 def _field(message: Any, name: str, default: Any = None) -> Any:

@@ -20,7 +20,7 @@ from agents import Agent, Model, RunConfig, RunContextWrapper
 from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
 from openai_agents_memguard.hooks import bind_fallbacks, check_fallbacks, hook_name, notify
-from openai_agents_memguard.items import from_view, to_view
+from openai_agents_memguard.items import from_view, opening_view, to_view
 from openai_agents_memguard.probing import RequestProbe, probe_model
 from openai_agents_memguard.reuse import MemGuardModel, ProbeStore, store_for
 from openai_agents_memguard.sdk import next_request, resolve_model
@@ -68,9 +68,17 @@ class RewriteReviewer:
                    conversation_id: str | None) -> Rewrite:
         """Ask the gate about `before` (the next agent's input without the rewrite)."""
         instructions = await agent.get_system_prompt(wrapper)
-        view = to_view(before, instructions)
-        gate = self.guard.gate(view, conversation_id=conversation_id)
-        return Rewrite(agent, wrapper, instructions, list(before), gate)
+        items = list(before)
+        gate = self.guard.gate(self._gate_view(items, instructions, conversation_id), conversation_id=conversation_id)
+        return Rewrite(agent, wrapper, instructions, items, gate)
+
+    def _gate_view(self, items: list[Any], instructions: str | None, conversation_id: str | None) -> list[Any] | None:
+        """What the gate needs of the view: all of it to check a cooldown, in audit mode at most the opening."""
+        if self.guard.mode != "audit":
+            return to_view(items, instructions)  # a cooldown counts the assistant turns of the whole view
+        if conversation_id is not None:
+            return None  # an audit gate checks no cooldown, and the conversation is named
+        return opening_view(items, instructions)  # the derived id reads the first <= 8 view messages
 
     async def skip(self, rewrite: Rewrite) -> Decision:
         """Publish a cooling step (the wrapped hook was not called)."""
@@ -84,13 +92,22 @@ class RewriteReviewer:
         request = await next_request(rewrite.agent, rewrite.wrapper, self.run_config, rewrite.before,
                                      audit=rewrite.gate.audit)
         probe = RequestProbe(model, request)
-        event = CompactionEvent(
-            before=rewrite.view,
-            candidate=to_view(proposed, rewrite.instructions),
+        fields: dict[str, Any] = dict(
             strategy=self.strategy,
             conversation_id=rewrite.gate.conversation_id,
             metadata={"framework": "openai-agents", "hook": self.hook, "agent": rewrite.agent.name},
         )
+        if rewrite.gate.audit:
+            # Audit: the views are built on the guard's worker, off the run's path. Both lists are
+            # this review's own (`open` copied `before`; `proposed` is copied here), and their items
+            # are dicts made afresh for this review (`input_of` normalizes every item into a new
+            # dict, `sdk.turn_input`; nested values are the SDK's item records, which it does not
+            # edit): the Runner builds the next agent's input from its own items, never these.
+            before, instructions, after = rewrite.before, rewrite.instructions, list(proposed)
+            event = CompactionEvent.deferred(lambda: (to_view(before, instructions), to_view(after, instructions)),
+                                             **fields)
+        else:
+            event = CompactionEvent(before=rewrite.view, candidate=to_view(proposed, rewrite.instructions), **fields)
         decision = await self.guard.areview(event, probe, gate=rewrite.gate, fallbacks=fallbacks)
         notify(self.on_decision, decision)
         won = probe.probe_for(decision.response)

@@ -204,10 +204,12 @@ class MemGuardSession:
     async def _run_compaction(self, args: Any = None, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
         before = await self._all()
         instructions = await self.agent.get_system_prompt(RunContextWrapper(self.context))
-        view = to_view(before, instructions)
+        # An audit gate checks no cooldown, and the session names the conversation: no view needed.
+        view = None if self.guard.mode == "audit" else to_view(before, instructions)
         gate = self.guard.gate(view, conversation_id=self.conversation_id)
         if not gate.review:  # cooling down after a veto: the wrapped session is not asked to compact
-            notify(self.on_decision, await self.guard.askip(gate, view, strategy=self.strategy))
+            kept = view if view is not None else to_view(before, instructions)
+            notify(self.on_decision, await self.guard.askip(gate, kept, strategy=self.strategy))
             return
         run = self.session.run_compaction
         if wrapper is not None and _accepts_wrapper(run):
@@ -226,16 +228,27 @@ class MemGuardSession:
     async def _review(self, gate: Gate, instructions: str | None, before: list[Any], after: list[Any]) -> Decision:
         known = list(before)
         opaque = any(is_opaque(item) and item not in known for item in after)
-        event = CompactionEvent(
-            before=to_view(before, instructions),
-            candidate=to_view(after, instructions),
+        fields: dict[str, Any] = dict(
             strategy=self.strategy,
             conversation_id=gate.conversation_id,
             metadata={"framework": "openai-agents", "session": type(self.session).__name__,
                       "agent": self.agent.name, "opaque": opaque},
         )
-        wrapper = RunContextWrapper(self.context)
         audit = opaque or gate.audit
+        if audit:
+            # An audit review (the guard's mode, or an opaque rewrite): the views are built on the
+            # guard's worker, off the run's path. The lists are this review's own copies (`_all`
+            # copies what `get_items` returned, and the session's later writes replace its stored
+            # items rather than edit these); the items are what `get_items` returned: the SDK's
+            # sessions decode them afresh per call, and the Runner reads a history through copies
+            # of its items (`strip_internal_input_item_metadata`), so nothing edits them later.
+            kept, rewritten = list(before), list(after)
+            event = CompactionEvent.deferred(lambda: (to_view(kept, instructions), to_view(rewritten, instructions)),
+                                             **fields)
+        else:
+            event = CompactionEvent(before=to_view(before, instructions), candidate=to_view(after, instructions),
+                                    **fields)
+        wrapper = RunContextWrapper(self.context)
         request = await next_request(self.agent, wrapper, self.run_config, before, audit=audit)
         model = probe_model(self.agent, resolve_model(self.agent, self.run_config, self.model))
         probe = RequestProbe(model, request, extra_input=self.probe_input)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 import pytest
 from agents.testing import function_call
@@ -177,3 +178,39 @@ def test_opaque_items_and_digests():
     assert input_digest(INSTRUCTIONS, items) == input_digest(INSTRUCTIONS, json.loads(json.dumps(items)))
     assert input_digest(INSTRUCTIONS, items) != input_digest("other", items)
     assert input_digest(None, items) != input_digest(None, items[:-1])
+
+
+# ---------------------------------------------------------------------- the gate's opening, in audit mode
+
+
+def _exchange(n: int, calls: int = 1) -> list[dict[str, Any]]:
+    """A user turn, then one model response of `calls` tool calls, then their outputs."""
+    made: list[dict[str, Any]] = [{"role": "user", "content": f"question {n}"}]
+    made += [{"type": "function_call", "call_id": f"c{n}-{i}", "name": "lookup", "arguments": f'{{"q": {i}}}'}
+             for i in range(calls)]
+    made += [{"type": "function_call_output", "call_id": f"c{n}-{i}", "output": f"answer {n}.{i}"}
+             for i in range(calls)]
+    return made
+
+
+@pytest.mark.parametrize(("items", "instructions"), [
+    ([item for n in range(300) for item in _exchange(n)], "Be brief."),  # a long conversation
+    ([item for n in range(300) for item in _exchange(n)], None),
+    ([*_exchange(0, calls=40), *(i for n in range(1, 50) for i in _exchange(n))], "Be brief."),  # a wide first step
+    ([{"role": "user", "content": f"note {n}"} for n in range(200)], None),  # no assistant turn at all
+    (_exchange(0), "Be brief."),  # shorter than the opening: the whole view
+], ids=["long", "no-instructions", "wide-first-step", "users-only", "short"])
+def test_the_opening_view_derives_the_same_conversation_id_as_the_whole_view_from_a_prefix(items, instructions):
+    """An audit gate with no conversation id converts only enough items for the opening (the first <= 8 turns)."""
+    from memguard import conversation_key
+
+    from openai_agents_memguard.items import opening_view
+
+    whole = to_view(items, instructions)
+    opening = opening_view(items, instructions)
+    assert conversation_key(opening) == conversation_key(whole)
+    assert opening[:-1] == whole[:len(opening) - 1]  # a prefix of the view, at most its last turn cut short
+    if len(items) > 100:
+        assert len(opening) < len(whole) // 4  # a prefix, not the conversation
+    else:
+        assert opening == whole

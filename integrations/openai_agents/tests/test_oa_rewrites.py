@@ -253,3 +253,52 @@ def test_a_vetoed_callback_gives_the_sdk_its_own_items_back_so_the_session_store
     stored, expected = asyncio.run(session.get_items()), asyncio.run(plain_session.get_items())
     assert normalise(stored) == normalise(expected)
     assert callback.store.hits == 1  # the full history's probe answered the run's first call
+
+
+# --------------------------------------------------------------------------- audit: the views on the worker
+
+
+@pytest.mark.parametrize("surface", ["handoff", "nested", "handoff-unnamed", "session-input"])
+def test_audit_builds_the_rewrite_reviews_views_on_the_guards_worker_not_the_runs_path(surface, monkeypatch):
+    """Handoff filters, nested history and the session input callback: the review's views are deferred."""
+    import threading
+
+    import openai_agents_memguard.rewrite as rewrite_module
+
+    threads: list[str] = []
+    real = rewrite_module.to_view
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rewrite_module, "to_view", spy)
+    guard, sink = guard_with(ConstantScorer(0.3), mode="audit")
+    def unnamed(guard: Guard) -> None:
+        model, _, config, counted = handoff_setup("compacting", None)
+        hook = MemGuardHandoffFilter(counted, guard, run_config=config)
+        config.model = hook.wrap_model(model)
+        oa_handoff.run(oa_handoff.make_agents(model, hook), config, mode="sync")
+
+    if surface == "session-input":
+        session_run("guarded", guard, mode="sync")
+    elif surface == "handoff-unnamed":  # no conversation id: the gate derives one from the opening's prefix
+        unnamed(guard)
+    else:
+        handoff_run("guarded", guard, mode="sync", **({"inner": nest_handoff_history, "run_level": True}
+                                                      if surface == "nested" else {}))
+    assert guard.flush(30)
+    guard.close()
+    reviews = sink.reviews
+    assert reviews and all(d.verdict is Verdict.AUDIT and d.p_harmful == pytest.approx(0.3) for d in reviews)
+    assert threads and all(name.startswith("memguard-audit") for name in threads)  # none on the run's path
+    assert len(threads) == 2 * len(reviews)  # before and proposal, per review
+    for decision in reviews:  # the worker built the real views
+        (proposal,) = decision.candidates
+        assert proposal.n_messages > 0 and decision.step > 0
+    if surface == "handoff-unnamed":  # the id derived from a prefix is the one an enforcing gate derives from it all
+        monkeypatch.setattr(rewrite_module, "to_view", real)
+        enforcing, enforced = guard_with(ConstantScorer(0.0))
+        unnamed(enforcing)
+        ids = [d.conversation_id for d in reviews]
+        assert ids == [d.conversation_id for d in enforced.reviews] and all(i.startswith("auto-") for i in ids)

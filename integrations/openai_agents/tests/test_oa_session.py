@@ -302,3 +302,63 @@ def test_opaque_rewrites_are_audited_by_the_users_own_guard_with_no_hidden_guard
     audits = [d for d in sink.decisions if d.verdict is Verdict.AUDIT]
     assert len(audits) == 20 and not any(d.pending for d in audits)
     assert guard.stats()["audit"] == 20
+
+
+# ---------------------------------------------------------------------- audit: the views on the worker
+
+
+def _spy_to_view(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import threading
+
+    import openai_agents_memguard.session as session_module
+
+    threads: list[str] = []
+    real = session_module.to_view
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "to_view", spy)
+    return threads
+
+
+def test_audit_builds_the_session_reviews_views_on_the_guards_worker_not_the_runs_path(mode, monkeypatch):
+    """An audit guard: the gate needs no view (the session names the conversation), the review's views are deferred."""
+    threads = _spy_to_view(monkeypatch)
+    model = scripted_model()
+    session, sink = guarded(SummarisingSession("s"), ConstantScorer(0.3), model, mode="audit")
+    converse(session, model, mode=mode)
+    assert session.guard.flush(30)
+    session.guard.close()
+    reviews = sink.reviews
+    assert reviews and all(d.verdict is Verdict.AUDIT and d.p_harmful == pytest.approx(0.3) for d in reviews)
+    assert threads and all(name.startswith("memguard-audit") for name in threads)  # none on the run's path
+    assert len(threads) == 2 * len(reviews)  # before and after, per review
+    for decision in reviews:  # the worker built the real views: the task and the summary
+        (proposal,) = decision.candidates
+        assert proposal.n_messages == 3 and decision.step > 0  # the system turn, the task, the summary
+
+
+def test_an_opaque_rewrite_under_an_enforcing_guard_builds_its_views_on_the_worker(monkeypatch):
+    """The opaque case is an audit review too: only the gate's view (enforce mode checks a cooldown) is on the path."""
+    threads = _spy_to_view(monkeypatch)
+    model = scripted_model()
+    session, sink = guarded(compaction_session(OfflineCompactAPI()), ConstantScorer(0.3), model)
+    compactions = 0
+    run = session.session.run_compaction
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal compactions
+        compactions += 1
+        return await run(*args, **kwargs)
+
+    session.session.run_compaction = counted
+    converse(session, model, mode="sync")
+    assert session.guard.flush(30)
+    session.guard.close()
+    reviews = sink.reviews
+    assert reviews and all(d.verdict is Verdict.AUDIT and d.p_harmful == pytest.approx(0.3) for d in reviews)
+    on_worker = [name for name in threads if name.startswith("memguard-audit")]
+    assert len(on_worker) == 2 * len(reviews)
+    assert len(threads) - len(on_worker) == compactions  # the gate's, once per compaction
