@@ -233,3 +233,16 @@ class Observer(RunHooks[Any]):
 
     async def on_handoff(self, context: Any, from_agent: Any, to_agent: Any) -> None:
         self.seen.append(("handoff", from_agent.name, to_agent.name))
+
+
+def to_view_threads(monkeypatch: Any, module: Any) -> list[str]:
+    """Spy on `module.to_view`: the names of the threads it runs on, call by call (audit: the worker's)."""
+    threads: list[str] = []
+    real = module.to_view
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "to_view", spy)
+    return threads

@@ -27,6 +27,7 @@ from oa_agent import (
     run_turns,
     scripted_model,
     signature,
+    to_view_threads,
     trimmer,
 )
 from openai_agents_memguard import MemGuardInputFilter, MemGuardModel, ModelRequest, ProbeStore, filter_name
@@ -344,14 +345,7 @@ def test_audit_builds_the_reviews_views_on_the_guards_worker_not_the_runs_path(m
     """The audit review's two views (before, proposal) are converted by the worker (CompactionEvent.deferred)."""
     import openai_agents_memguard.filter as filter_module
 
-    threads: list[str] = []
-    real = filter_module.to_view
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(filter_module, "to_view", spy)
+    threads = to_view_threads(monkeypatch, filter_module)
     inner = trimmer()
     asked: list[int] = []
 

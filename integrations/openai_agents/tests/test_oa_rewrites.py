@@ -28,6 +28,7 @@ from oa_agent import (
     scripted_model,
     signature,
     stream_turns,
+    to_view_threads,
     usage_of,
 )
 from openai_agents_memguard import MemGuardHandoffFilter, MemGuardSessionInput, next_agent_input
@@ -261,18 +262,10 @@ def test_a_vetoed_callback_gives_the_sdk_its_own_items_back_so_the_session_store
 @pytest.mark.parametrize("surface", ["handoff", "nested", "handoff-unnamed", "session-input"])
 def test_audit_builds_the_rewrite_reviews_views_on_the_guards_worker_not_the_runs_path(surface, monkeypatch):
     """Handoff filters, nested history and the session input callback: the review's views are deferred."""
-    import threading
-
     import openai_agents_memguard.rewrite as rewrite_module
 
-    threads: list[str] = []
     real = rewrite_module.to_view
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rewrite_module, "to_view", spy)
+    threads = to_view_threads(monkeypatch, rewrite_module)
     guard, sink = guard_with(ConstantScorer(0.3), mode="audit")
     def unnamed(guard: Guard) -> None:
         model, _, config, counted = handoff_setup("compacting", None)

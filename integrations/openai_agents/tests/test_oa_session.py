@@ -17,7 +17,7 @@ from agents import OpenAIResponsesCompactionSession, RunConfig, Runner, SQLiteSe
 from memguard import Guard, ObservationMasking, Verdict
 from memguard.testing.contract import ConstantScorer, RecordingSink
 
-from oa_agent import FACT, TURNS, make_agent, normalise, scripted_model
+from oa_agent import FACT, TURNS, make_agent, normalise, scripted_model, to_view_threads
 from openai_agents_memguard import MemGuardSession
 from openai_agents_memguard.session import HistoryRestoreError
 
@@ -308,19 +308,9 @@ def test_opaque_rewrites_are_audited_by_the_users_own_guard_with_no_hidden_guard
 
 
 def _spy_to_view(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    import threading
-
     import openai_agents_memguard.session as session_module
 
-    threads: list[str] = []
-    real = session_module.to_view
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(session_module, "to_view", spy)
-    return threads
+    return to_view_threads(monkeypatch, session_module)
 
 
 def test_audit_builds_the_session_reviews_views_on_the_guards_worker_not_the_runs_path(mode, monkeypatch):
