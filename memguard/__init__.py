@@ -12,7 +12,7 @@ from memguard.actions import same_action
 from memguard.audit import AuditWorker, JSONLSink, LoggingSink, OpenTelemetrySink, Sink
 from memguard.decorator import Compacted, GuardedCompaction
 from memguard.events import CandidateReport, CompactionEvent, Decision, Timings, Verdict
-from memguard.gate import Gate
+from memguard.gate import OPENING_MESSAGES, Gate
 from memguard.guard import Guard, Policy, band_of, conversation_key, guarded
 from memguard.messages import Message, MessageFormat, restore_messages, to_messages
 from memguard.protocol import LABEL_HARMFUL, LABEL_SAFE, SUMMARY_PREFIX, render_action, render_prompt
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LABEL_HARMFUL",
     "LABEL_SAFE",
+    "OPENING_MESSAGES",
     "SUMMARY_PREFIX",
     "AuditWorker",
     "CandidateReport",

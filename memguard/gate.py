@@ -27,10 +27,14 @@ from typing import Any
 from memguard.actions import tool_call_signature
 from memguard.messages import role_and_text, role_of
 
-__all__ = ["Cooldowns", "Gate", "assistant_turns", "conversation_key", "message_fingerprint"]
+__all__ = ["OPENING_MESSAGES", "Cooldowns", "Gate", "assistant_turns", "conversation_key", "message_fingerprint"]
 
 OPENING_MESSAGES = 8
-"""Messages a derived conversation id reads at most (it runs on the agent's path, even in audit mode)."""
+"""Messages a derived conversation id reads at most (it runs on the agent's path, even in audit mode).
+
+An integration that converts its framework's messages only to ask the gate needs the view of this
+many opening messages, not of the whole conversation.
+"""
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,7 @@ from agent_framework import (
     Message as AFMessage,
 )
 from agent_framework._compaction import annotate_message_groups
-from memguard import CompactionEvent, Decision, Guard, Message, Verdict
-from memguard.gate import OPENING_MESSAGES
+from memguard import OPENING_MESSAGES, CompactionEvent, Decision, Guard, Message, Verdict
 
 from agent_framework_memguard import _core
 from agent_framework_memguard.budget import InputBudget, find_input_budget, nested_strategies

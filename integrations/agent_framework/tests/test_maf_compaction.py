@@ -26,8 +26,7 @@ from agent_framework import (
     ToolResultCompactionStrategy,
 )
 from agent_framework._compaction import EXCLUDE_REASON_KEY, EXCLUDED_KEY
-from memguard import Decision, Guard, ObservationMasking, Verdict
-from memguard.gate import OPENING_MESSAGES
+from memguard import OPENING_MESSAGES, Decision, Guard, ObservationMasking, Verdict
 from memguard.protocol import render_turns
 from memguard.testing.contract import ConstantScorer, RecordingSink
 

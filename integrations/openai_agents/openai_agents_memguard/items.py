@@ -21,8 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from memguard.gate import OPENING_MESSAGES
-from memguard.protocol import SUMMARY_PREFIX
+from memguard import OPENING_MESSAGES, SUMMARY_PREFIX
 
 __all__ = [
     "INSTRUCTIONS_KEY",
