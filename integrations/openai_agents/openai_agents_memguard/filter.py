@@ -32,7 +32,7 @@ from agents.run import CallModelData, ModelInputData
 from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
 from openai_agents_memguard.hooks import bind_fallbacks, call_hook, check_fallbacks, hook_name, notify
-from openai_agents_memguard.items import from_view, input_digest, to_view
+from openai_agents_memguard.items import from_view, gate_view, input_digest, to_view
 from openai_agents_memguard.probing import RequestProbe
 from openai_agents_memguard.requests import ModelRequest
 from openai_agents_memguard.reuse import MemGuardModel, ProbeStore, expect_call, store_for
@@ -214,10 +214,12 @@ class MemGuardInputFilter:
     async def __call__(self, data: CallModelData[Any]) -> ModelInputData:
         expect_call(None)
         before = data.model_data
-        view = to_view(before.input, before.instructions)
-        gate = self.guard.gate(view, conversation_id=self._conversation(data))
-        if not gate.review:  # cooling down: the inner filter is not asked
-            notify(self.on_decision, await self.guard.askip(gate, view, strategy=self.strategy))
+        conversation_id = self._conversation(data)
+        view = gate_view(before.input, before.instructions, audit=self.guard.mode == "audit",
+                         conversation_id=conversation_id)  # in audit mode at most the opening
+        gate = self.guard.gate(view, conversation_id=conversation_id)
+        if not gate.review:  # cooling down (enforce: `view` is the whole view): the inner filter is not asked
+            notify(self.on_decision, await self.guard.askip(gate, view or [], strategy=self.strategy))
             return before
         proposed = _checked(self.inner, await call_hook(self.inner, _fresh(data, before.input, before.instructions)))
         if _unchanged(before, proposed):

@@ -28,6 +28,7 @@ __all__ = [
     "ITEMS_KEY",
     "OPAQUE_SUMMARY",
     "from_view",
+    "gate_view",
     "input_digest",
     "is_opaque",
     "opening_view",
@@ -271,6 +272,33 @@ def opening_view(items: Sequence[Any], instructions: str | None = None) -> list[
         if length >= len(items) or len(view) > OPENING_MESSAGES:
             return view
         length *= 2
+
+
+def gate_view(items: Sequence[Any], instructions: str | None, *, audit: bool,
+              conversation_id: str | None) -> list[dict[str, Any]] | None:
+    """What `Guard.gate` needs of the view of `items`, and no more.
+
+    An enforcing gate may check a cooldown, which counts the assistant turns of the whole view; an
+    audit gate checks none, so it needs nothing when the conversation is named and only the
+    opening (`opening_view`) to derive an id when it is not.
+
+    Args:
+        items: The SDK's input items.
+        instructions: The agent's instructions (None: no system turn).
+        audit: Whether the gate is an audit gate (the guard's mode, or a per-call audit).
+        conversation_id: The conversation's id, if the integration knows one.
+
+    Returns:
+        The whole view, its opening, or None.
+
+    Raises:
+        ValueError: As `to_view`, for an item it converts.
+    """
+    if not audit:
+        return to_view(items, instructions)
+    if conversation_id is not None:
+        return None
+    return opening_view(items, instructions)
 
 
 def _field(message: Any, name: str, default: Any = None) -> Any:

@@ -20,7 +20,7 @@ from agents import Agent, Model, RunConfig, RunContextWrapper
 from memguard import CompactionEvent, Decision, Gate, Guard, Verdict
 
 from openai_agents_memguard.hooks import bind_fallbacks, check_fallbacks, hook_name, notify
-from openai_agents_memguard.items import from_view, opening_view, to_view
+from openai_agents_memguard.items import from_view, gate_view, to_view
 from openai_agents_memguard.probing import RequestProbe, probe_model
 from openai_agents_memguard.reuse import MemGuardModel, ProbeStore, store_for
 from openai_agents_memguard.sdk import next_request, resolve_model
@@ -69,16 +69,9 @@ class RewriteReviewer:
         """Ask the gate about `before` (the next agent's input without the rewrite)."""
         instructions = await agent.get_system_prompt(wrapper)
         items = list(before)
-        gate = self.guard.gate(self._gate_view(items, instructions, conversation_id), conversation_id=conversation_id)
+        view = gate_view(items, instructions, audit=self.guard.mode == "audit", conversation_id=conversation_id)
+        gate = self.guard.gate(view, conversation_id=conversation_id)
         return Rewrite(agent, wrapper, instructions, items, gate)
-
-    def _gate_view(self, items: list[Any], instructions: str | None, conversation_id: str | None) -> list[Any] | None:
-        """What the gate needs of the view: all of it to check a cooldown, in audit mode at most the opening."""
-        if self.guard.mode != "audit":
-            return to_view(items, instructions)  # a cooldown counts the assistant turns of the whole view
-        if conversation_id is not None:
-            return None  # an audit gate checks no cooldown, and the conversation is named
-        return opening_view(items, instructions)  # the derived id reads the first <= 8 view messages
 
     async def skip(self, rewrite: Rewrite) -> Decision:
         """Publish a cooling step (the wrapped hook was not called)."""

@@ -214,3 +214,17 @@ def test_the_opening_view_derives_the_same_conversation_id_as_the_whole_view_fro
         assert len(opening) < len(whole) // 4  # a prefix, not the conversation
     else:
         assert opening == whole
+
+
+def test_gate_view_is_the_whole_view_to_enforce_the_opening_or_nothing_to_audit():
+    from memguard import conversation_key
+
+    from openai_agents_memguard.items import gate_view
+
+    items = [{"role": "user", "content": f"question {i}"} for i in range(100)]
+    whole = to_view(items, "Be brief.")
+    assert gate_view(items, "Be brief.", audit=False, conversation_id="c1") == whole  # a cooldown counts it all
+    assert gate_view(items, "Be brief.", audit=True, conversation_id="c1") is None
+    opening = gate_view(items, "Be brief.", audit=True, conversation_id=None)
+    assert opening is not None and len(opening) < len(whole) and opening == whole[:len(opening)]
+    assert conversation_key(opening) == conversation_key(whole)
