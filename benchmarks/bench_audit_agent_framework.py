@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +44,6 @@ def conversation(n_messages: int) -> list[Any]:
         messages.append(Message("tool", [Content.from_function_result(f"c{i}", result=f"output {i} " + "x" * 400)]))
         i += 1
     return messages[:n_messages]
-
-
-def _stats(seconds: list[float]) -> dict[str, float]:
-    ms = sorted(1e3 * t for t in seconds)
-    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3)}
 
 
 async def _measure(calls: int, pause: float) -> dict[str, Any]:
@@ -91,7 +82,7 @@ async def _measure(calls: int, pause: float) -> dict[str, Any]:
                 assert changed, "the strategy must compact for a review to happen"
                 await asyncio.sleep(pause)  # the model call: the worker and the probes run meanwhile
                 assert await guard.aflush(60.0), "audit work did not finish"  # the next call meets an idle worker
-            out[f"{name}@{size}"] = _stats(latencies[5:])  # the first calls warm up
+            out[f"{name}@{size}"] = side_by_side.percentiles(latencies[5:])  # the first calls warm up
         stats = guard.stats()
         out.setdefault("reviews", {})[size] = {"completed": stats["audit_completed"],
                                                "failed": stats["audit_failed"], "dropped": guard.audit_dropped}
@@ -105,28 +96,15 @@ def measure(calls: int, pause: float) -> dict[str, Any]:
 
 
 def run_in(tree: Path, calls: int, pause: float) -> dict[str, Any]:
-    """`measure` in a subprocess that imports memguard and agent_framework_memguard from `tree`."""
-    paths = [str(tree), str(tree / "integrations" / "agent_framework"),
-             str(tree / "integrations" / "agent_framework" / "tests"), str(Path(__file__).parent)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    code = (f"import json, sys; sys.path[:0] = {paths!r}; "
-            f"import bench_audit_agent_framework as b; print(json.dumps(b.measure({calls}, {pause})))")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"measuring {tree} failed:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def show(results: dict[str, dict[str, Any]]) -> str:
-    """The latency table, then how the audit reviews ended in each checkout."""
-    reviews = "; ".join(f"{name}: {figures['reviews']}" for name, figures in results.items())
-    return side_by_side.table(results, "strategy @ messages") + f"\n\naudit reviews by size ({reviews})"
+    """`measure` in a subprocess that imports memguard and the integration from `tree`."""
+    return side_by_side.measure_in(tree, "bench_audit_agent_framework", f"measure({calls}, {pause})", integration="agent_framework")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return side_by_side.main(argv, description=__doc__.splitlines()[0], run_in=run_in, calls=100, pause=0.02,
-                             calls_help="timed calls per size and strategy", show=show)
+    options = (side_by_side.Option("calls", int, 100, "timed calls per size and variant"),
+               side_by_side.Option("pause", float, 0.02, "seconds between calls (the agent's own work)"))
+    return side_by_side.main(argv, description=__doc__.splitlines()[0], run_in=run_in, options=options,
+                             show=lambda results: side_by_side.table_with_reviews(results, "strategy @ messages"))
 
 
 if __name__ == "__main__":

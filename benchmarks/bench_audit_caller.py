@@ -17,10 +17,6 @@ with `--json`.
 from __future__ import annotations
 
 import json
-import os
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -74,29 +70,21 @@ def measure(calls: int, pause: float) -> dict[str, Any]:
                 latencies.append(time.perf_counter() - started)
                 time.sleep(pause)
             guard.close()
-            ms = sorted(1e3 * t for t in latencies[5:])  # the first calls warm up
-            out[f"{entry}@{len(before)}"] = {
-                "p50_ms": round(statistics.median(ms), 3),
-                "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3),
-                "max_ms": round(ms[-1], 3),
-                "dropped": guard.audit_dropped,
-            }
+            timed = latencies[5:]  # the first calls warm up
+            out[f"{entry}@{len(before)}"] = {**side_by_side.percentiles(timed), "max_ms": round(1e3 * max(timed), 3),
+                                             "dropped": guard.audit_dropped}
     return out
 
 
 def run_in(tree: Path, calls: int, pause: float) -> dict[str, Any]:
     """`measure` in a subprocess that imports memguard from `tree`."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    code = (f"import json, sys; sys.path.insert(0, {str(tree)!r}); sys.path.insert(1, {str(Path(__file__).parent)!r}); "
-            f"import bench_audit_caller as b; print(json.dumps(b.measure({calls}, {pause})))")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return side_by_side.measure_in(tree, "bench_audit_caller", f"measure({calls}, {pause})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return side_by_side.main(argv, description=__doc__.splitlines()[0], run_in=run_in, calls=200, pause=0.005,
-                             calls_help="timed calls per size and entry point",
+    options = (side_by_side.Option("calls", int, 200, "timed calls per size and entry point"),
+               side_by_side.Option("pause", float, 0.005, "seconds between calls (the agent's own work)"))
+    return side_by_side.main(argv, description=__doc__.splitlines()[0], run_in=run_in, options=options,
                              show=lambda results: side_by_side.table(results, "entry point @ messages"))
 
 

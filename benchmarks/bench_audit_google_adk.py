@@ -24,17 +24,13 @@ Prints a Markdown table; JSON with `--json`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
-import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
+
+import side_by_side
 
 SIZES = (500, 2000)
 
@@ -167,36 +163,23 @@ async def _measure(runs: int) -> dict[str, Any]:
                 elapsed = time.perf_counter() - started
                 assert await guard.aflush(60), "audit work did not drain"
                 if k >= 3:  # the first runs warm up
-                    timings[variant].append(1e3 * elapsed)
+                    timings[variant].append(elapsed)
                     if variant == "audit":
-                        timings["hooks"].append(1e3 * sum(spent))
+                        timings["hooks"].append(sum(spent))
                 done = await runner.session_service.get_session(app_name="bench", user_id="u", session_id=session_id)
                 assert done is not None and any(e.actions.compaction for e in done.events), "no compaction ran"
         stats = guard.stats()
         await guard.aclose()
-        out[f"unguarded@{size}"] = {"run": _stats(timings["unguarded"])}
-        out[f"audit@{size}"] = {"run": _stats(timings["audit"]), "hooks": _stats(timings["hooks"]),
+        out[f"unguarded@{size}"] = {"run": side_by_side.percentiles(timings["unguarded"])}
+        out[f"audit@{size}"] = {"run": side_by_side.percentiles(timings["audit"]), "hooks": side_by_side.percentiles(timings["hooks"]),
                                 "audit_completed": stats.get("audit_completed"), "audit_failed": stats["audit_failed"]}
     return out
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
-    ordered = sorted(ms)
-    return {"p50_ms": round(statistics.median(ordered), 3),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3)}
-
-
 def run_in(tree: Path, runs: int) -> dict[str, Any]:
     """`measure` in a subprocess that imports memguard and google_adk_memguard from `tree`."""
-    paths = [str(tree), str(tree / "integrations" / "google_adk"), str(Path(__file__).parent)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OTEL_SDK_DISABLED": "true"}
-    code = (f"import json, sys, warnings; sys.path[:0] = {paths!r}; warnings.simplefilter('ignore'); "
-            f"import bench_audit_google_adk as b; print(json.dumps(b.measure({runs})))")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"measuring {tree} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return side_by_side.measure_in(tree, "bench_audit_google_adk", f"measure({runs})", integration="google_adk",
+                                   env={"OTEL_SDK_DISABLED": "true"})
 
 
 def _cell(entry: dict[str, float]) -> str:
@@ -215,20 +198,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per size and variant")
-    parser.add_argument("--baseline", type=Path, help="another checkout to measure side by side (e.g. main)")
-    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
-    args = parser.parse_args(argv)
-    here = Path(__file__).resolve().parent.parent
-    results = {"this checkout": run_in(here, args.runs)}
-    if args.baseline is not None:
-        results[f"baseline ({args.baseline})"] = run_in(args.baseline.resolve(), args.runs)
-    print(table(results))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    options = (side_by_side.Option("runs", int, 30, "timed runs per size and variant"),)
+    return side_by_side.main(argv, description=(__doc__ or "").splitlines()[0], run_in=run_in, options=options,
+                             show=table)
 
 
 if __name__ == "__main__":

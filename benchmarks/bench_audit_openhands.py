@@ -19,10 +19,6 @@ what is timed is the agent's own cost. Prints a Markdown table; JSON with `--jso
 from __future__ import annotations
 
 import json
-import os
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,11 +50,6 @@ def events(n_events: int) -> list[Any]:
         out += [action, observation]
         i += 1
     return out[:n_events]
-
-
-def _stats(seconds: list[float]) -> dict[str, float]:
-    ms = sorted(1e3 * t for t in seconds)
-    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3)}
 
 
 def measure(calls: int, pause: float) -> dict[str, Any]:
@@ -100,7 +91,7 @@ def measure(calls: int, pause: float) -> dict[str, Any]:
                     assert isinstance(result, Condensation), "the condenser must condense for a review to happen"
                     time.sleep(pause)  # the LLM call: the worker runs meanwhile
                     assert guard.flush(120.0), "audit work did not finish"  # the next call meets an idle worker
-                out[f"{name}@{size}"] = _stats(latencies[5:])  # the first calls warm up
+                out[f"{name}@{size}"] = side_by_side.percentiles(latencies[5:])  # the first calls warm up
         stats = guard.stats()
         out.setdefault("reviews", {})[size] = {"completed": stats["audit_completed"],
                                                "failed": stats["audit_failed"], "dropped": guard.audit_dropped}
@@ -109,28 +100,15 @@ def measure(calls: int, pause: float) -> dict[str, Any]:
 
 
 def run_in(tree: Path, calls: int, pause: float) -> dict[str, Any]:
-    """`measure` in a subprocess that imports memguard and openhands_memguard from `tree`."""
-    paths = [str(tree), str(tree / "integrations" / "openhands"), str(tree / "integrations" / "openhands" / "tests"),
-             str(Path(__file__).parent)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    code = (f"import json, sys; sys.path[:0] = {paths!r}; "
-            f"import bench_audit_openhands as b; print(json.dumps(b.measure({calls}, {pause})))")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"measuring {tree} failed:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
-def show(results: dict[str, dict[str, Any]]) -> str:
-    """The latency table, then how the audit reviews ended in each checkout."""
-    reviews = "; ".join(f"{name}: {figures['reviews']}" for name, figures in results.items())
-    return side_by_side.table(results, "condenser @ events") + f"\n\naudit reviews by size ({reviews})"
+    """`measure` in a subprocess that imports memguard and the integration from `tree`."""
+    return side_by_side.measure_in(tree, "bench_audit_openhands", f"measure({calls}, {pause})", integration="openhands")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return side_by_side.main(argv, description=__doc__.splitlines()[0], run_in=run_in, calls=60, pause=0.02,
-                             calls_help="timed calls per size and condenser", show=show)
+    options = (side_by_side.Option("calls", int, 60, "timed calls per size and variant"),
+               side_by_side.Option("pause", float, 0.02, "seconds between calls (the agent's own work)"))
+    return side_by_side.main(argv, description=__doc__.splitlines()[0], run_in=run_in, options=options,
+                             show=lambda results: side_by_side.table_with_reviews(results, "condenser @ events"))
 
 
 if __name__ == "__main__":

@@ -23,19 +23,13 @@ each of its reductions. Prints a Markdown table; JSON with ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
-import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
-from side_by_side import table  # the same Markdown table, side by side
+import side_by_side
 
 SIZES = (500, 2000)
 
@@ -134,41 +128,19 @@ def measure(runs: int) -> dict[str, Any]:
                 if guard is not None:
                     dropped = guard.stats().get("audit_dropped", 0)
                     guard.close()
-                ms = sorted(1e3 * t for t in latencies)
-                out[f"{kind}@{size}: {side}"] = {
-                    "p50_ms": round(statistics.median(ms), 3),
-                    "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3),
-                    "dropped": dropped,
-                }
+                out[f"{kind}@{size}: {side}"] = {**side_by_side.percentiles(latencies), "dropped": dropped}
     return out
 
 
 def run_in(tree: Path, runs: int) -> dict[str, Any]:
     """`measure` in a subprocess that imports memguard and strands_memguard from `tree`."""
-    paths = [str(tree), str(tree / "integrations" / "strands")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    code = (f"import json, sys; sys.path[:0] = {paths!r}; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import bench_audit_strands as b; print(json.dumps(b.measure({runs})))")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return side_by_side.measure_in(tree, "bench_audit_strands", f"measure({runs})", integration="strands")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--runs", type=int, default=100, help="timed reductions per size, manager and side")
-    parser.add_argument("--baseline", type=Path, help="another checkout to measure side by side (e.g. main)")
-    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
-    args = parser.parse_args(argv)
-    here = Path(__file__).resolve().parent.parent
-    results = {"this checkout": run_in(here, args.runs)}
-    if args.baseline is not None:
-        results[f"baseline ({args.baseline})"] = run_in(args.baseline.resolve(), args.runs)
-    print(table(results, "inner @ messages: side"))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    options = (side_by_side.Option("runs", int, 100, "timed reductions per size, manager and side"),)
+    return side_by_side.main(argv, description=(__doc__ or "").splitlines()[0], run_in=run_in, options=options,
+                             show=lambda results: side_by_side.table(results, "inner @ messages: side"))
 
 
 if __name__ == "__main__":
