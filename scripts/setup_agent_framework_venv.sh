@@ -13,33 +13,15 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$ROOT/.agent-framework-venv}"
 VERSION="${2:-${MEMGUARD_AGENT_FRAMEWORK_VERSION:-1.19.0}}"
 PY="$VENV/bin/python"
+source "$ROOT/scripts/venv_lib.sh"
 
-find_python() {
-    for candidate in "${MEMGUARD_PY311:-}" python3.11 python3; do
-        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
-            && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-            command -v "$candidate"
-            return 0
-        fi
-    done
-    echo "no Python 3.11 found: set MEMGUARD_PY311=/path/to/python3.11" >&2
-    return 1
-}
-
-ready() {
-    [ -x "$PY" ] && "$PY" - "$VERSION" <<'PY' 2>/dev/null
-import importlib.metadata as md, importlib.util, sys
-ok = md.version("agent-framework-core") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "httpx", "pydantic"))
-sys.exit(0 if ok and importlib.util.find_spec("torch") is None else 1)
-PY
-}
+ready() { venv_has "$PY" agent-framework-core "$VERSION" "pytest pytest_asyncio httpx pydantic"; }
 
 if ready; then
     echo "Agent Framework venv ready: $VENV (agent-framework-core $VERSION)" >&2
 else
     echo "creating the Agent Framework venv in $VENV (agent-framework-core $VERSION, ~60 MB)..." >&2
-    "$(find_python)" -m venv "$VENV"
+    "$(find_python 3.11 "${MEMGUARD_PY311:-}")" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip >&2
     "$PY" -m pip install -q "agent-framework-core==$VERSION" "pytest>=8" "pytest-asyncio>=0.24" "httpx>=0.27,<1" \
         "pydantic>=2.7,<3" >&2

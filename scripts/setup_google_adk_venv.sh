@@ -17,36 +17,18 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$ROOT/.google-adk-venv}"
 ADK_VERSION="${2:-${MEMGUARD_GOOGLE_ADK_VERSION:-2.13.0}}"
 PY="$VENV/bin/python"
+source "$ROOT/scripts/venv_lib.sh"
 # Test and lint tools, pinned like the main venv's (.ci/constraints.txt, memguard[lint]).
 TOOLS=("pytest==9.2.0" "pytest-asyncio==1.5.0" "pytest-examples==0.0.18" "mypy==2.4.1" "ruff==0.17.6")
 
-find_python() {
-    for candidate in "${MEMGUARD_PY311:-}" python3.11 python3; do
-        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
-            && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-            command -v "$candidate"
-            return 0
-        fi
-    done
-    echo "no Python 3.11 found: set MEMGUARD_PY311=/path/to/python3.11" >&2
-    return 1
-}
-
-ready() {
-    [ -x "$PY" ] && "$PY" - "$ADK_VERSION" <<'PY' 2>/dev/null
-import importlib.metadata as md, importlib.util, sys
-ok = md.version("google-adk") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "mypy", "ruff", "httpx", "pydantic"))
-sys.exit(0 if ok and importlib.util.find_spec("torch") is None else 1)
-PY
-}
+ready() { venv_has "$PY" google-adk "$ADK_VERSION" "pytest pytest_asyncio pytest_examples mypy ruff httpx pydantic"; }
 
 if ready; then
     echo "Google ADK venv ready: $VENV (google-adk $ADK_VERSION)" >&2
 else
     echo "creating the Google ADK venv in $VENV (google-adk $ADK_VERSION, ~0.4 GB, a few minutes)..." >&2
     rm -rf "$VENV"
-    "$(find_python)" -m venv "$VENV"
+    "$(find_python 3.11 "${MEMGUARD_PY311:-}")" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip >&2
     "$PY" -m pip install -q "google-adk==$ADK_VERSION" "${TOOLS[@]}" >&2
 fi

@@ -15,33 +15,15 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$ROOT/.openhands-venv}"
 SDK_VERSION="${MEMGUARD_OPENHANDS_SDK_VERSION:-1.58.2}"
 PY="$VENV/bin/python"
+source "$ROOT/scripts/venv_lib.sh"
 
-find_python() {
-    for candidate in "${MEMGUARD_PY312:-}" python3.12 "$HOME/.pyenv/versions/3.12.1/bin/python"; do
-        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
-            && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
-            command -v "$candidate"
-            return 0
-        fi
-    done
-    echo "no Python 3.12 found: set MEMGUARD_PY312=/path/to/python3.12" >&2
-    return 1
-}
-
-ready() {
-    [ -x "$PY" ] && "$PY" - "$SDK_VERSION" <<'PY' 2>/dev/null
-import importlib.metadata as md, importlib.util, sys
-ok = md.version("openhands-sdk") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "httpx", "pydantic", "mypy"))
-sys.exit(0 if ok and importlib.util.find_spec("torch") is None else 1)
-PY
-}
+ready() { venv_has "$PY" openhands-sdk "$SDK_VERSION" "pytest pytest_asyncio pytest_examples httpx pydantic mypy"; }
 
 if ready; then
     echo "OpenHands venv ready: $VENV (openhands-sdk $SDK_VERSION)" >&2
 else
     echo "creating the OpenHands venv in $VENV (openhands-sdk $SDK_VERSION, ~0.5 GB, a few minutes)..." >&2
-    "$(find_python)" -m venv "$VENV"
+    "$(find_python 3.12 "${MEMGUARD_PY312:-}" "$HOME/.pyenv/versions/3.12.1/bin/python")" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip >&2
     "$PY" -m pip install -q "openhands-sdk==$SDK_VERSION" "pytest>=8" "pytest-asyncio>=0.24" "pytest-examples>=0.0.15,<0.1" "httpx>=0.27,<1" "pydantic>=2.7,<3" mypy >&2
 fi

@@ -17,23 +17,16 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$HOME/.cache/memguard/pydantic-ai-latest-venv}"
 SLIM_VERSION="${MEMGUARD_PYDANTIC_AI_LATEST:-2.78.0}"
 PY="$VENV/bin/python"
+source "$ROOT/scripts/venv_lib.sh"
 
-ready() {
-    [ -x "$PY" ] && "$PY" - "$SLIM_VERSION" <<'PY' 2>/dev/null
-import importlib.metadata as md, importlib.util, sys
-ok = md.version("pydantic-ai-slim") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "httpx", "mypy", "ruff"))
-clashing = [name for name in ("pydantic_ai_harness", "torch") if importlib.util.find_spec(name)]
-sys.exit(0 if ok and not clashing else 1)
-PY
-}
+ready() { venv_has "$PY" pydantic-ai-slim "$SLIM_VERSION" "pytest pytest_asyncio pytest_examples httpx mypy ruff" "pydantic_ai_harness torch"; }
 
 if ready; then
     echo "Pydantic AI latest venv ready: $VENV (pydantic-ai-slim $SLIM_VERSION, no harness)" >&2
 else
     echo "creating the Pydantic AI latest venv in $VENV (pydantic-ai-slim $SLIM_VERSION, no harness, ~1 min)..." >&2
     rm -rf "$VENV"
-    "${MEMGUARD_PY311:-python3.11}" -m venv "$VENV"
+    "$(find_python 3.11 "${MEMGUARD_PY311:-}")" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip >&2
     # CI's pins for everything both ends share; the Pydantic AI packages are this venv's own.
     constraints="$(mktemp)"

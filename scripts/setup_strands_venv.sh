@@ -18,34 +18,16 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${1:-$ROOT/.strands-venv}"
 SDK_VERSION="${MEMGUARD_STRANDS_VERSION:-1.62.0}"
 PY="$VENV/bin/python"
+source "$ROOT/scripts/venv_lib.sh"
 
-find_python() {
-    for candidate in "${MEMGUARD_PY311:-}" python3.11 python3; do
-        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
-            && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-            command -v "$candidate"
-            return 0
-        fi
-    done
-    echo "no Python 3.11 found: set MEMGUARD_PY311=/path/to/python3.11" >&2
-    return 1
-}
-
-ready() {
-    [ -x "$PY" ] && "$PY" - "$SDK_VERSION" <<'PY' 2>/dev/null
-import importlib.metadata as md, importlib.util, sys
-ok = md.version("strands-agents") == sys.argv[1] and all(
-    importlib.util.find_spec(name) for name in ("pytest", "pytest_asyncio", "pytest_examples", "httpx", "pydantic", "mypy", "ruff"))
-sys.exit(0 if ok and importlib.util.find_spec("torch") is None else 1)
-PY
-}
+ready() { venv_has "$PY" strands-agents "$SDK_VERSION" "pytest pytest_asyncio pytest_examples httpx pydantic mypy ruff"; }
 
 if ready; then
     echo "Strands venv ready: $VENV (strands-agents $SDK_VERSION)" >&2
 else
     echo "creating the Strands venv in $VENV (strands-agents $SDK_VERSION, ~0.3 GB, a minute or two)..." >&2
     rm -rf "$VENV"
-    "$(find_python)" -m venv "$VENV"
+    "$(find_python 3.11 "${MEMGUARD_PY311:-}")" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip >&2
     "$PY" -m pip install -q "strands-agents==$SDK_VERSION" "pytest>=8" "pytest-asyncio>=0.24" "pytest-examples>=0.0.15,<0.1" \
         "httpx>=0.27,<1" "pydantic>=2.7,<3" "mypy==2.4.1" "ruff==0.17.6" >&2
