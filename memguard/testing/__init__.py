@@ -5,7 +5,7 @@ Heavy imports (torch, transformers, peft) happen inside the functions, so import
 is cheap.
 """
 
-from memguard.testing.doubles import ConstantScorer, FailingScorer, HashScorer, RecordingSink
+from memguard.testing.doubles import ConstantScorer, FailingScorer, HashScorer, LookupScorer, RecordingSink
 from memguard.testing.hub import install_offline_hub, offline_hub
 from memguard.testing.loops import longest_loop_stall
 from memguard.testing.offline import MarkerScorer, load_tiny_rm
@@ -29,6 +29,7 @@ __all__ = [
     "ConstantScorer",
     "FailingScorer",
     "HashScorer",
+    "LookupScorer",
     "MarkerScorer",
     "RecordingSink",
     "build_byte_tokenizer",

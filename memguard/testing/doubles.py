@@ -1,19 +1,24 @@
 """Stand-ins for a scorer and a sink, for tests and documentation examples (no model, no pytest).
 
 `ConstantScorer(p)` answers every prompt with the same P(HARMFUL), so a test or an example can
-say "the RM calls this harmful" and check what the guard does; `HashScorer` gives each prompt its
-own deterministic verdict; `FailingScorer` always raises; `RecordingSink` keeps every decision.
+say "the RM calls this harmful" and check what the guard does; `LookupScorer` reads the strategy
+under review and the proposed action back out of each real rendered prompt and looks its
+P(HARMFUL) up; `HashScorer` gives each prompt its own deterministic verdict; `FailingScorer`
+always raises; `RecordingSink` keeps every decision.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
+from collections.abc import Mapping
+from typing import Literal
 
 from memguard.events import Decision
 from memguard.scoring.base import Score
 
-__all__ = ["ConstantScorer", "FailingScorer", "HashScorer", "RecordingSink"]
+__all__ = ["ConstantScorer", "FailingScorer", "HashScorer", "LookupScorer", "RecordingSink"]
 
 
 class ConstantScorer:
@@ -50,6 +55,94 @@ class ConstantScorer:
             if not prompt.endswith("\n\nAnswer:"):
                 raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
         return [Score(p_harmful=self.p_harmful, n_tokens=max(1, len(p) // 4)) for p in prompts]
+
+
+_JUDGMENT = "Proposed action under perturbation '"
+_PROPOSED = re.compile(r"Proposed action under perturbation '(.*?)':\n(.*?)\n\nIs the proposed action safe", re.DOTALL)
+_STRATEGY_TAG = "strategy_swap__"
+Match = Literal["exact", "prefix", "contains"]
+
+
+class LookupScorer:
+    """A scorer that looks P(HARMFUL) up by what each real rendered prompt asks about.
+
+    It reads the perturbation tag and the proposed action back out of the prompt's judgment turn,
+    so a test only passes when the guard rendered the right prompt for the right candidate: the
+    strategy under review is looked up first (``by_strategy``), then the proposed action
+    (``by_action``), else ``default``.
+
+    Args:
+        by_action: P(HARMFUL) per proposed action (`action_match` says how a key matches).
+        default: The P(HARMFUL) of everything else.
+        by_strategy: P(HARMFUL) per strategy under review: the perturbation tag without its
+            ``strategy_swap__`` prefix (`strategy_match` says how a key matches the tag).
+        action_match: ``"exact"``, ``"prefix"`` (the action starts with the key) or
+            ``"contains"``.
+        strategy_match: ``"exact"`` (the strategy's name) or ``"contains"`` (the key occurs in
+            the whole tag).
+    """
+
+    def __init__(self, by_action: Mapping[str, float] | None = None, default: float = 0.02, *,
+                 by_strategy: Mapping[str, float] | None = None, action_match: Match = "prefix",
+                 strategy_match: Literal["exact", "contains"] = "exact") -> None:
+        self.by_action = dict(by_action or {})
+        self.by_strategy = dict(by_strategy or {})
+        self.default = default
+        self.action_match = action_match
+        self.strategy_match = strategy_match
+        self.prompts: list[str] = []
+        """Every prompt scored, in order."""
+        self.seen: list[tuple[str, str]] = []
+        """``(perturbation tag, proposed action)`` of every prompt scored, in order."""
+        self._lock = threading.Lock()
+
+    def score(self, prompts: list[str]) -> list[Score]:
+        """Look each prompt's P(HARMFUL) up, with about one token per 4 characters.
+
+        Args:
+            prompts: Rendered MemRM prompts.
+
+        Returns:
+            One `Score` per prompt.
+
+        Raises:
+            AssertionError: A prompt does not end in ``"\\n\\nAnswer:"`` or has no judgment turn.
+        """
+        out = []
+        for prompt in prompts:
+            if not prompt.endswith("\n\nAnswer:"):
+                raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
+            found = _PROPOSED.match(prompt, max(0, prompt.rfind(_JUDGMENT)))
+            if found is None:
+                raise AssertionError("the guard sent a prompt without a proposed action to judge")
+            tag, action = found.groups()
+            with self._lock:
+                self.prompts.append(prompt)
+                self.seen.append((tag, action))
+            out.append(Score(p_harmful=self.p_harmful(tag, action), n_tokens=max(1, len(prompt) // 4)))
+        return out
+
+    def p_harmful(self, tag: str, action: str) -> float:
+        """The P(HARMFUL) for a perturbation tag and a proposed action (the lookup `score` makes).
+
+        Args:
+            tag: The perturbation tag, e.g. ``"strategy_swap__recent_window"``.
+            action: The proposed action as the prompt shows it.
+
+        Returns:
+            The first match: by strategy, then by action, else `default`.
+        """
+        if self.strategy_match == "exact":
+            p = self.by_strategy.get(tag.removeprefix(_STRATEGY_TAG))
+        else:
+            p = next((v for k, v in self.by_strategy.items() if k in tag), None)
+        if p is not None:
+            return p
+        if self.action_match == "exact":
+            return self.by_action.get(action, self.default)
+        if self.action_match == "prefix":
+            return next((v for k, v in self.by_action.items() if action.startswith(k)), self.default)
+        return next((v for k, v in self.by_action.items() if k in action), self.default)
 
 
 class FailingScorer:

@@ -40,6 +40,7 @@ from agent_framework._compaction import (
     SUMMARY_OF_MESSAGE_IDS_KEY,
 )
 from agent_framework.observability import ChatTelemetryLayer
+from memguard.testing import LookupScorer
 
 FACT = "FACT-42"
 TASK = "Find the fact, then report it."
@@ -178,30 +179,13 @@ def transcript(messages: Sequence[Message]) -> list[tuple[Any, ...]]:
     return out
 
 
-PERTURBATION = re.compile(r"Proposed action under perturbation 'strategy_swap__(.*?)':")
 
 
-class StrategyScorer:
+class StrategyScorer(LookupScorer):
     """P(HARMFUL) by the strategy named in each real rendered prompt's perturbation tag, else `default`."""
 
     def __init__(self, by_strategy: Mapping[str, float], default: float = 0.02) -> None:
-        self.by_strategy = dict(by_strategy)
-        self.default = default
-        self.seen: list[str] = []
-        self._lock = threading.Lock()
-
-    def score(self, prompts: list[str]) -> list[Any]:
-        from memguard import Score
-
-        out = []
-        for prompt in prompts:
-            assert prompt.endswith("\n\nAnswer:")
-            found = PERTURBATION.search(prompt)
-            name = found.group(1) if found else ""
-            with self._lock:
-                self.seen.append(name)
-            out.append(Score(p_harmful=self.by_strategy.get(name, self.default), n_tokens=len(prompt) // 4))
-        return out
+        super().__init__(default=default, by_strategy=by_strategy)
 
 
 class SummarizerClient(BaseChatClient[Any]):

@@ -33,7 +33,7 @@ from google.adk.models.llm_request import LlmRequest
 from google.adk.models.llm_response import LlmResponse
 from google.adk.runners import InMemoryRunner
 from google.genai import types
-from memguard import Score
+from memguard.testing import LookupScorer
 from pydantic import Field, PrivateAttr
 
 FACT = "FACT-42"
@@ -41,7 +41,6 @@ INSTRUCTION = "You are a careful programmer."
 TASK = "Find the fact, then report it."
 NEXT = "Continue."
 PAD = " " + "." * 160  # tool outputs long enough to cross the token threshold within a few steps
-PROPOSED = re.compile(r"Proposed action under perturbation '(.*?)':\n(.*?)\n\nIs the proposed action safe", re.DOTALL)
 Shape = Literal["in_flow", "post_invocation"]
 
 
@@ -340,32 +339,13 @@ def compactions(outcome: Outcome) -> int:
 # ---------------------------------------------------------------------- scoring
 
 
-class ActionScorer:
+class ActionScorer(LookupScorer):
     """P(HARMFUL) looked up in each real rendered prompt: by the strategy in the perturbation tag
-    (`by_strategy`), else by the start of the proposed action (`table`), else `default`."""
+    (`by_strategy`), else by a key found anywhere in the proposed action (`table`), else `default`."""
 
     def __init__(self, table: dict[str, float] | None = None, default: float = 0.02, *,
                  by_strategy: dict[str, float] | None = None) -> None:
-        self.table = dict(table or {})
-        self.by_strategy = dict(by_strategy or {})
-        self.default = default
-        self.prompts: list[str] = []
-        self._lock = threading.Lock()
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        with self._lock:
-            self.prompts.extend(prompts)
-        out = []
-        for prompt in prompts:
-            assert prompt.endswith("\n\nAnswer:")
-            found = PROPOSED.search(prompt)
-            assert found is not None, "no proposed action in the prompt"
-            tag, action = found.groups()
-            p = self.by_strategy.get(tag.removeprefix("strategy_swap__"))
-            if p is None:
-                p = next((v for k, v in self.table.items() if k in action), self.default)
-            out.append(Score(p_harmful=p, n_tokens=len(prompt) // 4))
-        return out
+        super().__init__(table, default, by_strategy=by_strategy, action_match="contains")
 
 
 def harmful_when_forgotten() -> ActionScorer:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from agents import Agent, Model, ModelSettings, RunConfig, RunHooks, Runner, function_tool
 from agents.extensions import ToolOutputTrimmer
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
-from memguard import Score
+from memguard.testing import LookupScorer
 
 FACT = "FACT-42"
 TURNS = ("Look up the launch code for project alpha.", "Check the weather.", "What was the launch code?")
@@ -146,29 +145,13 @@ async def _arun_turns(agent: Agent[Any], config: RunConfig, turns: Sequence[str]
     return history
 
 
-PROPOSED = re.compile(r"Proposed action under perturbation '(.*?)':\n(.*?)\n\nIs the proposed action safe", re.DOTALL)
 
 
-class ActionScorer:
-    """The RM played by a double: P(HARMFUL) by the proposed action in each real rendered prompt."""
+class ActionScorer(LookupScorer):
+    """The RM played by a double: P(HARMFUL) by the proposed action in each real rendered prompt (exactly)."""
 
     def __init__(self, table: dict[str, float], default: float = 0.02) -> None:
-        self.table = table
-        self.default = default
-        self.seen: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        out = []
-        for prompt in prompts:
-            assert prompt.endswith("\n\nAnswer:")
-            found = PROPOSED.search(prompt)
-            assert found is not None, "not a MemRM judgment prompt"
-            tag, action = found.groups()
-            with self._lock:
-                self.seen.append((tag, action))
-            out.append(Score(p_harmful=self.table.get(action, self.default), n_tokens=len(prompt) // 4))
-        return out
+        super().__init__(table, default, action_match="exact")
 
 
 FORGETFUL = {"It is sunny.": 0.9, "lookup({'topic': 'alpha'})": 0.95}

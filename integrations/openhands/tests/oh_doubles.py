@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from memguard.testing import LookupScorer
 from openhands.sdk import Agent, Conversation
 from openhands.sdk.context.condenser import CondenserBase, LLMSummarizingCondenser
 from openhands.sdk.event import ActionEvent, Condensation, CondensationRequest, MessageEvent, ObservationEvent
@@ -197,24 +198,11 @@ def transcript(events: Sequence[Any]) -> list[tuple[Any, ...]]:
     return out
 
 
-class TagScorer:
-    """P(HARMFUL) by perturbation tag (the strategy under review); `default` for the rest."""
+class TagScorer(LookupScorer):
+    """P(HARMFUL) by perturbation tag (a key found in the strategy under review's tag); `default` for the rest."""
 
     def __init__(self, by_tag: dict[str, float], default: float = 1.0) -> None:
-        self.by_tag = by_tag
-        self.default = default
-        self.prompts: list[str] = []
-
-    def score(self, prompts: list[str]) -> list[Any]:
-        from memguard import Score
-
-        self.prompts.extend(prompts)
-        scores = []
-        for prompt in prompts:
-            tag = re.findall(r"under perturbation '([^']*)'", prompt)[-1]
-            p = next((v for k, v in self.by_tag.items() if k in tag), self.default)
-            scores.append(Score(p_harmful=p, n_tokens=len(prompt) // 4))
-        return scores
+        super().__init__(default=default, by_strategy=by_tag, strategy_match="contains")
 
 
 def commands(events: Sequence[Any]) -> list[str]:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from memguard import Score
+from memguard.testing import LookupScorer
 from pydantic_ai import Agent
 from pydantic_ai.messages import (
     BaseToolReturnPart,
@@ -34,7 +34,6 @@ FACT = "FACT-42"
 TASK = "Find the fact, then report it."
 INSTRUCTIONS = "You are a careful programmer."
 N_STEPS = 6
-PROPOSED = re.compile(r"Proposed action under perturbation '(.*?)':\n(.*?)\n\nIs the proposed action safe", re.DOTALL)
 
 
 def _texts(messages: Sequence[ModelMessage]) -> str:
@@ -152,37 +151,9 @@ def transcript(messages: Sequence[ModelMessage]) -> list[tuple[Any, ...]]:
     return out
 
 
-class ActionScorer:
-    """P(HARMFUL) looked up in each real rendered prompt: by the strategy in the perturbation tag
-    (`by_strategy`), else by the start of the proposed action (`table`), else `default`."""
-
-    def __init__(
-        self,
-        table: dict[str, float] | None = None,
-        default: float = 0.02,
-        *,
-        by_strategy: dict[str, float] | None = None,
-    ) -> None:
-        self.table = dict(table or {})
-        self.by_strategy = dict(by_strategy or {})
-        self.default = default
-        self.prompts: list[str] = []
-        self._lock = threading.Lock()
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        with self._lock:
-            self.prompts.extend(prompts)
-        out = []
-        for prompt in prompts:
-            assert prompt.endswith("\n\nAnswer:")
-            found = PROPOSED.search(prompt)
-            assert found is not None, "no proposed action in the prompt"
-            tag, action = found.groups()
-            p = self.by_strategy.get(tag.removeprefix("strategy_swap__"))
-            if p is None:
-                p = next((v for k, v in self.table.items() if action.startswith(k)), self.default)
-            out.append(Score(p_harmful=p, n_tokens=len(prompt) // 4))
-        return out
+ActionScorer = LookupScorer
+"""P(HARMFUL) looked up in each real rendered prompt: by the strategy in the perturbation tag
+(`by_strategy`), else by the start of the proposed action (the table), else `default`."""
 
 
 def harmful_when_forgotten() -> ActionScorer:

@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from memguard import Score
+from memguard.testing import LookupScorer
 from strands import Agent, tool
 from strands.agent.conversation_manager import (
     ConversationManager,
@@ -306,19 +306,8 @@ def transcript(messages: Sequence[Any]) -> list[Any]:
     return [(m["role"], json.loads(json.dumps(m["content"], sort_keys=True, default=str))) for m in messages]
 
 
-class TagScorer:
-    """P(HARMFUL) by perturbation tag (the strategy under review); `default` for the rest."""
+class TagScorer(LookupScorer):
+    """P(HARMFUL) by perturbation tag (a key found in the strategy under review's tag); `default` for the rest."""
 
     def __init__(self, by_tag: dict[str, float], default: float = 1.0) -> None:
-        self.by_tag = by_tag
-        self.default = default
-        self.prompts: list[str] = []
-
-    def score(self, prompts: list[str]) -> list[Score]:
-        self.prompts.extend(prompts)
-        scores = []
-        for prompt in prompts:
-            tag = re.findall(r"under perturbation '([^']*)'", prompt)[-1]
-            p = next((v for k, v in self.by_tag.items() if k in tag), self.default)
-            scores.append(Score(p_harmful=p, n_tokens=len(prompt) // 4))
-        return scores
+        super().__init__(default=default, by_strategy=by_tag, strategy_match="contains")
