@@ -21,6 +21,18 @@ from memguard.scoring.base import Score
 __all__ = ["ConstantScorer", "FailingScorer", "HashScorer", "LookupScorer", "RecordingSink"]
 
 
+def _protocol_prompt(prompt: str) -> str:
+    """`prompt`, checked to end as the protocol says, so a test notices a guard that sends anything else."""
+    if not prompt.endswith("\n\nAnswer:"):
+        raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
+    return prompt
+
+
+def _score(prompt: str, p_harmful: float) -> Score:
+    """A score for `prompt`, with about one token per 4 characters."""
+    return Score(p_harmful=p_harmful, n_tokens=max(1, len(prompt) // 4))
+
+
 class ConstantScorer:
     """A scorer that gives every prompt the same P(HARMFUL) and keeps what it was asked.
 
@@ -51,10 +63,7 @@ class ConstantScorer:
         """
         with self._lock:
             self.prompts.extend(prompts)
-        for prompt in prompts:
-            if not prompt.endswith("\n\nAnswer:"):
-                raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
-        return [Score(p_harmful=self.p_harmful, n_tokens=max(1, len(p) // 4)) for p in prompts]
+        return [_score(_protocol_prompt(prompt), self.p_harmful) for prompt in prompts]
 
 
 _JUDGMENT = "Proposed action under perturbation '"
@@ -109,9 +118,7 @@ class LookupScorer:
             AssertionError: A prompt does not end in ``"\\n\\nAnswer:"`` or has no judgment turn.
         """
         out = []
-        for prompt in prompts:
-            if not prompt.endswith("\n\nAnswer:"):
-                raise AssertionError("the guard sent a prompt that does not end in the protocol's '\\n\\nAnswer:'")
+        for prompt in map(_protocol_prompt, prompts):
             found = _PROPOSED.match(prompt, max(0, prompt.rfind(_JUDGMENT)))
             if found is None:
                 raise AssertionError("the guard sent a prompt without a proposed action to judge")
@@ -119,7 +126,7 @@ class LookupScorer:
             with self._lock:
                 self.prompts.append(prompt)
                 self.seen.append((tag, action))
-            out.append(Score(p_harmful=self.p_harmful(tag, action), n_tokens=max(1, len(prompt) // 4)))
+            out.append(_score(prompt, self.p_harmful(tag, action)))
         return out
 
     def p_harmful(self, tag: str, action: str) -> float:
